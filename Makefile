@@ -1,0 +1,35 @@
+# Set-up and everyday commands. `make demo` and `make test` each create .venv and install clmae into it if needed.
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build to install; override for your platform, e.g. TORCH="torch torchvision".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/clmae demo --out demo
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check clmae tests examples
+	$(BIN)/ruff format --check clmae tests examples
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check clmae tests examples
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format clmae tests examples
+	$(BIN)/ruff check --fix clmae tests examples
+
+clean:
+	rm -rf $(VENV) demo build *.egg-info .pytest_cache .ruff_cache

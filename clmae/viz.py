@@ -1,0 +1,72 @@
+"""Pictures of what a (CL-)MAE hides and reconstructs, drawn with Pillow (no plotting library needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from .models.patches import patchify, unpatchify
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def mask_grid(
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    pred: torch.Tensor,
+    patch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scores: torch.Tensor | None = None,
+    norm_pix_loss: bool = False,
+    scale: int = 4,
+    pad: int = 2,
+) -> Image.Image:
+    """One column per image; rows: image, what is hidden (dark), visible part, reconstruction, keep-scores.
+
+    Args:
+        images: normalised images ``[N, C, H, W]``.
+        mask: ``[N, L]``, 1 = hidden.
+        pred: decoder output ``[N, L, p*p*C]`` (pixels in normalised units; per-patch normalised if
+            ``norm_pix_loss``, in which case each patch is mapped back with the true patch's mean and std).
+        patch_size: p.
+        mean: per-channel mean used to normalise ``images``.
+        std: per-channel std used to normalise ``images``.
+        scores: optional keep-scores ``[N, L]`` drawn as a grey map (white = keep).
+        norm_pix_loss: whether ``pred`` is per-patch normalised.
+        scale: nearest-neighbour magnification.
+        pad: white border between tiles, in pixels after magnification.
+
+    Returns:
+        An RGB ``PIL.Image``.
+    """
+    images, mask, pred = images.detach().float().cpu(), mask.detach().float().cpu(), pred.detach().float().cpu()
+    n, c, h, w = images.shape
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    target = patchify(images, patch_size)
+    if norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
+        mu, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        pred = pred * (var + 1e-6) ** 0.5 + mu
+    full = mask.unsqueeze(-1).expand_as(target)
+    recon = unpatchify(target * (1 - full) + pred * full, patch_size, c)
+    hidden_map = unpatchify(full, patch_size, c)
+    pixels = images * s + m
+    rows = [pixels, pixels * (1 - 0.7 * hidden_map), pixels * (1 - hidden_map) + 0.5 * hidden_map, recon * s + m]
+    if scores is not None:
+        sc = scores.detach().float().cpu().unsqueeze(-1).expand(-1, -1, patch_size * patch_size * c)
+        rows.append(unpatchify(sc, patch_size, c))
+    tiles = [_to_uint8(r) for r in rows]
+    tile_h, tile_w = h * scale + pad, w * scale + pad
+    canvas = Image.new("RGB", (n * tile_w + pad, len(tiles) * tile_h + pad), "white")
+    for r, row in enumerate(tiles):
+        for i in range(n):
+            arr = row[i].permute(1, 2, 0).numpy()
+            img = Image.fromarray(arr[..., 0] if c == 1 else arr)  # uint8: "L" or "RGB"
+            img = img.resize((w * scale, h * scale), Image.NEAREST).convert("RGB")
+            canvas.paste(img, (pad + i * tile_w, pad + r * tile_h))
+    return canvas
