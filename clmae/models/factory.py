@@ -150,12 +150,15 @@ def create_pretraining_model(
     spec = get_arch(name)
     encoder = create_model(name, **kwargs)
     p = encoder.patch_embed.patch_size[0]
+    decoder_embed_dim = decoder_embed_dim or spec.decoder_embed_dim
+    decoder_depth = spec.decoder_depth if decoder_depth is None else decoder_depth
+    decoder_num_heads = decoder_num_heads or spec.decoder_num_heads
     decoder = MAEDecoder(
         num_patches=encoder.patch_embed.num_patches,
         embed_dim=encoder.embed_dim,
-        decoder_embed_dim=decoder_embed_dim or spec.decoder_embed_dim,
-        depth=spec.decoder_depth if decoder_depth is None else decoder_depth,
-        num_heads=decoder_num_heads or spec.decoder_num_heads,
+        decoder_embed_dim=decoder_embed_dim,
+        depth=decoder_depth,
+        num_heads=decoder_num_heads,
         patch_size=p,
         in_chans=encoder.patch_embed.proj.in_channels,
     )
@@ -185,4 +188,25 @@ def create_pretraining_model(
     _init_mae(model)
     # Fixed positions: MAE keeps them out of training.
     model.encoder.pos_embed.requires_grad_(False)
+    # Everything needed to rebuild this exact model: create_pretraining_model(**model.config).
+    model.config = {
+        "name": name,
+        "method": method,
+        "mask_ratio": mask_ratio,
+        "norm_pix_loss": norm_pix_loss,
+        "decoder_embed_dim": decoder_embed_dim,
+        "decoder_depth": decoder_depth,
+        "decoder_num_heads": decoder_num_heads,
+        "masker_depth": masker_depth,
+        "masker_num_heads": masker_num_heads,
+        "masker_mlp_ratio": masker_mlp_ratio,
+        "masker_norm_eps": masker_norm_eps,
+        "gauss_sigma": gauss_sigma,
+        "gauss_weight": gauss_weight,
+        "kl_weight": kl_weight,
+        "kl_batch_scale": kl_batch_scale,
+        "div_weight": div_weight,
+        "div_scale": div_scale,
+        **kwargs,
+    }
     return model

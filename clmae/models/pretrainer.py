@@ -107,6 +107,7 @@ class CLMAE(nn.Module):
         self.kl_batch_scale = kl_batch_scale
         self.div_weight = div_weight
         self.div_scale = div_scale
+        self.config: dict = {}  # set by create_pretraining_model: its arguments, to rebuild this model
 
     @property
     def method(self) -> str:
