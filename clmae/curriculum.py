@@ -7,7 +7,8 @@ def curriculum_factor(epoch: int, epochs: int) -> float:
     """lambda_cl for 0-based ``epoch`` of ``epochs``; constant within an epoch.
 
     ``1 - 2e/E`` for ``e < E/2``, else ``1 - 2(e+1)/E`` (authors' released code). The schedule is antisymmetric,
-    runs from +1 at the first epoch to -1 at the last, and skips 0 when E is even. For E = 200: epochs 0, 50, 99,
+    runs from +1 at the first epoch to -1 at the last, and skips 0 when E is even (for odd E the middle epoch gets
+    +1/E). For E = 200: epochs 0, 50, 99,
     100, 149, 199 give 1.0, 0.5, 0.01, -0.01, -0.5, -1.0.
     """
     if epochs < 1:

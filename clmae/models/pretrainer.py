@@ -157,6 +157,19 @@ class CLMAE(nn.Module):
         x = self.encoder.blocks(x)
         return self.encoder.norm(x)
 
+    def forward_soft(self, tokens: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Soft masking: scale every token by its keep-score, encode all of them, decode every patch.
+
+        Args:
+            tokens: patch tokens with positions ``[N, L, D]`` (from :meth:`embed`).
+            scores: keep-scores ``[N, L]``; all ones gives the plain unmasked forward.
+
+        Returns:
+            predicted patches ``[N, L, p*p*C]``.
+        """
+        latent = self.forward_encoder(scores.unsqueeze(-1).to(tokens.dtype) * tokens)  # [N, 1 + L, D], CLS unscaled
+        return self.decoder(latent)  # all L tokens present: no mask tokens
+
     def targets(self, imgs: torch.Tensor) -> torch.Tensor:
         """Reconstruction targets ``[N, L, p*p*C]`` (float32, per-patch normalised if ``norm_pix_loss``)."""
         return losses.patch_targets(self.patchify(imgs), self.norm_pix_loss)
@@ -207,8 +220,7 @@ class CLMAE(nn.Module):
         with _frozen(self.encoder, self.decoder):
             tokens = self.embed(imgs)  # [N, L, D], from the just-updated patch embedding
             scores = self.masker(tokens)  # [N, L], with gradient
-            latent = self.forward_encoder(scores.unsqueeze(-1).to(tokens.dtype) * tokens)  # [N, 1 + L, D]
-            pred = self.decoder(latent)  # [N, L, p*p*C]
+            pred = self.forward_soft(tokens, scores)  # [N, L, p*p*C]
         errors = losses.patch_errors(pred, self.targets(imgs))  # [N, L]
         rec = losses.soft_reconstruction_loss(errors, scores)
         gauss = losses.gaussian_loss(scores, self.gauss_sigma, self.gauss_weight)

@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+import clmae
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+
+
+def tiny_pretrainer(method: str = "clmae", seed: int = 0, **kwargs) -> clmae.CLMAE:
+    """A CL-MAE on 28x28 one-channel images (49 patches) small enough for unit tests."""
+    torch.manual_seed(seed)
+    return clmae.create_pretraining_model("vit_tiny_patch4_28", method, **{**TINY, "masker_depth": 1, **kwargs})
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
