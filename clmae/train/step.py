@@ -3,11 +3,17 @@
 Two AdamW optimizers with the same hyper-parameters (one per module). The reference code uses one optimizer over
 both; on PyTorch 1.x its ``zero_grad()`` left zero gradients on the frozen half, which then got a momentum-only
 AdamW step every iteration. clmae does not reproduce that side effect.
+
+Gradient accumulation: pass the batch as a list of micro-batches. The MAE accumulates its gradient over all of them
+and takes one update; then the masking module accumulates over the same micro-batches (through the just-updated
+encoder and decoder) and takes one update. The masking module's KL and diversity terms are statistics of each
+micro-batch, exactly as they are statistics of each GPU's batch under data parallelism (method.md section 4).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 
 import torch
 from timm.optim import param_groups_weight_decay
@@ -53,13 +59,16 @@ def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.Abstr
 
 def train_step(
     model: CLMAE,
-    images: torch.Tensor,
+    images: torch.Tensor | Sequence[torch.Tensor],
     lam: float,
     mae_optimizer: torch.optim.Optimizer,
     masker_optimizer: torch.optim.Optimizer | None = None,
     *,
     amp: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
+    ddp: nn.Module | None = None,
+    sync_masker_grads: Callable[[nn.Module], None] | None = None,
+    return_masks: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One full iteration (method.md section 4): MAE update, then masking-module update, on ``images``.
 
@@ -68,36 +77,66 @@ def train_step(
 
     Args:
         model: the pretraining model (in train mode).
-        images: ``[N, C, H, W]`` on the model's device.
+        images: ``[N, C, H, W]`` on the model's device, or a list of such micro-batches whose gradients are
+            accumulated into one update of each module (each micro-batch's loss is divided by their number).
         lam: curriculum factor for this epoch (:func:`clmae.curriculum_factor`); unused for MAE.
         mae_optimizer: optimizer over encoder + decoder.
         masker_optimizer: optimizer over the masking module (required for CL-MAE).
         amp: bf16 autocast on CUDA.
-        generator: random masks for ``method="mae"``.
+        generator: random masks for ``method="mae"``: one generator, or one per micro-batch.
+        ddp: a ``DistributedDataParallel`` wrapper whose forward is ``model.forward_mae`` (see
+            :func:`clmae.train.distributed.wrap_ddp`); it averages the MAE gradients across processes.
+        sync_masker_grads: called with the masking module after its backward, to average its gradients across
+            processes (see :func:`clmae.train.distributed.all_reduce_grads`).
+        return_masks: also return ``mask`` (MAE step) and ``scores`` (masker step) of the last micro-batch, detached.
 
     Returns:
-        ``mae_loss``; for CL-MAE also ``masker_loss``, ``rec``, ``gauss``, ``kl``, ``div`` and ``score_mean``.
+        ``mae_loss``; for CL-MAE also ``masker_loss``, ``rec``, ``gauss``, ``kl``, ``div`` and ``score_mean``
+        (means over the micro-batches).
     """
     if model.masker is not None and masker_optimizer is None:
         raise ValueError("a CL-MAE model needs masker_optimizer (see clmae.train.build_optimizers)")
-    ctx = autocast_for(images.device, amp)
+    micro = [images] if isinstance(images, torch.Tensor) else list(images)
+    if not micro:
+        raise ValueError("images must be a tensor or a non-empty list of micro-batches")
+    gens = list(generator) if isinstance(generator, Sequence) else [generator] * len(micro)
+    if len(gens) != len(micro):
+        raise ValueError(f"got {len(gens)} generators for {len(micro)} micro-batches; pass one per micro-batch")
+    ctx = autocast_for(micro[0].device, amp)
+    n = len(micro)
+    forward_mae = model.forward_mae if ddp is None else ddp
 
     # 1) MAE step: masking module frozen (it runs without a graph), masks from its top-K scores.
     mae_optimizer.zero_grad(set_to_none=True)
-    with ctx:
-        out = model.forward_mae(images, generator)
-    out["loss"].backward()
+    mae_loss = 0.0
+    for i, (x, g) in enumerate(zip(micro, gens)):
+        # Under DDP, only the last micro-batch's backward all-reduces the accumulated gradients.
+        sync = contextlib.nullcontext() if ddp is None or i == n - 1 else ddp.no_sync()
+        with sync:
+            with ctx:
+                out = forward_mae(x, g)
+            (out["loss"] / n).backward()
+        mae_loss = mae_loss + out["loss"].detach() / n
     mae_optimizer.step()
-    stats = {"mae_loss": out["loss"].detach()}
+    stats = {"mae_loss": mae_loss}
+    if return_masks:
+        stats["mask"] = out["mask"].detach()
 
-    # 2) Masking-module step on the same batch, through the just-updated, frozen encoder and decoder.
+    # 2) Masking-module step on the same micro-batches, through the just-updated, frozen encoder and decoder.
     if model.masker is not None:
         masker_optimizer.zero_grad(set_to_none=True)
-        with ctx:
-            mout = model.forward_masker(images, lam)
-        mout["loss"].backward()
+        sums: dict[str, torch.Tensor] = {}
+        for x in micro:
+            with ctx:
+                mout = model.forward_masker(x, lam)
+            (mout["loss"] / n).backward()
+            mout["masker_loss"], mout["score_mean"] = mout["loss"], mout["scores"].mean()
+            for k in ("masker_loss", "rec", "gauss", "kl", "div", "score_mean"):
+                sums[k] = sums.get(k, 0.0) + mout[k].detach().float() / n
+        if sync_masker_grads is not None:
+            sync_masker_grads(model.masker)
         masker_optimizer.step()
-        stats["masker_loss"] = mout["loss"].detach()
-        stats.update({k: mout[k].detach() for k in ("rec", "gauss", "kl", "div")})
-        stats["score_mean"] = mout["scores"].detach().mean()
+        stats.update(sums)
+        if return_masks:
+            stats["scores"] = mout["scores"].detach()
     return stats
