@@ -1,0 +1,178 @@
+"""Speed of one CL-MAE iteration (MAE update + masking-module update) and of the MAE baseline.
+
+Measures on whatever device it finds:
+  1. the ceiling: the dense matrix-multiply rate of the device (bf16 on CUDA, float32 on CPU), median of repeats;
+  2. per configuration: images/s of ``clmae.train_step`` (median over timed iterations after warm-up), FLOPs per
+     iteration counted with ``torch.utils.flop_counter`` (forward + backward of both steps), model FLOP utilisation
+     (achieved FLOP/s / ceiling) and peak memory.
+It prints a table and writes JSON to ``benchmarks/results/``. Nothing here asserts on time.
+
+    python benchmarks/bench_step.py                    # GPU: ViT-B/16 batch 256 (CL-MAE, MAE), ViT-L, FMNIST tiny
+    python benchmarks/bench_step.py --cpu-smoke        # tiny models on the CPU (CI-sized)
+    python benchmarks/bench_step.py --config vit_base_patch16_224:clmae:128 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import clmae
+
+GPU_CONFIGS = [
+    "vit_base_patch16_224:clmae:256",
+    "vit_base_patch16_224:mae:256",
+    "vit_large_patch16_224:clmae:128",
+    "vit_large_patch16_224:mae:128",
+    "vit_tiny_patch4_28:clmae:4096",
+    "vit_tiny_patch4_28:mae:4096",
+]
+CPU_CONFIGS = ["vit_tiny_patch4_28:clmae:32", "vit_tiny_patch4_28:mae:32"]
+CPU_TINY = dict(embed_dim=64, depth=2, num_heads=2, decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=2)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_ceiling(device: torch.device, size: int, repeats: int = 10) -> float:
+    """Median FLOP/s of a square matrix multiply: bf16 on CUDA, float32 on CPU."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * size**3 / statistics.median(times)
+
+
+def count_flops(name: str, method: str, batch: int, model_kwargs: dict) -> int:
+    """FLOPs of one full iteration (forward + backward of both steps), counted on the meta device (no compute)."""
+    with torch.device("meta"):
+        model = clmae.create_pretraining_model(name, method, **model_kwargs)
+        c, h, w = model.in_chans, *model.img_size
+        x = torch.randn(batch, c, h, w)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.forward_mae(x)["loss"].backward()
+        if model.masker is not None:
+            model.forward_masker(x, 1.0)["loss"].backward()
+    return counter.get_total_flops()
+
+
+def bench(
+    name: str, method: str, batch: int, device: torch.device, steps: int, warmup: int, compile: bool, model_kwargs: dict
+) -> dict:
+    """Time ``clmae.train_step`` on random images already on the device (the model step alone, no data loading)."""
+    torch.manual_seed(0)
+    model = clmae.create_pretraining_model(name, method, **model_kwargs).to(device)
+    if compile:
+        # Compile the module's step functions in place; the train_step logic stays the same.
+        model.forward_mae = torch.compile(model.forward_mae)
+        if model.masker is not None:
+            model.forward_masker = torch.compile(model.forward_masker)
+    opts = clmae.build_optimizers(model, lr=1e-4)
+    x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        clmae.train_step(model, x, 1.0, *opts)
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t = time.perf_counter()
+        stats = clmae.train_step(model, x, 1.0, *opts)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    if not all(torch.isfinite(v).item() for v in stats.values()):
+        raise RuntimeError(f"{name}:{method}:{batch} produced a non-finite loss")
+    median = statistics.median(times)
+    return {
+        "arch": name,
+        "method": method,
+        "batch": batch,
+        "compile": compile,
+        "model_kwargs": model_kwargs,
+        "median_s": median,
+        "images_per_s": batch / median,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", help="ARCH:METHOD:BATCH (repeatable); default: by device")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU, a few iterations")
+    parser.add_argument("--steps", type=int, default=None, help="timed iterations (default: 20 GPU, 3 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 GPU, 1 CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the two step functions")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
+    on_gpu = device.type == "cuda"
+    configs = args.config or (GPU_CONFIGS if on_gpu else CPU_CONFIGS)
+    model_kwargs = {} if on_gpu else CPU_TINY
+    steps = args.steps or (20 if on_gpu else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    ceiling = matmul_ceiling(device, 8192 if on_gpu else 1024)
+    device_name = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or platform.machine()
+    print(f"device: {device_name} ({device.type}); matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
+    rows = []
+    for spec in configs:
+        name, method, batch = spec.split(":")
+        row = bench(name, method, int(batch), device, steps, warmup, args.compile, model_kwargs)
+        flops = count_flops(name, method, int(batch), model_kwargs)
+        row["gflop_per_image"] = flops / int(batch) / 1e9
+        row["mfu"] = flops / row["median_s"] / ceiling
+        rows.append(row)
+        mem = f"{row['peak_memory_gib']:.1f}" if row["peak_memory_gib"] is not None else "-"
+        print(
+            f"{name:24s} {method:6s} batch {int(batch):5d}  {row['images_per_s']:10.1f} img/s  "
+            f"{row['gflop_per_image']:7.1f} GFLOP/img  MFU {100 * row['mfu']:5.1f}%  peak {mem} GiB"
+        )
+    result = {
+        "device": device_name,
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "matmul_ceiling_flops": ceiling,
+        "steps": steps,
+        "warmup": warmup,
+        "amp": "bf16" if on_gpu else "fp32",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bench_step.py", *(argv if argv is not None else sys.argv[1:])]),
+        "results": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    path = out / f"step_{device.type}_{stamp}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
