@@ -14,7 +14,7 @@ PY=${PYTHON:-python}
 
 # 1) Numerics: the implemented step equals the straightforward one under bf16 autocast on the GPU.
 if $PY -c "import pytest" 2>/dev/null; then
-    CLMAE_TEST_DEVICE=cuda timeout 300 $PY -m pytest -q tests/test_step_equivalence.py tests/test_pretrainer.py \
+    CLMAE_TEST_DEVICE=cuda timeout 300 $PY -m pytest -q tests/test_step_equivalence.py tests/test_no_host_sync.py tests/test_pretrainer.py \
         2>&1 | tail -20 | tee "$OUT/gpu_tests.txt"
 else
     echo "pytest not installed on this machine: numerics check skipped" | tee "$OUT/gpu_tests.txt"
