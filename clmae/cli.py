@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*patch4*'")
     lst.set_defaults(func=_list)
 
+    from .train.cli import register as register_train
+
+    register_train(sub)  # train, visualize
+
+    from .hub.cli import register as register_hub
+
+    register_hub(sub)  # convert, extract, push, pretrained
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)

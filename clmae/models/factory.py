@@ -54,20 +54,22 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> VisionTr
     timm as any other timm model, e.g. ``model.reset_classifier(10)``.
 
     Args:
-        name: an architecture from :func:`clmae.list_models`.
-        pretrained: load published weights (none are registered in this version).
+        name: an architecture from :func:`clmae.list_models`, or with ``pretrained=True`` any name
+            :func:`clmae.load_pretrained` accepts (registry name or alias, ``arch.tag``, ``hf-hub:...``, a folder).
+        pretrained: load published weights through :func:`clmae.load_pretrained` (pinned, sha256-verified).
         **kwargs: timm ``VisionTransformer`` arguments that override the architecture's (``num_classes``,
             ``drop_path_rate``, ``img_size``, ``global_pool``, ...).
 
     Returns:
         The timm ``VisionTransformer``.
     """
-    spec = get_arch(name)
     if pretrained:
-        raise ValueError(
-            f"No pretrained weights are available for {name!r} in this version of clmae; use pretrained=False and "
-            "pretrain it with create_pretraining_model()."
-        )
+        # Published weights (registry names and aliases, arch.tag, hf-hub:org/repo[@rev], local-dir:/path, folders)
+        # all load through clmae.hub, pinned and checksum-verified where the registry pins them.
+        from ..hub import load_pretrained
+
+        return load_pretrained(name, **kwargs)
+    spec = get_arch(name)
     args = {**spec.model_args, "num_classes": 0, **kwargs}
     args.setdefault("pretrained_cfg", _pretrained_cfg(spec))
     model = timm.create_model(spec.timm_arch, pretrained=False, **args)

@@ -1,0 +1,105 @@
+"""Turn a data spec string (``fmnist``, ``fmnist-sample``, ``synthetic:N``, a folder) into a pretraining data set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from .fashion_mnist import MEAN as FMNIST_MEAN
+from .fashion_mnist import SAMPLE_ROOT, load_fashion_mnist, to_float
+from .fashion_mnist import STD as FMNIST_STD
+from .imagefolder import ImageFolderImages
+from .sampler import SeededDataset
+from .synthetic import SyntheticImages
+from .transforms import eval_transform, pretrain_transform
+
+SPECS = "fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N or an ImageNet-style folder ROOT/CLASS/IMAGE"
+
+
+@dataclass
+class PretrainingData:
+    """A pretraining data set and what is needed to show its images.
+
+    Attributes:
+        dataset: a :class:`~clmae.data.sampler.SeededDataset` of normalised ``[C, H, W]`` tensors.
+        preview: a deterministic (unaugmented) version of the same images, for pictures.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        description: what was loaded, for the log.
+    """
+
+    dataset: SeededDataset
+    preview: SeededDataset
+    mean: Sequence[float]
+    std: Sequence[float]
+    description: str
+
+
+class _TensorImages(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def _check_shape(spec: str, shape: tuple[int, int, int], in_chans: int, img_size: tuple[int, int]) -> None:
+    if (shape[0], *shape[1:]) != (in_chans, *img_size):
+        raise ValueError(
+            f"data {spec!r} gives {shape[0]}x{shape[1]}x{shape[2]} images but the model expects "
+            f"{in_chans}x{img_size[0]}x{img_size[1]}; pick a matching model (e.g. vit_tiny_patch4_28 for "
+            "Fashion-MNIST, a *_224 model for ImageNet folders)"
+        )
+
+
+def build_pretraining_data(spec: str, in_chans: int, img_size: int | Sequence[int], seed: int = 0) -> PretrainingData:
+    """The data set named by ``spec``, checked against the model's input.
+
+    Args:
+        spec: ``fmnist`` (Debian's Fashion-MNIST training split), ``fmnist-sample`` (the 1,000 bundled images),
+            ``fmnist:FOLDER`` (IDX files in FOLDER), ``synthetic:N`` (N smooth random images of the model's size)
+            or a folder ``ROOT/CLASS/IMAGE`` (RGB; MAE's augmentation).
+        in_chans: the model's input channels.
+        img_size: the model's input size.
+        seed: seed of the synthetic set.
+
+    Returns:
+        A :class:`PretrainingData`.
+    """
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if spec in ("fmnist", "fmnist-sample") or spec.startswith("fmnist:"):
+        root: Any = {"fmnist": None, "fmnist-sample": SAMPLE_ROOT}.get(spec, spec[len("fmnist:") :])
+        images, _ = load_fashion_mnist("train", root=root)
+        _check_shape(spec, (1, *images.shape[1:]), in_chans, size)
+        ds = SeededDataset(_TensorImages(to_float(images)))
+        where = "bundled sample" if spec == "fmnist-sample" else root or "Debian's dataset-fashion-mnist"
+        return PretrainingData(ds, ds, (FMNIST_MEAN,), (FMNIST_STD,), f"Fashion-MNIST train ({where}), {len(ds)}")
+    if spec.startswith("synthetic:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"synthetic data needs a count, e.g. synthetic:256, got {spec!r}") from None
+        ds = SeededDataset(SyntheticImages(n, (in_chans, *size), seed))
+        return PretrainingData(ds, ds, (0.0,) * in_chans, (1.0,) * in_chans, f"{n} synthetic images")
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"data {spec!r} is not a folder that exists, nor one of: {SPECS}")
+    if in_chans != 3 or size[0] != size[1]:
+        raise ValueError(f"image folders give square RGB images; model {in_chans} channels, {size} px does not fit")
+    source = ImageFolderImages(path)
+    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    return PretrainingData(
+        SeededDataset(source, pretrain_transform(size[0], mean, std)),
+        SeededDataset(source, eval_transform(size[0], mean, std)),
+        mean,
+        std,
+        f"image folder {path}, {len(source)} images",
+    )

@@ -1,0 +1,108 @@
+"""Data order and augmentation randomness that depend only on the seed, the epoch and the position in the epoch.
+
+:class:`GlobalBatchSampler` is a ``DistributedSampler`` whose result does not depend on how the global batch is
+split: every epoch draws one permutation of the data set (seed + epoch, as ``DistributedSampler``), cuts it into
+micro-batch chunks of ``batch_size``, and hands chunk ``c = (step * accum_iter + a) * world_size + rank`` to micro-
+batch ``a`` of process ``rank``. One GPU with ``accum_iter = 8`` sees the same chunks in each update as 8 GPUs with
+``accum_iter = 1``, so a run can move between machines and give the same result up to floating-point rounding.
+The incomplete last global batch of each epoch is dropped (as MAE's ``drop_last``).
+
+It yields ``(index, seed)`` pairs: :class:`SeededDataset` applies its random transform under that seed, so
+augmentations do not depend on worker processes or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+
+def item_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed for one sample (or micro-batch) from the run's seed, the epoch and a position in the epoch."""
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + position) % (1 << 63)
+
+
+class GlobalBatchSampler(DistributedSampler):
+    """Split-invariant distributed sampler; yields ``(index, seed)`` pairs for :class:`SeededDataset`.
+
+    Args:
+        dataset: the data set (only its length is used).
+        batch_size: images per process per micro-batch.
+        accum_iter: micro-batches per update.
+        num_replicas: number of processes (default: the process group's size, else 1).
+        rank: this process (default: its rank in the process group, else 0).
+        seed: run seed; the permutation of epoch e uses ``seed + e``.
+        shuffle: draw a new permutation every epoch (else data set order).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        accum_iter: int = 1,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        if num_replicas is None:
+            dist = torch.distributed
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            rank = dist.get_rank() if num_replicas > 1 else 0
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank or 0, shuffle=shuffle, seed=seed)
+        self.batch_size, self.accum_iter = batch_size, accum_iter
+        self.global_batch = batch_size * accum_iter * self.num_replicas
+        self.steps_per_epoch = len(dataset) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the data set has {len(dataset)} images, fewer than one global batch of {self.global_batch} "
+                f"(batch_size {batch_size} x accum_iter {accum_iter} x {self.num_replicas} processes); lower "
+                "batch_size or use more data"
+            )
+        self.num_samples = self.steps_per_epoch * accum_iter * batch_size
+        self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        n = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(n))
+        b, w = self.batch_size, self.num_replicas
+        for k in range(self.steps_per_epoch * self.accum_iter):
+            start = (k * w + self.rank) * b
+            for pos in range(start, start + b):
+                yield order[pos], item_seed(self.seed, self.epoch, pos)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class SeededDataset(Dataset):
+    """Applies ``transform`` to ``source[index]`` under a per-sample seed; indexed by ``(index, seed)`` pairs.
+
+    The transform's random draws (torchvision transforms use torch's global generator) come from the given seed,
+    inside ``torch.random.fork_rng`` so that nothing else's randomness changes.
+
+    Args:
+        source: a data set whose items are images (a PIL image or a tensor).
+        transform: optional random transform to a ``[C, H, W]`` tensor.
+    """
+
+    def __init__(self, source: Any, transform: Callable[[Any], torch.Tensor] | None = None) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        image = self.source[index]
+        if self.transform is None:
+            return image
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image)

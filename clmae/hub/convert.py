@@ -1,0 +1,219 @@
+"""Convert a reference CL-MAE or MAE training checkpoint (a torch pickle) into a clmae weights folder."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from ..models import create_model, create_pretraining_model, get_arch, list_models
+from ._io import check_state
+from .save import save_pretrained
+
+# Reference (facebookresearch/mae, CL-MAE) key prefix -> clmae's. Longest prefixes first; encoder keys are the
+# remaining timm ViT keys and get "encoder." in front.
+_RENAMES = (
+    ("masking_net.", "masker."),
+    ("decoder_embed.", "decoder.embed."),
+    ("decoder_pos_embed", "decoder.pos_embed"),
+    ("decoder_blocks.", "decoder.blocks."),
+    ("decoder_norm.", "decoder.norm."),
+    ("decoder_pred.", "decoder.pred."),
+    ("mask_token", "decoder.mask_token"),
+)
+_ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+# The masking module's positional embedding is a fixed [1, 1, D] of zeros in the reference: nothing to keep.
+_DROPPED = ("masking_net.pos_embed",)
+
+
+def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a reference training checkpoint with ``torch.load(weights_only=True)``.
+
+    ``argparse.Namespace`` (the ``args`` entry) is the only non-tensor class allowed; anything else is refused.
+
+    Args:
+        path: the ``.pth`` file (``{model, optimizer, epoch, scaler, args}``, or a bare state dict).
+
+    Returns:
+        The model state dict and the ``args`` as a dict (empty if absent), plus ``epoch`` if present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    safe = getattr(torch.serialization, "safe_globals", None)
+    try:
+        if safe is not None:
+            with safe([argparse.Namespace]):
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # torch < 2.5: no context manager, so the allow-list is process-wide
+            torch.serialization.add_safe_globals([argparse.Namespace])
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} holds objects other than tensors, plain containers and argparse.Namespace, so it cannot be "
+            f"loaded safely (weights_only=True): {str(e).splitlines()[0]}. Re-save only its 'model' state dict from "
+            "a trusted environment: torch.save({'model': ckpt['model']}, 'clean.pth')"
+        ) from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint ({e}); it is truncated or corrupt") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, expected a dict with a 'model' state dict")
+    state = ckpt.get("model", ckpt)
+    args = ckpt.get("args")
+    info = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
+    if "epoch" in ckpt:
+        info["epoch"] = ckpt["epoch"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: its 'model' entry is not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}, info
+
+
+def rename_reference_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference key layout (method.md §8) -> :class:`~clmae.models.CLMAE` keys (``encoder.*``, ``decoder.*``,
+    ``masker.*``)."""
+    out, unknown = {}, []
+    for key, value in state.items():
+        if key in _DROPPED:
+            if value.count_nonzero():
+                raise ValueError(f"{key} is not all zeros: this is not the reference masking module's layout")
+            continue
+        for old, new in _RENAMES:
+            if key.startswith(old):
+                out[new + key[len(old) :]] = value
+                break
+        else:
+            if key.startswith(_ENCODER_PREFIXES):
+                out["encoder." + key] = value
+            else:
+                unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"keys not in a reference CL-MAE/MAE pretraining checkpoint: {unknown[:8]}; a fine-tuned checkpoint "
+            "(with a head) is not a pretraining checkpoint"
+        )
+    return out
+
+
+def _geometry(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Widths, depths and sizes read off the tensors (heads cannot be: they come from the architecture)."""
+    d, c, p, _ = state["encoder.patch_embed.proj.weight"].shape
+    grid = round((state["encoder.pos_embed"].shape[1] - 1) ** 0.5)
+
+    def depth(prefix: str) -> int:
+        return len({k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix)})
+
+    geo = {"embed_dim": d, "in_chans": c, "patch_size": p, "img_size": grid * p, "depth": depth("encoder.blocks.")}
+    if "decoder.embed.weight" in state:
+        geo.update(decoder_embed_dim=state["decoder.embed.weight"].shape[0], decoder_depth=depth("decoder.blocks."))
+    if "masker.cls_token" in state:
+        geo["masker_depth"] = depth("masker.blocks.")
+    return geo
+
+
+def _arch_defaults(name: str) -> dict[str, Any]:
+    spec = get_arch(name)
+    with torch.device("meta"):
+        vit = timm.create_model(spec.timm_arch, **spec.model_args)
+    return {
+        "embed_dim": vit.embed_dim,
+        "depth": len(vit.blocks),
+        "num_heads": vit.blocks[0].attn.num_heads,
+        "in_chans": vit.patch_embed.proj.in_channels,
+        "patch_size": vit.patch_embed.patch_size[0],
+        "img_size": vit.patch_embed.img_size[0],
+    }
+
+
+def _pick_arch(geo: dict[str, Any], name: str | None, num_heads: int | None) -> tuple[str, dict[str, Any]]:
+    """The clmae architecture and the encoder overrides that give this geometry."""
+    size = ("in_chans", "patch_size", "img_size")
+    if name is None:
+        defaults = {n: _arch_defaults(n) for n in list_models()}
+        exact = [n for n, d in defaults.items() if all(d[k] == geo[k] for k in (*size, "embed_dim", "depth"))]
+        same_size = [n for n, d in defaults.items() if all(d[k] == geo[k] for k in size)]
+        if exact:
+            name = exact[0]
+        elif same_size and num_heads is not None:
+            name = same_size[0]  # any architecture of this input geometry; width and depth become overrides
+        else:
+            raise ValueError(
+                f"no clmae architecture has this checkpoint's geometry ({geo}); pass name=<a clmae.list_models() "
+                "name> and num_heads=... (attention heads are not stored in the weights)"
+            )
+    ref = _arch_defaults(name)
+    if any(ref[k] != geo[k] for k in size):
+        raise ValueError(f"architecture {name} has {[ref[k] for k in size]} (in_chans, patch, image), checkpoint "
+                         f"{[geo[k] for k in size]}")  # fmt: skip
+    overrides = {k: geo[k] for k in ("embed_dim", "depth") if ref[k] != geo[k]}
+    return name, overrides
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    folder: str | Path,
+    *,
+    name: str | None = None,
+    num_heads: int | None = None,
+    decoder_num_heads: int | None = None,
+    masker_num_heads: int = 4,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Turn a reference CL-MAE/MAE checkpoint into a weights folder (see :func:`clmae.save_pretrained`).
+
+    A checkpoint with decoder (and masking module) keys gives the full pretraining model too
+    (``pretraining.safetensors``); an encoder-only one gives the encoder alone. Attention head counts are not in the
+    weights: they default to the architecture's (encoder), 16 (decoder, MAE's) and 4 (masking module, CL-MAE's).
+
+    Args:
+        checkpoint: the reference ``.pth``.
+        folder: output folder.
+        name: clmae architecture (default: the one whose width, depth, patch and image size match).
+        num_heads: encoder heads, if not the architecture's.
+        decoder_num_heads: decoder heads (default: the architecture's).
+        masker_num_heads: masking-module heads (reference: 4).
+        metadata: model card facts, as for :func:`clmae.save_pretrained`.
+
+    Returns:
+        The folder.
+    """
+    raw, info = load_reference_checkpoint(checkpoint)
+    state = rename_reference_keys(raw)
+    geo = _geometry(state)
+    name, overrides = _pick_arch(geo, name, num_heads)
+    if num_heads is not None:
+        overrides["num_heads"] = num_heads
+    elif "embed_dim" in overrides:
+        raise ValueError(f"the encoder width differs from {name}'s: pass num_heads=... (heads are not in the weights)")
+    method = "clmae" if "masker_depth" in geo else "mae"
+    meta = {"method": method, **(metadata or {})}
+    meta.setdefault(
+        "description",
+        f"{method.upper().replace('CLMAE', 'CL-MAE')} encoder converted from the reference checkpoint "
+        f"`{Path(checkpoint).name}`" + (f" (epoch {info['epoch']})" if "epoch" in info else "") + ".",
+    )
+    if "decoder_embed_dim" not in geo:  # encoder only
+        encoder = create_model(name, **overrides)
+        enc_state = {k.removeprefix("encoder."): v for k, v in state.items()}
+        check_state(encoder, enc_state, str(checkpoint))
+        encoder.load_state_dict(enc_state)
+        return save_pretrained(encoder.eval(), folder, name=name, metadata=meta)
+    config: dict[str, Any] = {
+        "method": method,
+        "decoder_embed_dim": geo["decoder_embed_dim"],
+        "decoder_depth": geo["decoder_depth"],
+        "decoder_num_heads": decoder_num_heads,
+        "masker_depth": geo.get("masker_depth", 5),
+        "masker_num_heads": masker_num_heads,
+        **overrides,
+    }
+    for key in ("mask_ratio", "norm_pix_loss"):
+        if key in info:
+            config[key] = info[key]
+    model = create_pretraining_model(name, **config)
+    check_state(model, state, str(checkpoint))
+    model.load_state_dict(state)
+    return save_pretrained(model.eval(), folder, name=name, metadata=meta)

@@ -1,0 +1,253 @@
+"""``load_pretrained`` (the encoder) and ``load_pretraining`` (the whole CL-MAE) from names, Hub repos or folders."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+
+from ..models import CLMAE, create_pretraining_model
+from . import registry
+from ._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, check_state, read_config, read_safetensors
+from .download import fetch
+
+TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
+
+
+@dataclass
+class Source:
+    """Where a weight's files come from: a local folder, or a Hub repo at a revision with optional sha256s."""
+
+    name: str
+    folder: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    sha256: dict[str, str | None] = field(default_factory=dict)
+    entry: registry.WeightEntry | None = None
+    pinned: bool = False  # every file must have a registry sha256
+
+    def file(self, filename: str, cache_dir: str | Path | None, local_files_only: bool | None) -> Path:
+        """Local path of ``filename``, downloaded and verified if it comes from the Hub."""
+        if self.folder is not None:
+            path = self.folder / filename
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} does not exist; a weights folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                )
+            return path
+        if self.pinned and not self.sha256.get(filename):
+            raise ValueError(
+                f"the registry entry {self.entry.name if self.entry else self.name} lists no sha256 for {filename}, "
+                "so it cannot be verified: that file is not part of the published weight"
+            )
+        return fetch(
+            self.repo_id,
+            filename,
+            revision=self.revision,
+            sha256=self.sha256.get(filename),
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+
+
+def _not_published(entry: registry.WeightEntry) -> ValueError:
+    cmd = TRAIN_COMMAND.format(recipe=entry.recipe or "<recipe>", name=entry.name)
+    return ValueError(
+        f"{entry.name!r} (alias {entry.alias!r}) is not yet published: {entry.notes or 'no weights are released yet'} "
+        f"Train it yourself with:\n  {cmd}\nthen load the weights folder it exports: "
+        f"clmae.load_pretrained('runs/{entry.recipe or '<recipe>'}/export'). Weights available now:\n{registry.describe_available()}"
+    )
+
+
+def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
+    if entry.status == registry.NOT_PUBLISHED:
+        raise _not_published(entry)
+    rev = revision or entry.revision
+    if entry.status == registry.UNVERIFIED:
+        warnings.warn(
+            f"{entry.name} is not pinned: it loads {entry.hub_repo} at revision {rev!r} without sha256 verification "
+            "(the registry has no commit id or checksum for it yet)",
+            UserWarning,
+            stacklevel=4,
+        )
+    elif revision is not None and revision != entry.revision:
+        warnings.warn(
+            f"{entry.name}: revision {revision!r} differs from the registry's pinned {entry.revision}; its files "
+            "are not verified against the registry's sha256",
+            UserWarning,
+            stacklevel=4,
+        )
+    pinned = entry.status == registry.PUBLISHED and rev == entry.revision
+    shas = entry.files if pinned else {}
+    return Source(entry.name, repo_id=entry.hub_repo, revision=rev, sha256=dict(shas), entry=entry, pinned=pinned)
+
+
+def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Source:
+    """Turn a name into a :class:`Source`.
+
+    Accepted: a folder path; ``local-dir:/path``; ``hf-hub:org/repo[@revision]``; a registry name (``arch.tag``), alias
+    (``vit_b``) or an architecture with a single registry entry.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"expected a weight name, hf-hub:org/repo or a folder, got {name_or_path!r}")
+    name = name_or_path
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:") :]).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder (from {name!r})")
+        return Source(name, folder=folder)
+    if name.startswith("hf-hub:"):
+        repo, _, rev = name[len("hf-hub:") :].partition("@")
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ValueError(f"{name!r}: expected hf-hub:org/repo or hf-hub:org/repo@revision")
+        if rev and revision and rev != revision:
+            raise ValueError(f"{name!r} names revision {rev!r} but revision={revision!r} was passed; give one")
+        rev = rev or revision
+        pinned = next((e for e in registry.entries() if e.hub_repo == repo and e.status == registry.PUBLISHED), None)
+        verified = pinned is not None and rev == pinned.revision
+        shas = dict(pinned.files) if verified else {}
+        return Source(name, repo_id=repo, revision=rev, sha256=shas, entry=pinned, pinned=verified)
+    folder = Path(name).expanduser()
+    if "/" in name or os.sep in name or name.startswith((".", "~")):  # a path, never a registry name
+        if folder.is_dir():
+            return Source(name, folder=folder)
+        hint = (
+            f" For a Hub repository write hf-hub:{name}." if name.count("/") == 1 and not folder.parent.is_dir() else ""
+        )
+        raise FileNotFoundError(f"{name} is not a folder.{hint}")
+    entry = registry.find(name)
+    if entry is not None:
+        return _from_entry(entry, revision)
+    if folder.is_dir():  # a bare folder name in the working directory
+        return Source(name, folder=folder)
+    raise ValueError(
+        f"unknown pretrained weight {name!r}.{registry.suggest(name)} Give a registry name or alias, "
+        f"hf-hub:org/repo[@revision], local-dir:/path or a folder. Registry (clmae.list_pretrained()):\n"
+        + "\n".join(f"  {n}: {s}" for n, s in registry.list_pretrained())
+    )
+
+
+def _check_input(model: VisionTransformer, args: tuple) -> None:
+    """Forward pre-hook: an image of the wrong size or channel count gets a message naming the fix."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or getattr(model.patch_embed, "dynamic_img_pad", False):
+        return
+    c, (h, w) = model.patch_embed.proj.in_channels, model.patch_embed.img_size
+    if x.shape[1] != c or (model.patch_embed.strict_img_size and tuple(x.shape[2:]) != (h, w)):
+        raise ValueError(
+            f"this model takes images [N, {c}, {h}, {w}], got {list(x.shape)}: preprocess with "
+            "timm.data.create_transform(**timm.data.resolve_data_config({}, model=model)), or load it with "
+            "img_size=... (positions are resampled) or dynamic_img_size=True"
+        )
+
+
+def _build(cfg: dict[str, Any], kwargs: dict[str, Any]) -> VisionTransformer:
+    args = {**cfg.get("model_args", {}), "num_classes": cfg.get("num_classes", 0), **kwargs}
+    try:
+        model = timm.create_model(cfg["architecture"], pretrained=False, **args)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as e:
+        raise ValueError(
+            f"config.json does not describe a buildable timm model ({cfg['architecture']}, {args}): {e}"
+        ) from e
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"config.json architecture {cfg['architecture']!r} is not a timm VisionTransformer")
+    return model
+
+
+def _load_encoder_state(model: VisionTransformer, state: dict[str, torch.Tensor], where: str) -> None:
+    pos = state.get("pos_embed")
+    if pos is not None and model.pos_embed is not None and pos.shape != model.pos_embed.shape:
+        # A different img_size was asked for: resample the positions as timm does.
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        state = {
+            **state,
+            "pos_embed": resample_abs_pos_embed(pos, list(model.patch_embed.grid_size), num_prefix_tokens=prefix),
+        }
+    check_state(model, state, where, optional=("head.",))
+    model.load_state_dict(state, strict=False)
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    **kwargs: Any,
+) -> VisionTransformer:
+    """Load a pretrained encoder: an eval-mode timm ``VisionTransformer``, preprocessing in ``pretrained_cfg``.
+
+    Args:
+        name_or_path: a registry name or alias (``"vit_b"``, ``"vit_base_patch16_224.mae"``; see
+            :func:`clmae.list_pretrained`), ``"hf-hub:org/repo[@revision]"``, ``"local-dir:/path"`` or a folder.
+        revision: Hub revision (default: the registry's pinned commit; ``main`` for hf-hub names).
+        cache_dir: Hub cache folder (default: ``$HF_HUB_CACHE``).
+        local_files_only: never touch the network; ``None`` follows ``HF_HUB_OFFLINE``.
+        **kwargs: timm model arguments (``num_classes`` adds a fresh head, ``img_size`` resamples the positions,
+            ``drop_path_rate``, ``global_pool``...).
+
+    Returns:
+        The encoder, with ``model.pretrained_cfg`` from the weights' ``config.json``.
+    """
+    src = resolve(name_or_path, revision)
+    cfg = read_config(src.file(CONFIG_NAME, cache_dir, local_files_only))
+    weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only)
+    state = read_safetensors(weights)
+    model = _build(cfg, kwargs)
+    _load_encoder_state(model, state, str(weights))
+    pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["pretrained_cfg"].items()}
+    pcfg.update(architecture=cfg["architecture"], source=src.name)
+    if src.repo_id is not None:
+        pcfg.update(hf_hub_id=src.repo_id, revision=src.revision)
+    if src.entry is not None:
+        pcfg.update(tag=src.entry.tag, method=src.entry.method)
+    elif cfg.get("clmae", {}).get("method"):
+        pcfg["method"] = cfg["clmae"]["method"]
+    pcfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
+    pcfg["num_classes"] = model.num_classes
+    model.pretrained_cfg = model.default_cfg = pcfg  # timm keeps default_cfg as an alias
+    model.register_forward_pre_hook(_check_input)
+    return model.eval()
+
+
+def load_pretraining(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+) -> CLMAE:
+    """Rebuild the whole pretraining model (encoder, decoder, masking module) from ``pretraining.safetensors``.
+
+    Args:
+        name_or_path: as for :func:`load_pretrained`; the weights must include ``pretraining.safetensors``.
+        revision: Hub revision.
+        cache_dir: Hub cache folder.
+        local_files_only: never touch the network.
+
+    Returns:
+        The :class:`~clmae.models.CLMAE` in eval mode (call ``.train()`` to continue pretraining).
+    """
+    src = resolve(name_or_path, revision)
+    cfg = read_config(src.file(CONFIG_NAME, cache_dir, local_files_only))
+    config = (cfg.get("clmae") or {}).get("config")
+    if not config:
+        raise ValueError(
+            f"{src.name} holds an encoder only (its config.json has no clmae.config): the decoder and masking module "
+            "were not published; use load_pretrained() for the encoder"
+        )
+    path = src.file(PRETRAINING_NAME, cache_dir, local_files_only)
+    state = read_safetensors(path)
+    model = create_pretraining_model(**config)
+    check_state(model, state, str(path))
+    model.load_state_dict(state)
+    return model.eval()

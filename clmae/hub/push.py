@@ -1,0 +1,92 @@
+"""``push_to_hub``: upload a weights folder with ``huggingface_hub`` and print what the registry needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi
+
+from ._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, read_safetensors, sha256_file
+
+
+def manifest_entry(folder: str | Path, repo_id: str, commit: str) -> dict[str, Any]:
+    """The ``weights/manifest.json`` entry for ``folder`` published as ``repo_id`` at ``commit``.
+
+    ``alias`` and ``recipe`` are left for the reviewer to fill in.
+    """
+    folder = Path(folder)
+    cfg = read_config(folder)
+    info = cfg.get("clmae") or {}
+    arch = info.get("arch") or cfg["architecture"]
+    repo_name = repo_id.split("/")[-1]
+    files = [f for f in (CONFIG_NAME, WEIGHTS_NAME, PRETRAINING_NAME) if (folder / f).is_file()]
+    return {
+        "name": repo_name if repo_name.startswith(arch + ".") else f"{arch}.{repo_name}",
+        "alias": None,
+        "method": info.get("method"),
+        "arch": arch,
+        "hub_repo": repo_id,
+        "revision": commit,
+        "files": {f: sha256_file(folder / f) for f in files},
+        "license": cfg["pretrained_cfg"].get("license"),
+        "dataset": ", ".join(info.get("datasets") or []) or None,
+        "metrics": info.get("metrics") or {},
+        "status": "published",
+        "recipe": None,
+        "source": "",
+        "notes": "",
+    }
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    create_repo: bool = True,
+) -> dict[str, Any]:
+    """Upload a folder written by :func:`clmae.save_pretrained` to the Hub, then print the commit id, the files'
+    sha256 lines and the registry entry that pins them.
+
+    Args:
+        folder: the weights folder.
+        repo_id: ``org/name`` on the Hub.
+        revision: branch to commit to (default ``main``).
+        private: create the repository private.
+        token: Hub token (default: the logged-in one, ``hf auth login``).
+        commit_message: default "Upload <arch> weights with clmae".
+        create_repo: create the repository if it does not exist.
+
+    Returns:
+        The registry entry (also printed), with ``revision`` = the new commit id.
+    """
+    from .. import __version__
+
+    folder = Path(folder)
+    cfg = read_config(folder)  # refuse folders that would not load
+    read_safetensors(folder / WEIGHTS_NAME)
+    api = HfApi(token=token, library_name="clmae", library_version=__version__)
+    if create_repo:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    card = folder / CARD_NAME
+    if card.is_file():  # the card's usage snippet names the repository it now lives in
+        card.write_text(card.read_text(encoding="utf-8").replace("<org>/<repo>", repo_id), encoding="utf-8")
+    arch = (cfg.get("clmae") or {}).get("arch") or cfg["architecture"]
+    info = api.upload_folder(
+        folder_path=folder,
+        repo_id=repo_id,
+        revision=revision,
+        commit_message=commit_message or f"Upload {arch} weights with clmae {__version__}",
+    )
+    entry = manifest_entry(folder, repo_id, info.oid)
+    print(f"commit {info.oid}  {info.commit_url}")
+    for name, digest in entry["files"].items():
+        print(f"{digest}  {name}")  # sha256sum format
+    print("registry entry for weights/manifest.json:")
+    print(json.dumps(entry, indent=2))
+    return entry

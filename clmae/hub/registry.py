@@ -1,0 +1,183 @@
+"""The weights registry: ``weights/manifest.json``, one reviewed list of every published (or planned) weight."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PUBLISHED = "published"
+UNVERIFIED = "unverified"
+NOT_PUBLISHED = "not yet published"
+STATUSES = (PUBLISHED, UNVERIFIED, NOT_PUBLISHED)
+
+# The reviewed manifest is weights/manifest.json in the source tree; clmae/hub/manifest.json is its packaged copy
+# (a test keeps the two identical). CLMAE_WEIGHTS_MANIFEST points at another file, e.g. a private registry.
+_SOURCE_MANIFEST = Path(__file__).resolve().parents[2] / "weights" / "manifest.json"
+_PACKAGED_MANIFEST = Path(__file__).resolve().parent / "manifest.json"
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """One registry entry.
+
+    Attributes:
+        name: ``arch.tag``, e.g. ``vit_base_patch16_224.mae``.
+        alias: short name, e.g. ``vit_b``.
+        method: ``"clmae"`` or ``"mae"``: what trained it.
+        arch: the clmae architecture (:func:`clmae.list_models`).
+        hub_repo: Hugging Face Hub repository id, ``None`` until published.
+        revision: pinned commit id (``"main"`` for unverified entries).
+        files: ``{file name: sha256 or None}``.
+        license: SPDX-style licence id of the weights.
+        dataset: pretraining data.
+        metrics: measured results ``{name: value}``.
+        status: ``"published"``, ``"unverified"`` or ``"not yet published"``.
+        recipe: the ``clmae train --recipe`` that produces it.
+        source: provenance in one line.
+        notes: anything a user should know.
+    """
+
+    name: str
+    alias: str | None
+    method: str
+    arch: str
+    hub_repo: str | None
+    revision: str | None
+    files: dict[str, str | None] = field(default_factory=dict)
+    license: str | None = None
+    dataset: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    status: str = NOT_PUBLISHED
+    recipe: str | None = None
+    source: str = ""
+    notes: str = ""
+
+    @property
+    def tag(self) -> str:
+        """The part after the dot of ``name``."""
+        return self.name.partition(".")[2]
+
+    @property
+    def pinned(self) -> bool:
+        """True when the revision is a commit id and every file has a sha256."""
+        rev = self.revision or ""
+        return (
+            len(rev) == 40 and all(c in "0123456789abcdef" for c in rev) and bool(self.files)
+            and all(self.files.values())
+        )  # fmt: skip
+
+
+def manifest_path() -> Path:
+    """The manifest in use: ``$CLMAE_WEIGHTS_MANIFEST``, the source tree's ``weights/manifest.json``, or the packaged
+    copy."""
+    env = os.environ.get("CLMAE_WEIGHTS_MANIFEST")
+    if env:
+        return Path(env)
+    return _SOURCE_MANIFEST if _SOURCE_MANIFEST.is_file() else _PACKAGED_MANIFEST
+
+
+def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
+    name = raw.get("name", "?")
+    try:
+        entry = WeightEntry(**raw)
+    except TypeError as e:
+        raise ValueError(f"{path}: entry {name!r} is malformed ({e}); see weights/README.md for the fields") from None
+    if entry.status not in STATUSES:
+        raise ValueError(f"{path}: entry {name!r} has status {entry.status!r}, expected one of {STATUSES}")
+    if "." not in entry.name:
+        raise ValueError(f"{path}: entry name {name!r} must be 'arch.tag'")
+    if entry.status == PUBLISHED and not (entry.hub_repo and entry.pinned):
+        raise ValueError(
+            f"{path}: entry {name!r} is 'published' but is not pinned: it needs hub_repo, a 40-hex commit id as "
+            "revision and a sha256 for every file"
+        )
+    if entry.status == PUBLISHED and not {"config.json", "model.safetensors"} <= set(entry.files):
+        raise ValueError(f"{path}: entry {name!r} must list config.json and model.safetensors with their sha256")
+    if entry.status == UNVERIFIED and not entry.hub_repo:
+        raise ValueError(f"{path}: entry {name!r} is 'unverified' but has no hub_repo")
+    return entry
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path) -> tuple[WeightEntry, ...]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"weights manifest {path} not found; set CLMAE_WEIGHTS_MANIFEST or reinstall clmae"
+        ) from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"weights manifest {path} is not valid JSON: {e}") from e
+    entries = tuple(_validate(raw, path) for raw in data.get("weights", []))
+    names = [e.name for e in entries] + [e.alias for e in entries if e.alias]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"weights manifest {path}: names/aliases used twice: {sorted(dup)}")
+    return entries
+
+
+def entries() -> tuple[WeightEntry, ...]:
+    """Every registry entry, in manifest order."""
+    return _load(manifest_path())
+
+
+def list_pretrained(pattern: str = "*", *, status: str | None = None) -> list[tuple[str, str]]:
+    """Registry weights whose name or alias matches a shell-style ``pattern``.
+
+    Args:
+        pattern: e.g. ``"*mae*"`` or ``"vit_b*"``.
+        status: only this status (``"published"``, ``"unverified"``, ``"not yet published"``).
+
+    Returns:
+        Sorted ``(name, status)`` pairs.
+    """
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    out = [
+        (e.name, e.status)
+        for e in entries()
+        if (fnmatch.fnmatchcase(e.name, pattern) or (e.alias and fnmatch.fnmatchcase(e.alias, pattern)))
+        and (status is None or e.status == status)
+    ]
+    return sorted(out)
+
+
+def describe_available() -> str:
+    """One line per loadable entry (published or unverified), for error messages."""
+    lines = [
+        f"  {e.name}" + (f" (alias {e.alias})" if e.alias else "") + f": {e.method}, {e.status}"
+        for e in entries()
+        if e.status != NOT_PUBLISHED
+    ]
+    return "\n".join(lines) if lines else "  (none)"
+
+
+def find(name: str) -> WeightEntry | None:
+    """The entry called ``name`` (full name or alias), or ``None``.
+
+    A bare architecture name (``vit_base_patch16_224``) resolves only when the registry has exactly one entry for it;
+    otherwise a ``ValueError`` lists the ``arch.tag`` names to choose from.
+    """
+    for e in entries():
+        if name in (e.name, e.alias):
+            return e
+    same_arch = [e for e in entries() if e.arch == name]
+    if len(same_arch) == 1:
+        return same_arch[0]
+    if len(same_arch) > 1:
+        options = ", ".join(f"{e.name} ({e.method}, {e.status})" for e in same_arch)
+        raise ValueError(f"{name!r} has several pretrained weights; name one of: {options}")
+    return None
+
+
+def suggest(name: str) -> str:
+    """A "Did you mean" hint for an unknown name."""
+    known = [e.name for e in entries()] + [e.alias for e in entries() if e.alias]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""

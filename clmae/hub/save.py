@@ -1,0 +1,216 @@
+"""``save_pretrained``: write a Hub-ready weights folder (timm ``config.json``, safetensors, model card)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from ..models import CLMAE, create_pretraining_model, get_arch, list_models
+from ._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, sha256_file
+from .card import write_model_card
+
+# Encoder arguments that only change training (regularisation), never the weights' layout: left out of config.json.
+_TRAINING_ONLY_ARGS = ("drop_rate", "drop_path_rate", "proj_drop_rate", "attn_drop_rate", "pos_drop_rate",
+                       "patch_drop_rate", "pretrained_cfg", "pretrained_cfg_overlay")  # fmt: skip
+# The keys of timm's pretrained_cfg that describe preprocessing and provenance (timm's own config.json keys).
+_CFG_KEYS = ("input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes",
+             "pool_size", "first_conv", "classifier", "license")  # fmt: skip
+DEFAULT_LICENSE = "apache-2.0"
+
+
+def _structural_args(encoder: VisionTransformer) -> dict[str, Any]:
+    """The ``VisionTransformer`` arguments that fix the state dict's keys and shapes, read off the module."""
+    block = encoder.blocks[0]
+    args: dict[str, Any] = {
+        "img_size": list(encoder.patch_embed.img_size),
+        "patch_size": encoder.patch_embed.patch_size[0],
+        "in_chans": encoder.patch_embed.proj.in_channels,
+        "embed_dim": encoder.embed_dim,
+        "depth": len(encoder.blocks),
+        "num_heads": block.attn.num_heads,
+        "mlp_ratio": block.mlp.fc1.out_features / encoder.embed_dim,
+        "qkv_bias": block.attn.qkv.bias is not None,
+        "global_pool": encoder.global_pool,
+        "class_token": encoder.cls_token is not None,
+        "fc_norm": not isinstance(encoder.fc_norm, nn.Identity),
+    }
+    if args["img_size"][0] == args["img_size"][1]:
+        args["img_size"] = args["img_size"][0]
+    if not isinstance(getattr(block, "ls1", nn.Identity()), nn.Identity):
+        args["init_values"] = 1e-5  # any value creates the LayerScale parameters; the weights overwrite it
+    if not isinstance(getattr(block.attn, "q_norm", nn.Identity()), nn.Identity):
+        args["qk_norm"] = True
+    return args
+
+
+def _infer_arch(encoder: VisionTransformer, timm_arch: str) -> str | None:
+    """The clmae architecture an encoder was made from (same timm arch, image size, patch size and channels)."""
+    args = _structural_args(encoder)
+    m = re.search(r"patch(\d+)_(\d+)", timm_arch)
+    if m is None:
+        return None
+    for name in list_models():
+        spec = get_arch(name)
+        probe = {"patch_size": int(m.group(1)), "img_size": int(m.group(2)), "in_chans": 3, **spec.model_args}
+        if spec.timm_arch == timm_arch and all(args[k] == probe[k] for k in ("img_size", "patch_size", "in_chans")):
+            return name
+    return None
+
+
+def _check_rebuild(architecture: str, model_args: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Build ``timm.create_model(architecture, **model_args)`` on the meta device; its keys and shapes must match."""
+    with torch.device("meta"):
+        probe = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:5]
+        extra = sorted(set(got) - set(expected))[:5]
+        shapes = [k for k in set(expected) & set(got) if expected[k] != got[k]][:5]
+        raise ValueError(
+            f"timm.create_model({architecture!r}, **{model_args}) would not rebuild this encoder (missing {missing}, "
+            f"unexpected {extra}, different shapes {shapes}); pass model_args=... with the arguments it was built with"
+        )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile`` (``_orig_mod``) and DDP/FSDP-style (``module``) wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            getattr(model, "module", None) if not isinstance(model, (CLMAE, VisionTransformer)) else None
+        )
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _encoder_and_config(model: nn.Module, name: str | None) -> tuple[VisionTransformer, str | None, dict | None]:
+    if isinstance(model, CLMAE):
+        if not model.config:
+            raise ValueError(
+                "this CLMAE has an empty .config, so it cannot be rebuilt; build it with clmae.create_pretraining_model"
+            )
+        return model.encoder, name or model.config["name"], dict(model.config)
+    if isinstance(model, VisionTransformer):
+        return model, name, None
+    raise ValueError(
+        f"save_pretrained takes a timm VisionTransformer (clmae.create_model) or a CLMAE pretraining model "
+        f"(clmae.create_pretraining_model), got {type(model).__name__}"
+    )
+
+
+def _pretrained_cfg(encoder: VisionTransformer, license_: str) -> dict[str, Any]:
+    src = dict(getattr(encoder, "pretrained_cfg", None) or {})
+    cfg = {k: src[k] for k in _CFG_KEYS if src.get(k) is not None}
+    cfg["input_size"] = [encoder.patch_embed.proj.in_channels, *encoder.patch_embed.img_size]
+    cfg.setdefault("interpolation", "bicubic")
+    cfg.setdefault("crop_pct", 0.875)
+    cfg.setdefault("crop_mode", "center")
+    cfg.setdefault("mean", timm.data.IMAGENET_DEFAULT_MEAN)
+    cfg.setdefault("std", timm.data.IMAGENET_DEFAULT_STD)
+    cfg.setdefault("fixed_input_size", True)
+    cfg.setdefault("first_conv", "patch_embed.proj")
+    cfg.setdefault("classifier", "head")
+    cfg["num_classes"] = 0
+    cfg["license"] = license_
+    # A native timm state dict. Without this, timm (<= 1.0.29) keeps the base tag's custom_load=True (its augreg .npz
+    # loader) when it merges this config with the architecture's default one.
+    cfg["custom_load"] = False
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+def save_pretrained(
+    model: nn.Module,
+    folder: str | Path,
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_args: dict[str, Any] | None = None,
+) -> Path:
+    """Write a Hub-ready weights folder that timm and clmae both load.
+
+    The folder holds ``config.json`` (timm's format: ``architecture``, ``num_classes``, ``model_args``,
+    ``pretrained_cfg``, plus a ``clmae`` section), ``model.safetensors`` (the encoder, exactly the keys
+    ``timm.create_model(architecture, num_classes=0, **model_args)`` has), ``pretraining.safetensors`` (the whole
+    pretraining model, only when given a :class:`~clmae.models.CLMAE`) and ``README.md`` (a Hub model card).
+
+    Args:
+        model: a timm ``VisionTransformer`` from :func:`clmae.create_model` or a ``CLMAE`` from
+            :func:`clmae.create_pretraining_model` (``torch.compile`` and DDP wrappers are unwrapped).
+        folder: output folder (created; existing files of the same names are replaced).
+        name: clmae architecture name; default: the pretrainer's, or inferred from the encoder's shape.
+        metadata: model card facts: ``license`` (default ``apache-2.0``), ``datasets`` (list), ``metrics``
+            (``{name: value}``), ``tags`` (list), ``description`` (markdown), ``repo_id`` (for usage snippets),
+            ``method`` (``"clmae"``/``"mae"``, for a bare encoder).
+        model_args: extra timm arguments needed to rebuild the encoder (rarely needed: the structural ones are
+            read off the model and checked by rebuilding it on the meta device).
+
+    Returns:
+        The folder.
+    """
+    metadata = dict(metadata or {})
+    model = _unwrap(model)
+    encoder, name, config = _encoder_and_config(model, name)
+    try:
+        json.dumps([config, metadata, model_args])
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"the model's config, metadata and model_args must be JSON values to go into config.json: {e}"
+        ) from e
+    timm_arch = (encoder.pretrained_cfg or {}).get("architecture") if hasattr(encoder, "pretrained_cfg") else None
+    if name is not None:
+        timm_arch = get_arch(name).timm_arch
+    if not timm_arch:
+        raise ValueError("cannot tell the timm architecture of this encoder; pass name=<a clmae.list_models() name>")
+    name = name or _infer_arch(encoder, timm_arch)
+    args = _structural_args(encoder)
+    if config is not None:
+        # Encoder overrides the pretrainer was built with (its **kwargs) that the module does not show, e.g. act_layer.
+        pretrain_args = set(inspect.signature(create_pretraining_model).parameters)
+        args.update({k: v for k, v in config.items() if k not in pretrain_args and k not in args})
+    args.update(model_args or {})
+    args = {k: v for k, v in args.items() if k not in _TRAINING_ONLY_ARGS}
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    _check_rebuild(timm_arch, args, state)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    license_ = metadata.get("license", DEFAULT_LICENSE)
+    method = config["method"] if config else metadata.get("method")
+    save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
+    files = [WEIGHTS_NAME]
+    if isinstance(model, CLMAE):
+        full = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(full, folder / PRETRAINING_NAME, metadata={"format": "pt"})
+        files.append(PRETRAINING_NAME)
+    from .. import __version__
+
+    cfg = {
+        "architecture": timm_arch,
+        "num_classes": 0,
+        "num_features": encoder.num_features,
+        "global_pool": encoder.global_pool,
+        "model_args": args,
+        "pretrained_cfg": _pretrained_cfg(encoder, license_),
+        "clmae": {
+            "arch": name,
+            "method": method,
+            "version": __version__,
+            "datasets": list(metadata.get("datasets") or []),
+            "metrics": dict(metadata.get("metrics") or {}),
+            "config": config,
+        },
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    checksums = {f: sha256_file(folder / f) for f in files}
+    write_model_card(folder, cfg, metadata, checksums)
+    return folder

@@ -1,0 +1,84 @@
+"""The ``clmae train`` and ``clmae visualize`` subcommands (:func:`register` adds them to the ``clmae`` command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import list_recipes
+
+_TRAIN_EPILOG = """examples:
+  clmae train --recipe clmae_fmnist_tiny --out runs/fmnist
+  clmae train --recipe clmae_fmnist_tiny --method mae --out runs/fmnist_mae epochs=20 batch_size=50
+  torchrun --standalone --nproc_per_node=8 -m clmae train --recipe clmae_vit_b16_in1k \\
+      --data /data/imagenet/train --out runs/clmae_vit_b16
+  clmae train --recipe clmae_vit_b16_in1k --data /data/imagenet/train --out runs/clmae_vit_b16 --resume auto
+"""
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, resolve_config, save_config
+    from .trainer import NonFiniteLossError, train
+
+    if args.list_recipes:
+        print("\n".join(list_recipes()))
+        return 0
+    fields = {"data": args.data, "out": args.out, "method": args.method, "compile": args.compile}
+    cfg: TrainConfig = resolve_config(args.recipe, args.overrides, **fields)
+    if args.print_config:
+        save_config(cfg, "/dev/stdout")
+        return 0
+    try:
+        train(cfg, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"clmae train: stopped: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from .visualize import visualize_checkpoint
+
+    for path in visualize_checkpoint(args.checkpoint, args.out, args.data, args.num_images):
+        print(path)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``visualize`` to an argparse ``subparsers`` object (each sets ``func``)."""
+    p = subparsers.add_parser(
+        "train",
+        help="pretrain CL-MAE or the MAE baseline (one GPU/CPU, or under torchrun)",
+        description="Pretrain CL-MAE or MAE. Config: defaults < --recipe < flags < key=value overrides.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML/JSON file")
+    p.add_argument("--data", help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N or an ImageFolder root")
+    p.add_argument("--out", help="output folder for config, metrics, checkpoints, pictures and weights")
+    p.add_argument("--method", choices=("clmae", "mae"), help="CL-MAE (learned masks) or the MAE baseline")
+    p.add_argument("--resume", help="'auto' (newest checkpoint in --out, if any) or a checkpoint file")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model's blocks")
+    p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=100")
+    p.set_defaults(func=_train)
+
+    v = subparsers.add_parser("visualize", help="draw a checkpoint's masks, reconstructions and loss history")
+    v.add_argument("checkpoint", help="a checkpoint-*.pt written by clmae train")
+    v.add_argument("--data", help="data spec for the images (default: the run's)")
+    v.add_argument("--out", help="output folder (default: the checkpoint's)")
+    v.add_argument("--num-images", type=int, default=8, help="images in the grid (default: 8)")
+    v.set_defaults(func=_visualize)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clmae.train {train,visualize} ...``: the same subcommands without the top-level ``clmae``."""
+    parser = argparse.ArgumentParser(prog="python -m clmae.train")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"clmae {args.command}: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,291 @@
+"""CL-MAE (and MAE baseline) pretraining, from one CPU to many GPU nodes. Read it top to bottom.
+
+Commands (``--resume auto`` continues from the newest checkpoint in ``--out``; ``key=value`` overrides any field of
+:class:`~clmae.train.config.TrainConfig`)::
+
+    # one GPU, or a CPU (the Fashion-MNIST recipe finishes in minutes on two cores)
+    clmae train --recipe clmae_fmnist_tiny --data fmnist-sample --out runs/fmnist
+
+    # one node with 8 GPUs
+    torchrun --standalone --nproc_per_node=8 -m clmae train --recipe clmae_vit_b16_in1k \\
+        --data /data/imagenet/train --out runs/clmae_vit_b16
+
+    # two nodes with 8 GPUs each: run on both, NODE_RANK=0 on the master node and 1 on the other; MASTER_ADDR is
+    # the master node's address, --out a folder both nodes see (checkpoints are written by rank 0)
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR --master_port=29500 \\
+        -m clmae train --recipe clmae_vit_b16_in1k --data /data/imagenet/train --out /shared/runs/clmae_vit_b16
+
+    # the MAE baseline: identical code paths, uniform random masks
+    clmae train --recipe clmae_fmnist_tiny --method mae --out runs/fmnist_mae
+
+Per batch: one MAE update, then one masking-module update (:func:`clmae.train.train_step`), two AdamW optimizers on
+one per-iteration warm-up + cosine schedule, LR = base_lr * effective batch / 256, lambda_cl per epoch
+(method.md sections 4-6). Outputs in ``--out``: ``config.yaml``, ``metrics.jsonl``, ``checkpoint-EEEE.pt``,
+``vis/masks-EEEE.png``, ``history.png`` and, at the end, ``export/`` (Hub-ready weights). In ``metrics.jsonl`` the
+records every ``log_every`` updates are rank 0's own values (its last micro-batch for the mask statistics); the
+``"type": "epoch"`` records are means over the epoch and over all processes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..curriculum import curriculum_factor, curriculum_phase
+from ..data import GlobalBatchSampler, build_pretraining_data, item_seed
+from ..models import create_pretraining_model
+from .checkpoint import (
+    checkpoint_path,
+    find_resume,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import TrainConfig, save_config
+from .distributed import DistInfo, all_reduce_grads, all_reduce_mean, cleanup, init_distributed, wrap_ddp
+from .export import export_pretrained
+from .metrics import MetricsLog, mask_statistics, read_metrics
+from .schedule import lr_at, peak_lr, set_lr
+from .step import build_optimizers, train_step
+from .visualize import mask_picture, plot_history
+
+LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
+# Fields that may change when a run is resumed; any other difference is an error.
+# batch_size/accum_iter/global_batch may change with the number of processes as long as the global batch stays.
+RESUMABLE_CHANGES = {"recipe", "data", "num_workers", "device", "compile", "out", "save_every", "keep_checkpoints",
+                     "log_every", "vis_every", "vis_images", "export", "progress", "batch_size", "accum_iter",
+                     "global_batch"}  # fmt: skip
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without writing a checkpoint."""
+
+
+def accum_steps(cfg: TrainConfig, world_size: int) -> int:
+    """Micro-batches per update: ``cfg.accum_iter``, or derived from ``cfg.global_batch`` and the process count."""
+    if cfg.global_batch is None:
+        return cfg.accum_iter
+    per_update = cfg.batch_size * world_size
+    if cfg.global_batch % per_update:
+        raise ValueError(
+            f"global_batch {cfg.global_batch} is not a multiple of batch_size {cfg.batch_size} x {world_size} "
+            "processes; change batch_size or the number of processes"
+        )
+    return cfg.global_batch // per_update
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (third-party code draws from the global state)
+    random.seed(seed)
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:
+    now = cfg.to_dict()
+    diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"cannot resume: the config differs from the checkpoint's ({changes}); use the same recipe and "
+            "overrides, or start a new run in another --out folder"
+        )
+    if saved_batch != global_batch:
+        raise ValueError(
+            f"cannot resume: the checkpoint was trained with a global batch of {saved_batch}, this run has "
+            f"{global_batch}; set global_batch={saved_batch} (or batch_size/accum_iter) for this number of processes"
+        )
+
+
+def _stop_if_not_finite(bad: torch.Tensor, epoch: int, step: int, out: Path) -> None:
+    """Raise if any process saw a NaN/inf loss since the last check (the only place the flag reaches the host)."""
+    if all_reduce_mean(bad).item() > 0:
+        kept = sorted(out.glob("checkpoint-*.pt"))
+        last = f"the last good checkpoint {kept[-1]} is intact" if kept else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"the loss became NaN or inf in epoch {epoch} (by update {step}); stopped without saving: {last}. "
+            "Lower the learning rate (base_lr or lr) or lengthen warmup_epochs, then rerun with --resume auto."
+        )
+
+
+def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
+    """Run pretraining as configured; under ``torchrun`` every process calls this.
+
+    Args:
+        cfg: the run's config.
+        resume: ``None`` (fresh), ``"auto"`` (newest checkpoint in ``cfg.out``, fresh if none) or a checkpoint path.
+
+    Returns:
+        ``history`` (one record per epoch run here), ``checkpoint`` (the last written), ``export`` (the weights
+        folder or ``None``) and ``step``.
+    """
+    cfg.validate()
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, resume, info)
+    finally:
+        cleanup()
+
+
+def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, Any]:
+    out, device, master = Path(cfg.out), info.device, info.is_main
+
+    # Model: the same initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    torch.manual_seed(cfg.seed)
+    model = create_pretraining_model(
+        cfg.model, cfg.method, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, **cfg.model_kwargs
+    ).to(device)
+    _seed_everything(cfg.seed + info.rank)  # rank-aware; data order, augmentation and MAE masks have their own seeds
+
+    # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
+    data = build_pretraining_data(cfg.data, model.in_chans, model.img_size, cfg.seed)
+    accum = accum_steps(cfg, info.world_size)
+    sampler = GlobalBatchSampler(data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed)
+    loader = DataLoader(
+        data.dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        drop_last=True,
+    )
+    steps_per_epoch, global_batch = sampler.steps_per_epoch, sampler.global_batch
+    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
+    lr_max = peak_lr(cfg.base_lr, global_batch, cfg.lr)
+
+    # Optimizers: one AdamW per module, same hyper-parameters and schedule.
+    mae_opt, masker_opt = build_optimizers(model, lr_max, cfg.weight_decay, cfg.betas)
+
+    # Resume: model, both optimizers, schedule position, curriculum, RNG states; config checked against the saved.
+    start_epoch, step, history, last_ckpt = 0, 0, [], None
+    ckpt = find_resume(resume, out)
+    if ckpt is None and list_checkpoints(out):
+        raise ValueError(
+            f"{out} already holds checkpoints of a run; pass --resume auto to continue it, or choose another --out"
+        )
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, map_location=device)
+        _check_resumable(state["config"], cfg, global_batch, state["global_batch"])
+        model.load_state_dict(state["model"])
+        mae_opt.load_state_dict(state["mae_optimizer"])
+        if masker_opt is not None:
+            masker_opt.load_state_dict(state["masker_optimizer"])
+        start_epoch, step, history, last_ckpt = state["epoch"], state["step"], list(state["metrics"]), ckpt
+        if master:
+            set_rng_state(state["rng"])
+            print(f"resumed from {ckpt}: {start_epoch} epochs, {step} updates done")
+    if cfg.compile:  # in place: parameter names (and checkpoints) stay those of the plain model
+        for module in (model.encoder.blocks, model.decoder, model.masker):
+            if module is not None:
+                module.compile()
+    ddp = wrap_ddp(model, info)
+    sync_masker = all_reduce_grads if info.distributed else None
+
+    # Outputs (rank 0 only): config, metrics (cut back to the checkpoint when resuming), pictures.
+    log = MetricsLog(out, enabled=master)
+    if master:
+        (out / "vis").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if log.path.exists():
+            kept = [r for r in read_metrics(log.path) if r.get("step", 0) <= step] if ckpt else []
+            log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        print(
+            f"{cfg.method} {cfg.model} on {data.description}: {info.world_size} process(es) on {device.type}, "
+            f"global batch {global_batch} ({cfg.batch_size} x {accum} accumulation x {info.world_size}), peak lr "
+            f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
+        )
+    vis_images = torch.stack([data.preview[i] for i in range(min(cfg.vis_images, len(data.preview)))]).to(device)
+    bar = tqdm(total=total_steps * global_batch, initial=step * global_batch, unit="img", unit_scale=True,
+               disable=not (master and cfg.progress), dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+
+    model.train()
+    bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
+    for epoch in range(start_epoch, cfg.epochs):
+        lam = curriculum_factor(epoch, cfg.epochs)
+        sampler.set_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        batches = iter(loader)
+        t_epoch = t_log = time.perf_counter()
+        for s in range(steps_per_epoch):
+            lr = lr_at(step, total_steps, warmup_steps, lr_max, cfg.min_lr)
+            set_lr((mae_opt, masker_opt), lr)
+            micro = [next(batches).to(device, non_blocking=True) for _ in range(accum)]
+            gens = None
+            if model.masker is None:  # MAE's random masks: one seed per micro-batch chunk, whatever the split
+                chunks = [(s * accum + a) * info.world_size + info.rank for a in range(accum)]
+                gens = [torch.Generator(device).manual_seed(item_seed(cfg.seed, epoch, -1 - c)) for c in chunks]
+            log_now = (step + 1) % cfg.log_every == 0
+            stats = train_step(model, micro, lam, mae_opt, masker_opt, amp=cfg.amp, generator=gens, ddp=ddp,
+                               sync_masker_grads=sync_masker, return_masks=log_now)  # fmt: skip
+            bad += ~torch.isfinite(stats["mae_loss"] + stats.get("masker_loss", 0.0))
+            for k in LOSS_KEYS:
+                if k in stats:
+                    sums[k] = sums.get(k, 0.0) + stats[k]
+            step += 1
+            bar.update(global_batch)
+            if log_now:
+                _stop_if_not_finite(bad, epoch, step, out)
+                now = time.perf_counter()
+                values = {k: stats[k] for k in LOSS_KEYS if k in stats}
+                values.update(mask_statistics(stats["mask"], cfg.mask_ratio, stats.get("scores")))
+                record = {"epoch": epoch, "step": step, "lam": lam, "lr": lr}
+                record.update({k: v.item() for k, v in values.items()})
+                record["images_per_s"] = cfg.log_every * global_batch / (now - t_log)
+                t_log = now
+                log.log(record, step)
+                bar.set_postfix(epoch=epoch, lam=f"{lam:+.2f}", loss=f"{record['mae_loss']:.4f}", refresh=False)
+
+        # End of epoch: means over all processes, then checkpoint and pictures (rank 0).
+        _stop_if_not_finite(bad, epoch, step, out)
+        means = all_reduce_mean(torch.stack([sums[k] for k in LOSS_KEYS if k in sums]) / steps_per_epoch).tolist()
+        seconds = time.perf_counter() - t_epoch
+        record = {"epoch": epoch, "step": step, "lam": lam, "phase": curriculum_phase(lam), "lr": lr,
+                  **dict(zip([k for k in LOSS_KEYS if k in sums], means)),
+                  "images_per_s": steps_per_epoch * global_batch / seconds, "seconds": seconds}  # fmt: skip
+        history.append(record)
+        last = epoch + 1 == cfg.epochs
+        if master:
+            log.log({"type": "epoch", **record}, step, prefix="epoch")
+            if (epoch + 1) % cfg.save_every == 0 or last:
+                last_ckpt = save_checkpoint(
+                    {
+                        "model": model.state_dict(),
+                        "mae_optimizer": mae_opt.state_dict(),
+                        "masker_optimizer": None if masker_opt is None else masker_opt.state_dict(),
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "global_batch": global_batch,
+                        "lam": lam,
+                        "curriculum": {"epoch": epoch, "epochs": cfg.epochs, "lam": lam},
+                        "config": cfg.to_dict(),
+                        "rng": rng_state(),
+                        "metrics": history,
+                    },
+                    checkpoint_path(out, epoch + 1),
+                )
+                prune_checkpoints(out, cfg.keep_checkpoints)
+            if last or (cfg.vis_every and (epoch + 1) % cfg.vis_every == 0):
+                mask_picture(model, vis_images, data.mean, data.std).save(out / "vis" / f"masks-{epoch + 1:04d}.png")
+                plot_history(history, out / "history.png")
+    bar.close()
+    log.close()
+
+    exported = None
+    if master and cfg.export and start_epoch < cfg.epochs:
+        exported = export_pretrained(model, out / "export", cfg.to_dict())
+        print(f"done: weights in {exported}, checkpoints and metrics in {out}")
+    if info.distributed:
+        dist.barrier()
+    return {"history": history, "checkpoint": last_ckpt, "export": exported, "step": step}

@@ -1,0 +1,130 @@
+"""Pictures of a run: learned masks and reconstructions (:func:`clmae.viz.mask_grid`), and a plot of lambda_cl and
+the losses over training, drawn with Pillow (no plotting library needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+from ..models.pretrainer import CLMAE
+from ..viz import mask_grid
+
+# (key in the epoch records, label, colour)
+_LOSSES = [
+    ("mae_loss", "MAE loss", (31, 119, 180)),
+    ("rec", "masker L_rec", (255, 127, 14)),
+    ("masker_loss", "masker loss", (44, 160, 44)),
+]
+_LAMBDA = [("lam", "lambda_cl", (214, 39, 40))]
+
+
+@torch.no_grad()
+def mask_picture(model: CLMAE, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
+    """Grid of ``images`` (normalised ``[N, C, H, W]`` on the model's device): the image, hidden patches, visible
+    part, reconstruction and (CL-MAE) keep-scores, one column per image."""
+    was_training = model.training
+    model.eval()
+    out = model.forward_mae(images, torch.Generator(images.device).manual_seed(0))
+    scores = model.masker(model.embed(images)) if model.masker is not None else None
+    model.train(was_training)
+    return mask_grid(images, out["mask"], out["pred"], model.patch_size, mean, std, scores, model.norm_pix_loss)
+
+
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    xs: list[float],
+    series: list,
+    title: str,
+    records: list[dict[str, Any]],
+) -> None:
+    left, top, right, bottom = box
+    lines = [
+        (label, color, [(x, r[key]) for x, r in zip(xs, records) if r.get(key) is not None])
+        for key, label, color in series
+    ]
+    values = [y for _, _, pts in lines for _, y in pts]
+    draw.rectangle(box, outline=(0, 0, 0))
+    draw.text((left, top - 14), title, fill=(0, 0, 0))
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 1, hi + 1
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (
+            left + 5 + (right - left - 10) * (x - x0) / (x1 - x0),
+            bottom - 5 - (bottom - top - 10) * (y - lo) / (hi - lo),
+        )
+
+    draw.text((right + 4, top), f"{hi:.4g}", fill=(0, 0, 0))
+    draw.text((right + 4, bottom - 12), f"{lo:.4g}", fill=(0, 0, 0))
+    for i, (label, color, pts) in enumerate(lines):
+        if len(pts) > 1:
+            draw.line([px(x, y) for x, y in pts], fill=color, width=2)
+        for x, y in pts:
+            cx, cy = px(x, y)
+            draw.ellipse((cx - 2, cy - 2, cx + 2, cy + 2), fill=color)
+        draw.text((left + 190 + 110 * i, top - 14), label, fill=color)  # legend beside the title
+
+
+def plot_history(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Draw lambda_cl and the losses per epoch (``records``: the trainer's epoch records) to a PNG."""
+    xs = [r["epoch"] + 1 for r in records]
+    image = Image.new("RGB", (640, 420), "white")
+    draw = ImageDraw.Draw(image)
+    _panel(draw, (40, 30, 560, 250), xs, _LOSSES, "losses (epoch means)", records)
+    _panel(draw, (40, 290, 560, 390), xs, _LAMBDA, "curriculum factor lambda_cl", records)
+    draw.text((270, 400), "epoch", fill=(0, 0, 0))
+    path = Path(path)
+    image.save(path)
+    return path
+
+
+def visualize_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, data: str | None = None, num_images: int = 8
+) -> list[Path]:
+    """Draw a checkpoint's masks and reconstructions, and its loss/lambda_cl history.
+
+    Args:
+        checkpoint: a ``checkpoint-*.pt`` written by ``clmae train``.
+        out: output folder (default: the checkpoint's folder).
+        data: data spec for the images (default: the run's).
+        num_images: images in the grid.
+
+    Returns:
+        The PNG files written: ``masks-<checkpoint>.png`` and ``history-<checkpoint>.png``.
+    """
+    from ..data import build_pretraining_data
+    from ..models import create_pretraining_model
+    from .checkpoint import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    model = create_pretraining_model(
+        cfg["model"],
+        cfg["method"],
+        mask_ratio=cfg["mask_ratio"],
+        norm_pix_loss=cfg["norm_pix_loss"],
+        **cfg["model_kwargs"],
+    )
+    model.load_state_dict(state["model"])
+    pdata = build_pretraining_data(data or cfg["data"], model.in_chans, model.img_size, cfg["seed"])
+    n = min(num_images, len(pdata.preview))
+    images = torch.stack([pdata.preview[i] for i in range(n)])
+    out = Path(out) if out is not None else checkpoint.parent
+    out.mkdir(parents=True, exist_ok=True)
+    grid = out / f"masks-{checkpoint.stem}.png"
+    mask_picture(model, images, pdata.mean, pdata.std).save(grid)
+    written = [grid]
+    if state.get("metrics"):
+        written.append(plot_history(state["metrics"], out / f"history-{checkpoint.stem}.png"))
+    return written

@@ -1,0 +1,33 @@
+"""``torch.hub`` entry points: ``torch.hub.load("<owner>/clmae", "load_pretrained", "vit_base_patch16_224.mae")``.
+
+Each returns a plain timm ``VisionTransformer`` (eval mode, preprocessing in ``model.pretrained_cfg``). Weights come
+from the Hugging Face Hub through clmae's registry (pinned and checked where the registry pins them).
+"""
+
+dependencies = ["torch", "timm", "huggingface_hub", "safetensors"]
+
+from clmae.hub import load_pretrained  # noqa: E402  (torch.hub reads `dependencies` first)
+from clmae.models import create_model  # noqa: E402
+
+
+def mae_vit_b(**kwargs):
+    """MAE ViT-B/16 ImageNet encoder (He et al., 2022; timm's conversion; cc-by-nc-4.0)."""
+    return load_pretrained("vit_base_patch16_224.mae", **kwargs)
+
+
+def mae_vit_l(**kwargs):
+    """MAE ViT-L/16 ImageNet encoder (He et al., 2022; timm's conversion; cc-by-nc-4.0)."""
+    return load_pretrained("vit_large_patch16_224.mae", **kwargs)
+
+
+def mae_vit_h(**kwargs):
+    """MAE ViT-H/14 ImageNet encoder (He et al., 2022; timm's conversion; cc-by-nc-4.0)."""
+    return load_pretrained("vit_huge_patch14_224.mae", **kwargs)
+
+
+def vit_b(**kwargs):
+    """CL-MAE ViT-B/16 ImageNet encoder (not yet published: raises an error that says how to train it)."""
+    return load_pretrained("vit_b", **kwargs)
+
+
+__all__ = ["create_model", "load_pretrained", "mae_vit_b", "mae_vit_h", "mae_vit_l", "vit_b"]

@@ -1,0 +1,188 @@
+"""save_pretrained / load_pretrained / load_pretraining on local folders, and timm loading those folders."""
+
+import json
+
+import pytest
+import timm
+import torch
+from conftest import tiny_pretrainer
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+import clmae
+from clmae.hub import load_pretrained, load_pretraining, save_pretrained
+
+
+@pytest.fixture
+def pretrainer():
+    model = tiny_pretrainer(seed=3)
+    with torch.no_grad():  # move weights off their initial values so that a load that silently failed shows
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture
+def folder(pretrainer, tmp_path):
+    meta = {"datasets": ["fashion_mnist"], "metrics": {"knn_top1": 0.81}, "license": "mit", "tags": ["fashion"]}
+    return save_pretrained(pretrainer, tmp_path / "w", metadata=meta)
+
+
+def test_folder_layout_is_timm_format(folder, pretrainer):
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "pretraining.safetensors",
+    ]
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["architecture"] == "vit_tiny_patch16_224"
+    assert cfg["num_classes"] == 0
+    assert cfg["model_args"]["img_size"] == 28 and cfg["model_args"]["patch_size"] == 4
+    assert cfg["model_args"]["in_chans"] == 1 and cfg["model_args"]["embed_dim"] == 32
+    pc = cfg["pretrained_cfg"]
+    assert pc["input_size"] == [1, 28, 28] and pc["license"] == "mit"
+    assert pc["mean"] == [0.2860] and pc["std"] == [0.3530] and pc["crop_pct"] == 1.0
+    assert cfg["clmae"]["arch"] == "vit_tiny_patch4_28"
+    assert cfg["clmae"]["config"] == pretrainer.config
+    # The encoder file has exactly the keys of the timm model that config.json describes, built independently.
+    ref = timm.create_model(cfg["architecture"], num_classes=0, **cfg["model_args"]).state_dict()
+    enc = load_file(folder / "model.safetensors")
+    assert {k: v.shape for k, v in enc.items()} == {k: v.shape for k, v in ref.items()}
+    assert "pos_embed" in enc
+    full = load_file(folder / "pretraining.safetensors")
+    assert set(full) == set(pretrainer.state_dict())
+    assert any(k.startswith("masker.") for k in full) and "decoder.pos_embed" in full
+
+
+def test_model_card_front_matter(folder):
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "mit"
+    assert card.data.library_name == "timm"
+    assert card.data.datasets == ["fashion_mnist"]
+    assert card.data.metrics == ["knn_top1"]
+    assert "clmae" in card.data.tags and "fashion" in card.data.tags
+    assert "0.81" in card.text
+
+
+def test_load_pretrained_roundtrip_bit_identical(folder, pretrainer, images):
+    model = load_pretrained(folder)
+    assert isinstance(model, timm.models.VisionTransformer) and not model.training
+    for k, v in pretrainer.encoder.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert model.pretrained_cfg["input_size"] == (1, 28, 28)
+    assert model.pretrained_cfg["mean"] == (0.2860,)
+    assert model.pretrained_cfg["method"] == "clmae"
+    with torch.no_grad():
+        assert torch.equal(model(images), pretrainer.encoder(images))
+    # local-dir: prefix, same thing
+    assert torch.equal(load_pretrained(f"local-dir:{folder}").pos_embed, pretrainer.encoder.pos_embed)
+
+
+def test_timm_loads_the_folder(folder, pretrainer, images):
+    ref = pretrainer.encoder(images)
+    by_dir = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    cfg = json.loads((folder / "config.json").read_text())
+    by_file = timm.create_model(
+        cfg["architecture"],
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors"), **cfg["pretrained_cfg"]),
+        num_classes=cfg["num_classes"],
+        **cfg["model_args"],
+    ).eval()
+    with torch.no_grad():
+        assert torch.equal(by_dir(images), ref)
+        assert torch.equal(by_file(images), ref)
+
+
+def test_load_pretraining_reproduces_losses(folder, pretrainer, images):
+    full = load_pretraining(folder)
+    assert full.config == pretrainer.config
+    assert not full.encoder.pos_embed.requires_grad and not full.decoder.pos_embed.requires_grad
+    for k, v in pretrainer.state_dict().items():
+        assert torch.equal(full.state_dict()[k], v), k
+    a, b = full.forward_masker(images, 0.5), pretrainer.forward_masker(images, 0.5)
+    assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["scores"], b["scores"])
+    assert torch.equal(full.forward_mae(images)["loss"], pretrainer.forward_mae(images)["loss"])
+
+
+def test_encoder_only_folder(tmp_path, images):
+    torch.manual_seed(0)
+    enc = clmae.create_model("vit_tiny_patch4_28", embed_dim=32, depth=2, num_heads=2).eval()
+    folder = save_pretrained(enc, tmp_path / "enc", metadata={"method": "mae"})
+    assert not (folder / "pretraining.safetensors").exists()
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["clmae"]["arch"] == "vit_tiny_patch4_28" and cfg["clmae"]["method"] == "mae"
+    with torch.no_grad():
+        assert torch.equal(load_pretrained(folder)(images), enc(images))
+    with pytest.raises(ValueError, match="encoder only"):
+        load_pretraining(folder)
+
+
+def test_fine_tune_kwargs(folder, pretrainer):
+    model = load_pretrained(folder, num_classes=10, global_pool="avg")
+    assert model.head.out_features == 10
+    assert torch.equal(model.blocks[0].attn.qkv.weight, pretrainer.encoder.blocks[0].attn.qkv.weight)
+    bigger = load_pretrained(folder, img_size=32)  # positions resampled, as timm does
+    assert bigger.pos_embed.shape == (1, 1 + 64, 32) and bigger.pretrained_cfg["input_size"] == (1, 32, 32)
+    assert torch.equal(bigger.pos_embed[:, :1], pretrainer.encoder.pos_embed[:, :1])
+
+
+def test_save_rejects_other_models(tmp_path):
+    with pytest.raises(ValueError, match="VisionTransformer"):
+        save_pretrained(torch.nn.Linear(2, 2), tmp_path / "x")
+
+
+def test_truncated_weights_error(folder):
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_pretrained(folder)
+
+
+def test_wrong_config_errors(folder):
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_pretrained(folder)
+    cfg_path.write_text(json.dumps({"model_args": {}}))
+    with pytest.raises(ValueError, match="lacks architecture, pretrained_cfg"):
+        load_pretrained(folder)
+    cfg_path.write_text(json.dumps({**cfg, "model_args": {**cfg["model_args"], "embed_dim": 64}}))
+    with pytest.raises(ValueError, match=r"do not match the model built from its config\.json"):
+        load_pretrained(folder)
+    cfg_path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        load_pretrained(folder)
+
+
+def test_wrong_image_size_error(folder):
+    model = load_pretrained(folder)
+    with pytest.raises(ValueError, match=r"takes images \[N, 1, 28, 28\], got \[2, 1, 32, 32\]"):
+        model(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"takes images \[N, 1, 28, 28\], got \[2, 3, 28, 28\]"):
+        model(torch.zeros(2, 3, 28, 28))
+
+
+def test_save_unwraps_compile_and_ddp_style_wrappers(pretrainer, tmp_path, images):
+    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside: .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    compiled = torch.compile(pretrainer)  # not run: only its wrapper (_orig_mod) matters here
+    for i, wrapped in enumerate([Wrapper(pretrainer), compiled, Wrapper(compiled)]):
+        folder = save_pretrained(wrapped, tmp_path / str(i))
+        assert set(load_file(folder / "pretraining.safetensors")) == set(pretrainer.state_dict())
+        with torch.no_grad():
+            assert torch.equal(load_pretrained(folder)(images), pretrainer.encoder(images))
+
+
+def test_save_rejects_non_json_metadata(pretrainer, tmp_path):
+    with pytest.raises(ValueError, match="JSON values"):
+        save_pretrained(pretrainer, tmp_path / "x", metadata={"metrics": {"acc": torch.tensor(0.5)}})
+    assert not (tmp_path / "x").exists()  # nothing written

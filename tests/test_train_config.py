@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from clmae.train.config import TrainConfig, apply_overrides, list_recipes, load_recipe, resolve_config
+
+
+def test_shipped_recipes_follow_the_method():
+    assert {"clmae_vit_b16_in1k", "mae_vit_b16_in1k", "clmae_fmnist_tiny"} <= set(list_recipes())
+    # method.md section 6: the reference CL-MAE script.
+    ref = resolve_config("clmae_vit_b16_in1k")
+    assert (ref.model, ref.method, ref.base_lr, ref.epochs, ref.warmup_epochs) == (
+        "vit_base_patch16_224", "clmae", 1e-3, 200, 40)  # fmt: skip
+    assert (ref.batch_size, ref.mask_ratio, ref.norm_pix_loss, ref.weight_decay, ref.betas) == (
+        256, 0.75, False, 0.05, (0.9, 0.95))  # fmt: skip
+    # MAE's ImageNet recipe: blr 1.5e-4, batch 4096, 800 epochs, 40 warm-up, norm_pix_loss.
+    mae = resolve_config("mae_vit_b16_in1k")
+    assert (mae.method, mae.base_lr, mae.global_batch, mae.epochs, mae.warmup_epochs, mae.norm_pix_loss) == (
+        "mae", 1.5e-4, 4096, 800, 40, True)  # fmt: skip
+    tiny = resolve_config("clmae_fmnist_tiny")
+    assert tiny.model == "vit_tiny_patch4_28" and tiny.data.startswith("fmnist")
+    assert load_recipe("clmae_fmnist_tiny")["recipe"] == "clmae_fmnist_tiny"
+
+
+def test_layers_and_typed_overrides():
+    cfg = resolve_config(
+        "clmae_fmnist_tiny",
+        [
+            "epochs=3",
+            "base_lr=1e-4",
+            "betas=0.8,0.9",
+            "amp=false",
+            "lr=none",
+            "model_kwargs.depth=2",
+            "model_kwargs.drop_path_rate=1e-1",
+            "global_batch=200",
+        ],
+        method="mae",
+        data=None,  # None: keep the recipe's
+    )
+    assert (cfg.epochs, cfg.base_lr, cfg.betas, cfg.amp, cfg.lr, cfg.method) == (
+        3,
+        1e-4,
+        (0.8, 0.9),
+        False,
+        None,
+        "mae",
+    )
+    assert cfg.model_kwargs == {"depth": 2, "drop_path_rate": 0.1} and cfg.data == "fmnist-sample"
+    assert isinstance(cfg.epochs, int) and cfg.global_batch == 200
+    # to_dict is plain data and round-trips
+    d = cfg.to_dict()
+    assert json.loads(json.dumps(d)) == d and TrainConfig.from_dict(d) == cfg
+
+
+def test_recipe_files(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"epochs": 7, "base_lr": "2e-3"}))
+    (tmp_path / "r.yaml").write_text("epochs: 5\nbase_lr: 1e-3\n")  # YAML 1.1 reads 1e-3 as a string: coerced
+    assert resolve_config(str(tmp_path / "r.json")).base_lr == 2e-3
+    cfg = resolve_config(str(tmp_path / "r.yaml"))
+    assert (cfg.epochs, cfg.base_lr, cfg.recipe) == (5, 1e-3, "r")
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_recipe(str(tmp_path / "bad.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epoch=3"], "unknown config key 'epoch'.*Did you mean: epochs"),
+        (["epochs=three"], "'epochs' expects"),
+        (["epochs=2.5"], "'epochs' expects"),
+        (["amp=maybe"], "'amp' expects bool"),
+        (["epochs"], "key=value"),
+        (["method=byol"], "method must be one of"),
+        (["mask_ratio=1.0"], r"mask_ratio must be in \(0, 1\)"),
+        (["batch_size=0"], "batch_size must be >= 1"),
+        (["warmup_epochs=20", "epochs=10"], "warmup_epochs"),
+        (["global_batch=250", "batch_size=100"], "not a multiple"),
+        (["betas=0.9"], "'betas' expects"),
+    ],
+)
+def test_bad_config_is_explained(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_config("clmae_fmnist_tiny", overrides)
+
+
+def test_unknown_recipe_suggests_names():
+    with pytest.raises(FileNotFoundError, match="clmae_fmnist_tiny"):
+        load_recipe("clmae_fmnist_tiy")
+
+
+def test_apply_overrides_in_place():
+    cfg = TrainConfig()
+    assert apply_overrides(cfg, ["seed=3"]) is cfg and cfg.seed == 3

@@ -1,0 +1,82 @@
+"""End-to-end runs in subprocesses: two gloo processes under torchrun, and a run killed with SIGKILL."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from clmae.train.checkpoint import list_checkpoints, load_checkpoint
+
+TINY = ["model_kwargs.embed_dim=32", "model_kwargs.depth=2", "model_kwargs.num_heads=2",
+        "model_kwargs.decoder_embed_dim=32", "model_kwargs.decoder_depth=1", "model_kwargs.decoder_num_heads=2",
+        "model_kwargs.masker_depth=1"]  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _train_args(out, *overrides):
+    return ["-m", "clmae.train", "train", "--data", "synthetic:64", "--out", str(out), "model=vit_tiny_patch4_28",
+            "warmup_epochs=1", "base_lr=1e-3", "vis_every=0", "export=false", "progress=false", "log_every=4",
+            "device=cpu", *TINY, *overrides]  # fmt: skip
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args, timeout=240):
+    proc = subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["clmae", "mae"])
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, method):
+    # 2 processes x batch 4 vs 1 process x 2 micro-batches of 4: the same chunks of data in every update
+    # (GlobalBatchSampler), the same MAE masks (seeded per chunk), the masker's KL/diversity per chunk in both.
+    common = [f"method={method}", "epochs=2", "batch_size=4", "base_lr=1e-2"]
+    port = _free_port()
+    ddp = _run(["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                f"--master_port={port}", *_train_args(tmp_path / "ddp", *common, "accum_iter=1")])  # fmt: skip
+    assert "2 process(es) on cpu, global batch 8 (4 x 1 accumulation x 2)" in ddp.stdout
+    _run(_train_args(tmp_path / "single", *common, "accum_iter=2"))
+    a = load_checkpoint(tmp_path / "ddp" / "checkpoint-0002.pt")
+    b = load_checkpoint(tmp_path / "single" / "checkpoint-0002.pt")
+    assert a["step"] == b["step"] == 2 * 64 // 8
+    start = load_checkpoint(tmp_path / "single" / "checkpoint-0001.pt")["model"]
+    pa, pb = a["model"], b["model"]
+    worst = max((pa[k] - pb[k]).abs().max().item() for k in pa)
+    assert worst < 1e-5  # on one machine it is 0: (g0 + g1) / 2 and g0 / 2 + g1 / 2 round alike
+    assert max((pa[k] - start[k]).abs().max().item() for k in pa) > 1e-4  # and training did move the weights
+    for ra, rb in zip(a["metrics"], b["metrics"]):
+        assert ra["mae_loss"] == pytest.approx(rb["mae_loss"], rel=1e-5)
+
+
+@pytest.mark.integration
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    epochs = ["epochs=12", "batch_size=8"]
+    _run(_train_args(tmp_path / "ref", *epochs))
+    proc = subprocess.Popen([sys.executable, *_train_args(tmp_path / "run", *epochs)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not any(int(p.stem.split("-")[1]) >= 2 for p in list_checkpoints(tmp_path / "run")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    done = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["epoch"]
+    assert 2 <= done < 12
+    resumed = _run([*_train_args(tmp_path / "run", *epochs), "--resume", "auto"])
+    assert f"resumed from {tmp_path / 'run'}" in resumed.stdout and f"{done} epochs" in resumed.stdout
+    a = load_checkpoint(tmp_path / "ref" / "checkpoint-0012.pt")
+    b = load_checkpoint(tmp_path / "run" / "checkpoint-0012.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["metrics"] == [dict(r, seconds=a["metrics"][i]["seconds"], images_per_s=a["metrics"][i]["images_per_s"])
+                            for i, r in enumerate(b["metrics"])]  # fmt: skip
