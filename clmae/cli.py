@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
     register_hub(sub)  # convert, extract, push, pretrained
 
+    from .eval.cli import register as register_eval
+
+    register_eval(sub)  # eval knn|linear|finetune
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)

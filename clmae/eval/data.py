@@ -1,0 +1,150 @@
+"""Evaluation data: Fashion-MNIST (official train/test split), its bundled sample, or an ImageFolder with train/, val/.
+
+A data set is named by a spec string:
+
+* ``fmnist`` -- Fashion-MNIST from Debian's ``/usr/share/datasets/fashion-mnist`` (60,000 train / 10,000 test);
+  ``fmnist:/folder`` reads the four IDX files from another folder.
+* ``fmnist-sample`` -- the 1,000 + 1,000 image subset bundled with clmae (runs anywhere, in seconds).
+* ``imagefolder:/folder`` (or just ``/folder``) -- ``/folder/train/<class>/*.png`` and ``/folder/val/<class>/*``,
+  read with torchvision's ``ImageFolder``.
+
+Images are PIL images until the transform: timm's evaluation transform (resize -> center-crop -> normalise) built
+from the model's ``pretrained_cfg``, or a training transform for the linear probe and fine-tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from ..data.fashion_mnist import CLASSES, DEBIAN_ROOT, MEAN, SAMPLE_ROOT, STD, load_fashion_mnist
+
+SPLITS = ("train", "val")
+# Preprocessing of raw pixels (no model to ask): the whole image, normalised.
+_FMNIST_CFG = {"input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (MEAN,), "std": (STD,), "crop_pct": 1.0}
+_FOLDER_CFG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 1.0}
+
+
+class TensorImages(Dataset):
+    """uint8 images ``[N, H, W]`` with labels, served as PIL images of ``mode`` through ``transform``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable, mode: str) -> None:
+        self.images, self.labels, self.transform, self.mode = images, labels, transform, mode
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = Image.fromarray(self.images[i].numpy(), "L")
+        if self.mode != "L":
+            img = img.convert(self.mode)
+        return self.transform(img), int(self.labels[i])
+
+
+@dataclass
+class EvalData:
+    """A resolved data spec.
+
+    Attributes:
+        spec: the spec as given.
+        kind: ``"fmnist"`` or ``"imagefolder"``.
+        root: the folder read.
+        classes: class names; their index is the label.
+        default_cfg: preprocessing for models without a ``pretrained_cfg`` (raw pixels).
+        fingerprint: short hash of what was read (file names and sizes), part of the feature-cache key.
+    """
+
+    spec: str
+    kind: str
+    root: Path
+    classes: list[str]
+    default_cfg: dict[str, Any]
+    fingerprint: str
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def dataset(self, split: str, transform: Callable, mode: str = "L", limit: int | None = None) -> Dataset:
+        """The ``split`` (``"train"`` or ``"val"``) as a dataset of ``(transform(image), label)``.
+
+        Args:
+            split: ``"train"`` or ``"val"`` (Fashion-MNIST's official test split).
+            transform: applied to each PIL image.
+            mode: PIL mode the images are converted to first (``"L"`` for 1-channel models, ``"RGB"`` for 3).
+            limit: keep a fixed random subset of this many images (seed 0, the same for every run), or all.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if self.kind == "fmnist":
+            images, labels = load_fashion_mnist("train" if split == "train" else "test", self.root)
+            ds: Dataset = TensorImages(images, labels, transform, mode)
+        else:
+            from torchvision.datasets import ImageFolder
+
+            def load(path: str) -> Image.Image:
+                with Image.open(path) as img:
+                    return img.convert(mode)
+
+            ds = ImageFolder(str(self.root / split), transform=transform, loader=load)
+            if ds.classes != self.classes:
+                raise ValueError(
+                    f"{self.root}/train and {self.root}/val must have the same class folders, got {self.classes} and "
+                    f"{ds.classes}"
+                )
+        return subset(ds, limit)
+
+
+def subset(ds: Dataset, limit: int | None) -> Dataset:
+    """A fixed random subset (seed 0) of ``limit`` items in their original order; ``ds`` if ``limit`` is None."""
+    if limit is None or limit >= len(ds):
+        return ds
+    if limit < 1:
+        raise ValueError(f"a subset limit must be a positive number of images, got {limit}")
+    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+    return Subset(ds, keep.tolist())
+
+
+def _fingerprint(files: list[Path], root: Path) -> str:
+    items = sorted((str(f.relative_to(root)), f.stat().st_size) for f in files)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def resolve_data(spec: str) -> EvalData:
+    """Resolve a data spec (see the module docstring) into an :class:`EvalData`; clear errors for bad specs."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError("--data must be 'fmnist', 'fmnist:/folder', 'fmnist-sample' or 'imagefolder:/folder'")
+    if spec in ("fmnist", "fashion-mnist") or spec.startswith(("fmnist:", "fashion-mnist:")):
+        root = Path(spec.split(":", 1)[1]) if ":" in spec else DEBIAN_ROOT
+        return _fmnist(spec, root)
+    if spec == "fmnist-sample":
+        return _fmnist(spec, SAMPLE_ROOT)
+    root = Path(spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data {spec!r}: {root} is not a folder. Use 'fmnist', 'fmnist-sample' or an ImageFolder root that holds "
+            "train/<class>/* and val/<class>/*"
+        )
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"ImageFolder {root} has no {' or '.join(missing)} folder; it needs train/ and val/")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{root}/train has no class folders; put images in train/<class>/ and val/<class>/")
+    files = [f for s in SPLITS for f in (root / s).rglob("*") if f.is_file()]
+    return EvalData(spec, "imagefolder", root, classes, dict(_FOLDER_CFG), _fingerprint(files, root))
+
+
+def _fmnist(spec: str, root: Path) -> EvalData:
+    load_fashion_mnist("test", root)  # fails early, with the install hint, if the files are missing
+    files = [f for f in root.iterdir() if f.is_file() and "idx" in f.name]
+    return EvalData(spec, "fmnist", root, list(CLASSES), dict(_FMNIST_CFG), _fingerprint(files, root))

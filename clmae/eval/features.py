@@ -1,0 +1,247 @@
+"""Frozen features, extracted once in batches and cached per model + data + preprocessing.
+
+For a timm ``VisionTransformer`` one forward pass gives both features the protocols need, read after the encoder's
+final LayerNorm (``forward_features``): ``cls``, the class token (MAE's linear probe), and ``avg``, the mean of the
+patch tokens (CL-MAE's kNN). For raw pixels both are the flattened, normalised image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .data import EvalData
+from .model import ResolvedModel
+
+FEATURE_VERSION = 1  # bump when what is extracted changes, so that old cache entries are not reused
+POOLS = ("cls", "avg")
+
+
+@dataclass
+class FeatureSet:
+    """Features and labels of both splits: ``train[pool]`` is ``[N, D]``, ``val[pool]`` is ``[M, D]``."""
+
+    train: dict[str, torch.Tensor]
+    train_labels: torch.Tensor
+    val: dict[str, torch.Tensor]
+    val_labels: torch.Tensor
+    cache_file: str | None = None
+
+
+def default_cache_dir() -> Path:
+    """``$CLMAE_CACHE/features``, else ``~/.cache/clmae/features``."""
+    root = os.environ.get("CLMAE_CACHE") or Path.home() / ".cache" / "clmae"
+    return Path(root) / "features"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA if available, else CPU; anything else as ``torch.device``, checked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device} asked for, but torch sees no CUDA GPU; use device=cpu")
+    return dev
+
+
+def data_config(model: ResolvedModel, encoder: nn.Module | None, data: EvalData) -> dict[str, Any]:
+    """Preprocessing: the encoder's ``pretrained_cfg`` (timm's ``resolve_data_config``), the data's for raw pixels."""
+    if encoder is None:
+        return dict(data.default_cfg)
+    cfg = timm.data.resolve_data_config(model=encoder)
+    return {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in cfg}
+
+
+def eval_transform(cfg: dict[str, Any]):
+    """timm's evaluation transform: resize to ``size / crop_pct`` -> center-crop ``size`` -> tensor -> normalise."""
+    return timm.data.create_transform(**cfg, is_training=False)
+
+
+def pil_mode(cfg: dict[str, Any]) -> str:
+    """``"L"`` for 1-channel inputs, ``"RGB"`` otherwise."""
+    return "L" if cfg["input_size"][0] == 1 else "RGB"
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module | None,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: str = "cpu",
+    num_workers: int = 0,
+    desc: str | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Features of every item of ``dataset`` (``(image [C, H, W], label)`` pairs), in order.
+
+    Args:
+        encoder: a timm ``VisionTransformer``, or ``None`` for raw pixels.
+        dataset: the images.
+        batch_size: images per forward pass.
+        device: where the encoder runs.
+        num_workers: data-loading processes.
+        desc: show a progress bar (on a terminal only) with this title.
+
+    Returns:
+        ``({"cls": [N, D], "avg": [N, D]}, labels [N])``, float32 on the CPU.
+    """
+    dev = torch.device(device)
+    if encoder is not None:
+        encoder = encoder.to(dev).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    cls, avg, labels = [], [], []
+    # disable=None: the bar shows on a terminal only, never in logs or tests
+    for x, y in tqdm(loader, desc=desc, unit="batch", disable=None if desc else True):
+        if encoder is None:
+            cls.append(x.flatten(1))
+        else:
+            tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
+            # clone: a slice is a view that would keep the whole [B, L, D] batch alive
+            cls.append(tokens[:, 0].float().cpu().clone())
+            avg.append(tokens[:, encoder.num_prefix_tokens :].mean(1).float().cpu())
+        labels.append(y)
+    if not labels:
+        raise ValueError("the data set is empty: there are no images to extract features from")
+    cls_t = torch.cat(cls)
+    return {"cls": cls_t, "avg": cls_t if encoder is None else torch.cat(avg)}, torch.cat(labels).long()
+
+
+def cache_key(model: ResolvedModel, data: EvalData, cfg: dict[str, Any], limits: dict[str, Any]) -> str:
+    """Hash of everything the features depend on: weights (sha256 or arch + init seed), data, preprocessing."""
+    model_id = {k: v for k, v in model.info.items() if k != "file"}
+    blob = {
+        "v": FEATURE_VERSION,
+        "model": model_id,
+        "data": [data.kind, data.fingerprint],
+        "cfg": cfg,
+        "limits": limits,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def features_for(
+    model: ResolvedModel,
+    data: EvalData,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    num_workers: int = 0,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    encoder: nn.Module | None = None,
+) -> FeatureSet:
+    """Features of both splits of ``data`` under ``model``, read from / written to the cache when ``use_cache``.
+
+    Raw pixels are never cached (reading them is as fast as reading a cache). The key leaves out the device and the
+    batch size: features from a GPU are reused on the CPU (they differ only by floating-point rounding).
+
+    Args:
+        model: the resolved ``--model``.
+        data: the resolved ``--data``.
+        batch_size: images per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ...
+        num_workers: data-loading processes.
+        train_limit: use a fixed random subset of this many training images.
+        val_limit: use a fixed random subset of this many validation images.
+        cache_dir: cache folder (default :func:`default_cache_dir`).
+        use_cache: read and write the cache.
+        encoder: ``model.encoder()`` if already built (it is built otherwise).
+
+    Returns:
+        A :class:`FeatureSet`.
+    """
+    if encoder is None and not model.is_raw:
+        encoder = model.encoder()
+    cfg = data_config(model, encoder, data)
+    limits = {"train": train_limit, "val": val_limit}
+    path = None
+    if use_cache and not model.is_raw:
+        path = Path(cache_dir or default_cache_dir()) / f"{cache_key(model, data, cfg, limits)}.safetensors"
+        if path.is_file():
+            t = load_file(path)
+            return FeatureSet(
+                {p: t[f"train_{p}"] for p in POOLS},
+                t["train_labels"],
+                {p: t[f"val_{p}"] for p in POOLS},
+                t["val_labels"],
+                str(path),
+            )
+    transform, mode = eval_transform(cfg), pil_mode(cfg)
+    train_ds = data.dataset("train", transform, mode, train_limit)
+    val_ds = data.dataset("val", transform, mode, val_limit)
+    train, train_y = extract_features(encoder, train_ds, batch_size, device, num_workers, "features (train)")
+    val, val_y = extract_features(encoder, val_ds, batch_size, device, num_workers, "features (val)")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{s}_{p}": feats[p].contiguous() for s, feats in (("train", train), ("val", val)) for p in POOLS}
+        tmp = path.with_suffix(".tmp")
+        save_file({**tensors, "train_labels": train_y, "val_labels": val_y}, tmp)
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
+    return FeatureSet(train, train_y, val, val_y, None if path is None else str(path))
+
+
+def train_transform(
+    cfg: dict[str, Any],
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    auto_augment: str | None = None,
+    re_prob: float = 0.0,
+):
+    """timm's training transform: RandomResizedCrop(``scale``) + flip (+ RandAugment, random erasing), normalised.
+
+    No colour jitter (MAE's linear probe and fine-tuning use none).
+    """
+    tf = timm.data.create_transform(
+        cfg["input_size"],
+        is_training=True,
+        scale=scale,
+        hflip=hflip,
+        color_jitter=None,
+        auto_augment=auto_augment,
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=cfg["mean"],
+        std=cfg["std"],
+        re_prob=re_prob,
+        re_mode="pixel",
+        re_count=1,
+    )
+    _fix_posterize(tf)
+    return tf
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's ``posterize``, with 0 bits giving a black image as Pillow did before it started to reject 0."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _fix_posterize(transform: Any) -> None:
+    """Let MAE's RandAugment (``rand-m9-mstd0.5-inc1``) run on current Pillow.
+
+    At magnitude 10 timm's increasing posterize keeps 0 bits; Pillow 13 raises a ``ValueError`` for that instead of
+    returning a black image. The posterize ops of the built transform get :func:`_posterize`, which keeps the old
+    behaviour; nothing else changes.
+    """
+    from timm.data import auto_augment
+
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize

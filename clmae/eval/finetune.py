@@ -1,0 +1,188 @@
+"""Fine-tuning as MAE: global-average pooling with a fresh ``fc_norm``, layer-wise LR decay, drop-path, label
+smoothing, RandAugment, random erasing and mixup/cutmix (MAE's ``main_finetune.py``, with timm's building blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from timm.data import Mixup
+from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import param_groups_layer_decay
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..train.step import autocast_for
+from ._schedule import seed_everything, set_lr, warmup_cosine
+from .knn import topk_accuracy
+from .model import ResolvedModel
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of fine-tuning (defaults: MAE's ViT-L recipe; for ViT-B MAE uses 100 epochs, base_lr 5e-4
+    and layer_decay 0.65).
+
+    Attributes:
+        epochs: training epochs (MAE: 100 for ViT-B, 50 for ViT-L).
+        warmup_epochs: linear warm-up epochs (MAE: 5).
+        batch_size: images per step; the rate is ``base_lr * batch_size / 256``.
+        base_lr: rate at batch 256 (MAE: 5e-4 for ViT-B, 1e-3 for ViT-L).
+        min_lr: rate at the end of the cosine (MAE: 1e-6).
+        weight_decay: AdamW weight decay on weights (MAE: 0.05); none on biases, norms, tokens and positions.
+        layer_decay: layer-wise rate decay (MAE: 0.65 ViT-B, 0.75 ViT-L).
+        drop_path: stochastic depth rate (MAE: 0.1).
+        smoothing: label smoothing (MAE: 0.1).
+        mixup: mixup alpha (MAE: 0.8); 0 turns it off.
+        cutmix: cutmix alpha (MAE: 1.0); 0 turns it off.
+        auto_augment: timm RandAugment spec (MAE: ``rand-m9-mstd0.5-inc1``); ``"none"`` turns it off.
+        reprob: random-erasing probability (MAE: 0.25).
+        crop_min: smallest RandomResizedCrop area fraction (timm: 0.08).
+        hflip: horizontal-flip probability (0.5).
+        clip_grad: gradient-norm clip, 0 for none.
+        seed: seeds the head, the shuffling and the augmentation.
+    """
+
+    epochs: int = 50
+    warmup_epochs: int = 5
+    batch_size: int = 64
+    base_lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    drop_path: float = 0.1
+    smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.25
+    crop_min: float = 0.08
+    hflip: float = 0.5
+    clip_grad: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"need epochs >= 1 and 0 <= warmup_epochs <= epochs, got {self.epochs}, {self.warmup_epochs}"
+            )
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise ValueError(f"batch_size must be even and at least 2 (mixup pairs images), got {self.batch_size}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if not 0 < self.crop_min <= 1:
+            raise ValueError(f"crop_min must be in (0, 1], got {self.crop_min}")
+
+    @property
+    def lr(self) -> float:
+        """Peak rate: ``base_lr * batch_size / 256``."""
+        return self.base_lr * self.batch_size / 256
+
+
+def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -> nn.Module:
+    """The encoder with global-average pooling, a fresh ``fc_norm`` and a fresh head (MAE's fine-tuning model).
+
+    The encoder's final ``norm`` is dropped, as MAE does with ``global_pool=True``; the head's weight is
+    trunc-normal with std 2e-5 (MAE).
+    """
+    net = model.build(global_pool="avg", fc_norm=True, num_classes=num_classes, drop_path_rate=drop_path)
+    state = {k: v for k, v in model.state_dict.items() if not k.startswith(("norm.", "head.", "fc_norm."))}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        missing, unexpected = [str(e).splitlines()[1].strip()], []
+    fresh = [k for k in missing if not k.startswith(("fc_norm.", "head."))]
+    if fresh or unexpected:
+        raise ValueError(
+            f"the weights of {model.spec!r} do not fit {model.info.get('arch')!r}: missing {fresh[:5]}, unexpected "
+            f"{unexpected[:5]}"
+        )
+    trunc_normal_(net.head.weight, std=2e-5)
+    nn.init.zeros_(net.head.bias)
+    return net
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, ds: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Top-1 / top-5 of ``net`` on ``ds``."""
+    net.eval()
+    scores, labels = [], []
+    for x, y in DataLoader(ds, batch_size=batch_size):
+        scores.append(net(x.to(device)).float().cpu())
+        labels.append(y)
+    return topk_accuracy(torch.cat(scores), torch.cat(labels))
+
+
+def finetune(
+    model: ResolvedModel,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    num_classes: int,
+    cfg: FinetuneConfig | None = None,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Fine-tune the whole encoder and report validation accuracy after the last epoch.
+
+    Args:
+        model: the resolved ``--model`` (not raw pixels).
+        train_ds: augmented training images (see :func:`clmae.eval.features.train_transform`).
+        val_ds: validation images with the evaluation transform.
+        num_classes: number of classes.
+        cfg: hyper-parameters.
+        device: where to train; bf16 autocast on CUDA.
+        num_workers: data-loading processes.
+
+    Returns:
+        ``{"top1", "top5", "train_loss"}``.
+    """
+    cfg = cfg or FinetuneConfig()
+    if model.is_raw:
+        raise ValueError("fine-tuning needs an encoder; raw-pixels has none (use the knn or linear protocol)")
+    seed_everything(cfg.seed)
+    dev = torch.device(device)
+    net = build_classifier(model, num_classes, cfg.drop_path).to(dev)
+    groups = param_groups_layer_decay(
+        net, weight_decay=cfg.weight_decay, no_weight_decay_list=net.no_weight_decay(), layer_decay=cfg.layer_decay
+    )
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=num_classes
+        )
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+    drop_last = len(train_ds) >= cfg.batch_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        train_ds, cfg.batch_size, shuffle=True, drop_last=drop_last, generator=gen, num_workers=num_workers
+    )
+    if len(loader) == 0:
+        raise ValueError("the training set is empty")
+    loss_value = float("nan")
+    for epoch in range(cfg.epochs):
+        net.train()
+        total, n = 0.0, 0
+        for step, (x, y) in enumerate(loader):
+            set_lr(opt, warmup_cosine(epoch + step / len(loader), cfg.lr, cfg.warmup_epochs, cfg.epochs, cfg.min_lr))
+            x, y = x.to(dev), y.to(dev)
+            if mixup is not None:
+                if x.shape[0] % 2:  # timm's Mixup pairs images: drop one from an odd final batch
+                    x, y = x[:-1], y[:-1]
+                x, y = mixup(x, y)
+            with autocast_for(dev):
+                loss = criterion(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        loss_value = total / max(n, 1)
+    return {**evaluate(net, val_ds, cfg.batch_size, dev), "train_loss": loss_value}

@@ -1,0 +1,279 @@
+"""Resolve ``--model``: raw pixels, a randomly initialised architecture, a weights folder, a file or a checkpoint.
+
+* ``raw-pixels`` -- no encoder: the flattened, normalised image is the feature (a reference point).
+* a clmae architecture (``clmae list``) -- the encoder as pretraining starts it: ``create_pretraining_model(name,
+  method="mae")`` (MAE's initialisation) after ``torch.manual_seed(init_seed)``; the other reference point.
+* a folder with timm's ``config.json`` + ``model.safetensors`` (what ``clmae.save_pretrained`` writes).
+* a ``.safetensors`` file: encoder keys (timm's) or a whole pretraining model (``encoder.*`` keys); the architecture
+  comes from ``arch=NAME`` or a ``config.json`` next to it.
+* a torch checkpoint (``.pt``/``.pth``): clmae's or the CL-MAE reference's, read with ``weights_only=True``; the
+  architecture comes from its ``config`` entry or ``arch=NAME``.
+* published weights through ``clmae.hub``: a registry name (``arch.tag`` or an alias), ``hf-hub:org/repo[@rev]``
+  or ``local-dir:/path``; the result records the repository and revision next to the file's sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from timm.models.vision_transformer import VisionTransformer
+
+from ..models import create_model, create_pretraining_model, get_arch, list_models
+
+RAW_PIXELS = "raw-pixels"
+# Keys of a pretraining state dict that are not the encoder's (method.md section 8): the reference's and clmae's.
+_NOT_ENCODER = ("masking_net.", "decoder_", "mask_token", "decoder.", "masker.")
+
+
+@dataclass
+class ResolvedModel:
+    """A model to evaluate: how to build its encoder and the weights to load into it.
+
+    Attributes:
+        spec: ``--model`` as given.
+        kind: ``"raw-pixels"``, ``"architecture"``, ``"folder"``, ``"safetensors"`` or ``"checkpoint"``.
+        info: what the result JSON records (architecture, sha256 of the weights file or the init seed, overrides).
+        build: ``build(**timm_overrides)`` makes the encoder architecture (random weights); ``None`` for raw pixels.
+        state_dict: encoder weights (timm keys); ``None`` for raw pixels.
+    """
+
+    spec: str
+    kind: str
+    info: dict[str, Any]
+    build: Callable[..., VisionTransformer] | None = None
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def is_raw(self) -> bool:
+        """True for ``raw-pixels``."""
+        return self.build is None
+
+    def encoder(self, **overrides: Any) -> VisionTransformer:
+        """The encoder with its weights (strict load), built with timm ``overrides`` (e.g. ``drop_path_rate``)."""
+        if self.build is None:
+            raise ValueError("raw-pixels has no encoder")
+        model = self.build(**overrides)
+        try:
+            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        except RuntimeError as e:  # shapes differ
+            missing, unexpected = [str(e).splitlines()[1].strip()], []
+        if missing or unexpected:
+            raise ValueError(
+                f"the weights of {self.spec!r} do not fit the architecture {self.info.get('arch')!r}: missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]}; pass arch=NAME (and model.KEY=VALUE overrides) to match "
+                "how it was built"
+            )
+        return model
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder's entries of a state dict, with timm's key names.
+
+    Accepts an encoder state dict (timm keys), a clmae pretraining model's (``encoder.*``) or a CL-MAE / MAE
+    reference checkpoint's ``model`` (timm keys plus ``masking_net.*``, ``decoder_*``, ``mask_token``).
+    """
+    if any(k.startswith("encoder.") for k in state):
+        return {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    return {k: v for k, v in state.items() if not k.startswith(_NOT_ENCODER)}
+
+
+def _arch_builder(name: str, overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
+    get_arch(name)  # a clear error for unknown names
+    return lambda **kw: create_model(name, **{**overrides, **kw})
+
+
+def _from_architecture(name: str, overrides: dict[str, Any], init_seed: int) -> ResolvedModel:
+    torch.manual_seed(init_seed)
+    state = create_pretraining_model(name, method="mae", **overrides).encoder.state_dict()
+    info = {"arch": name, "weights": f"random init (MAE's), init_seed={init_seed}", "overrides": overrides}
+    return ResolvedModel(name, "architecture", info, _arch_builder(name, overrides), state)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path} as JSON ({e}); export the weights folder again") from e
+    if not isinstance(cfg, dict) or "architecture" not in cfg:
+        raise ValueError(f"{path} is not a timm config.json (it needs 'architecture', 'model_args', 'pretrained_cfg')")
+    return cfg
+
+
+def _timm_builder(cfg: dict[str, Any], overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
+    """Build from a timm ``config.json``: ``timm.create_model(architecture, **model_args)`` with its preprocessing."""
+    arch = cfg["architecture"]
+    args = {**cfg.get("model_args", {}), **overrides}
+    if not timm.is_model(arch) and arch in list_models():  # a clmae-only name (e.g. vit_tiny_patch4_28)
+        spec = get_arch(arch)
+        arch, args = spec.timm_arch, {**spec.model_args, **args}
+    if not timm.is_model(arch):
+        raise ValueError(f"config.json names architecture {arch!r}, which neither timm nor clmae knows")
+    pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("pretrained_cfg") or {}).items()}
+
+    def build(**kw: Any) -> VisionTransformer:
+        return timm.create_model(arch, pretrained=False, **{"num_classes": 0, **args, "pretrained_cfg": pcfg, **kw})
+
+    return build
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt") from e
+
+
+def _from_files(spec: str, kind: str, config: Path, weights: Path, overrides: dict[str, Any]) -> ResolvedModel:
+    cfg = _read_json(config)
+    info = {"arch": (cfg.get("clmae") or {}).get("arch") or cfg["architecture"], "timm_arch": cfg["architecture"]}
+    info.update(file=str(weights), sha256=sha256_file(weights), overrides=overrides)
+    state = encoder_state(_read_safetensors(weights))
+    return ResolvedModel(spec, kind, info, _timm_builder(cfg, overrides), state)
+
+
+def _from_folder(folder: Path, overrides: dict[str, Any]) -> ResolvedModel:
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a weights folder: it needs config.json (timm format) and model.safetensors, as written "
+            "by clmae.save_pretrained()"
+        )
+    return _from_files(str(folder), "folder", folder / "config.json", folder / "model.safetensors", overrides)
+
+
+def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> ResolvedModel:
+    """Published weights through ``clmae.hub`` (registry names, ``hf-hub:org/repo[@rev]``, ``local-dir:/path``).
+
+    The hub downloads (and, for registry weights, verifies) ``config.json`` and ``model.safetensors``; they are
+    then read like a local weights folder.
+    """
+    try:
+        from ..hub.load import resolve as hub_resolve
+    except ImportError as e:  # pragma: no cover - the hub ships with clmae
+        raise ValueError(f"--model {spec!r} needs clmae.hub, which cannot be imported ({e})") from e
+    src = hub_resolve(spec, revision)
+    config, weights = src.file("config.json", None, None), src.file("model.safetensors", None, None)
+    resolved = _from_files(spec, "hub", Path(config), Path(weights), overrides)
+    resolved.info.update(repo_id=src.repo_id, revision=src.revision)
+    return resolved
+
+
+def _arch_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
+    """Architecture and encoder overrides recorded in a checkpoint's ``config``.
+
+    Two layouts: a training run's config (``{"model": NAME, "model_kwargs": {...}}``, clmae's trainer) and a
+    pretraining model's ``.config`` (``{"name": NAME, **create_pretraining_model kwargs}``). Arguments that only the
+    decoder or the masking module take are dropped.
+    """
+    if not isinstance(config, dict):
+        return None, {}
+    if isinstance(config.get("model"), str):
+        name, kwargs = config["model"], dict(config.get("model_kwargs") or {})
+    else:
+        name, kwargs = config.get("name"), dict(config)
+    own = set(inspect.signature(create_pretraining_model).parameters)
+    return name, {k: v for k, v in kwargs.items() if k not in own}
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    # The reference's checkpoints hold an argparse.Namespace ('args'): allowed explicitly, nothing else is.
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        raise ValueError(
+            f"cannot read checkpoint {path} with torch.load(weights_only=True): {e}. Only state dicts of tensors (and "
+            "the reference's argparse args) are read; export the encoder to safetensors instead"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict with a 'model' state dict")
+    return ckpt
+
+
+def _from_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> ResolvedModel:
+    config: dict[str, Any] = {}
+    if path.suffix == ".safetensors":
+        kind, state = "safetensors", _read_safetensors(path)
+        if arch is None and (path.parent / "config.json").is_file():  # a file of a weights folder
+            return _from_files(str(path), kind, path.parent / "config.json", path, overrides)
+    else:
+        kind, ckpt = "checkpoint", _load_checkpoint(path)
+        state = ckpt.get("model", ckpt.get("state_dict", ckpt))
+        config = ckpt.get("config") or ckpt.get("model_config") or {}
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"checkpoint {path} has no state dict of tensors under 'model' or 'state_dict'")
+    recorded_arch, recorded_overrides = _arch_from_config(config)
+    arch = arch or recorded_arch
+    if arch is None:
+        raise ValueError(
+            f"cannot tell the architecture of {path}; pass arch=NAME with a name from `clmae list` (and "
+            "model.KEY=VALUE for any size overrides it was trained with)"
+        )
+    overrides = {**recorded_overrides, **overrides}
+    info = {"arch": arch, "file": str(path), "sha256": sha256_file(path), "overrides": overrides}
+    return ResolvedModel(str(path), kind, info, _arch_builder(arch, overrides), encoder_state(state))
+
+
+def resolve_model(
+    spec: str,
+    *,
+    arch: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    init_seed: int = 0,
+    revision: str | None = None,
+) -> ResolvedModel:
+    """Resolve ``--model`` (see the module docstring).
+
+    Args:
+        spec: ``raw-pixels``, an architecture name, a weights folder, a ``.safetensors`` file or a checkpoint.
+        arch: architecture of a bare weights file or checkpoint that does not name its own.
+        overrides: timm ``VisionTransformer`` arguments (e.g. ``embed_dim``, ``depth``) for architectures and files.
+        init_seed: seed of the random initialisation when ``spec`` is an architecture name.
+        revision: Hub revision for published weights (default: the registry's pinned commit).
+
+    Returns:
+        A :class:`ResolvedModel`.
+    """
+    overrides = dict(overrides or {})
+    if spec == RAW_PIXELS:
+        if overrides or arch:
+            raise ValueError("raw-pixels takes no arch= or model.KEY= options")
+        return ResolvedModel(spec, "raw-pixels", {"arch": RAW_PIXELS, "weights": "none"})
+    path = Path(spec)
+    if path.is_dir():
+        return _from_folder(path, overrides)
+    if path.is_file():
+        return _from_file(path, arch, overrides)
+    if spec in list_models():
+        return _from_architecture(spec, overrides, init_seed)
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        return _from_hub(spec, revision, overrides)
+    if "/" in spec or spec.endswith((".safetensors", ".pt", ".pth")):
+        raise FileNotFoundError(f"--model {spec!r}: no such file or folder")
+    try:
+        return _from_hub(spec, revision, overrides)  # a registry name (arch.tag) or alias
+    except (ValueError, FileNotFoundError) as hub_error:
+        try:
+            get_arch(spec)  # raises with close architecture names
+        except ValueError as arch_error:
+            raise ValueError(f"{arch_error} Nor is it published weights: {hub_error}") from None
+        raise

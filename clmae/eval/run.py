@@ -1,0 +1,309 @@
+"""``run_eval``: one protocol on one model and one data set, recorded as an :class:`EvalResult`.
+
+Python::
+
+    from clmae.eval import run_eval
+    result = run_eval("knn", "raw-pixels", "fmnist")
+    result.metrics["reference"]["top1"]  # 0.8554
+
+Command line: ``clmae eval knn --model raw-pixels --data fmnist --out knn.json`` (``key=value`` options override
+any field of :class:`CommonConfig` and of the protocol's config; ``model.KEY=VALUE`` overrides the architecture).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import resolve_data
+from .features import (
+    cache_key,
+    data_config,
+    default_cache_dir,
+    eval_transform,
+    features_for,
+    pil_mode,
+    resolve_device,
+    train_transform,
+)
+from .finetune import FinetuneConfig, finetune
+from .knn import knn_majority_vote, knn_weighted_scores, topk_accuracy
+from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
+from .model import resolve_model
+from .results import EvalResult, device_name
+
+PROTOCOLS = ("knn", "linear", "finetune")
+
+
+@dataclass
+class CommonConfig:
+    """Options every protocol takes.
+
+    Attributes:
+        seed: seeds training, shuffling and augmentation (kNN has no randomness).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...
+        extract_batch_size: images per forward pass when extracting features.
+        workers: data-loading processes (0: in the main process).
+        train_limit: evaluate on a fixed random subset (seed 0) of this many training images.
+        val_limit: likewise for the validation images.
+        cache: reuse / store extracted features.
+        cache_dir: feature-cache folder (default ``$CLMAE_CACHE/features`` or ``~/.cache/clmae/features``).
+        arch: architecture of a weights file or checkpoint that does not name its own.
+        init_seed: seed of the random initialisation when ``--model`` is an architecture name.
+        revision: Hub revision of published weights (default: the registry's pinned commit).
+    """
+
+    seed: int = 0
+    device: str = "auto"
+    extract_batch_size: int = 256
+    workers: int = 0
+    train_limit: int | None = None
+    val_limit: int | None = None
+    cache: bool = True
+    cache_dir: str | None = None
+    arch: str | None = None
+    init_seed: int = 0
+    revision: str | None = None
+
+
+@dataclass
+class KnnConfig:
+    """kNN options.
+
+    Attributes:
+        k: neighbours of the reference's majority vote (5).
+        k_weighted: neighbours of the weighted vote (20).
+        temperature: temperature of the weighted vote (0.07).
+        pool: feature: ``avg`` (mean of the patch tokens, the reference's) or ``cls``.
+        variant: ``both``, ``reference`` or ``weighted``.
+        chunk_size: test rows per distance matrix product.
+    """
+
+    k: int = 5
+    k_weighted: int = 20
+    temperature: float = 0.07
+    pool: str = "avg"
+    variant: str = "both"
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("both", "reference", "weighted"):
+            raise ValueError(f"variant must be 'both', 'reference' or 'weighted', got {self.variant!r}")
+        if self.pool not in ("avg", "cls"):
+            raise ValueError(f"pool must be 'avg' or 'cls', got {self.pool!r}")
+
+
+_CONFIGS = {"knn": KnnConfig, "linear": LinearProbeConfig, "finetune": FinetuneConfig}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Convert a command-line string to the field's type; typed Python values pass through."""
+    if not isinstance(value, str):
+        return value
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = args[0] if args else hint
+    if optional and value.lower() in ("none", "null", ""):
+        return None
+    try:
+        if base is bool:
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return value.lower() in _TRUE
+        return base(value)
+    except ValueError:
+        raise ValueError(f"option {key}={value!r}: expected {getattr(base, '__name__', base)}") from None
+
+
+def _guess(value: Any) -> Any:
+    """``model.KEY=VALUE`` values: int, float, bool or string."""
+    if not isinstance(value, str):
+        return value
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def parse_options(protocol: str, options: dict[str, Any]) -> tuple[CommonConfig, Any, dict[str, Any]]:
+    """Split ``options`` into the common config, the protocol's config and ``model.*`` overrides (typed).
+
+    Raises:
+        ValueError: for an unknown protocol, option or value, naming the valid options.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    groups: dict[type, dict[str, Any]] = {CommonConfig: {}, _CONFIGS[protocol]: {}}
+    model_overrides: dict[str, Any] = {}
+    for key, value in options.items():
+        if key.startswith("model."):
+            model_overrides[key[len("model.") :]] = _guess(value)
+            continue
+        for cls in groups:
+            hints = typing.get_type_hints(cls)
+            if key in hints:
+                groups[cls][key] = _convert(key, value, hints[key])
+                break
+        else:
+            valid = sorted(f.name for cls in groups for f in dataclasses.fields(cls))
+            raise ValueError(
+                f"unknown option {key!r} for `clmae eval {protocol}`; valid options: {', '.join(valid)} "
+                "(and model.KEY=VALUE for architecture overrides)"
+            )
+    common = CommonConfig(**groups[CommonConfig])
+    cfg = _CONFIGS[protocol](**groups[_CONFIGS[protocol]])
+    return common, cfg, model_overrides
+
+
+def run_eval(
+    protocol: str,
+    model: str,
+    data: str,
+    options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+) -> EvalResult:
+    """Run ``protocol`` (``knn``, ``linear`` or ``finetune``) on ``model`` and ``data``.
+
+    Args:
+        protocol: which evaluation.
+        model: ``raw-pixels``, an architecture name, a weights folder, a ``.safetensors`` file or a checkpoint.
+        data: ``fmnist``, ``fmnist:/folder``, ``fmnist-sample`` or ``imagefolder:/folder``.
+        options: fields of :class:`CommonConfig` and of the protocol's config (strings are converted), plus
+            ``model.KEY`` architecture overrides.
+        out: write the result JSON here.
+
+    Returns:
+        The :class:`EvalResult`.
+    """
+    start = time.perf_counter()
+    common, cfg, overrides = parse_options(protocol, dict(options or {}))
+    if hasattr(cfg, "seed"):  # one seed for the whole run: the common one wins
+        cfg.seed = common.seed
+    device = resolve_device(common.device)
+    resolved = resolve_model(
+        model, arch=common.arch, overrides=overrides, init_seed=common.init_seed, revision=common.revision
+    )
+    if protocol == "finetune" and resolved.is_raw:
+        raise ValueError("fine-tuning needs an encoder; raw-pixels has none (use `clmae eval knn` or `linear`)")
+    dataset = resolve_data(data)
+    encoder = None if resolved.is_raw else resolved.encoder()
+    prep = data_config(resolved, encoder, dataset)
+    feature_info: dict[str, Any] = {}
+    if protocol in ("knn", "linear"):
+        cached_before = _cache_exists(resolved, dataset, prep, common)
+        feats = features_for(
+            resolved,
+            dataset,
+            batch_size=common.extract_batch_size,
+            device=str(device),
+            num_workers=common.workers,
+            train_limit=common.train_limit,
+            val_limit=common.val_limit,
+            cache_dir=common.cache_dir,
+            use_cache=common.cache,
+            encoder=encoder,
+        )
+        feature_info = {"cache_file": feats.cache_file, "reused": cached_before}
+        sizes = (feats.train_labels.numel(), feats.val_labels.numel())
+        if protocol == "knn":
+            metrics = _knn(feats, dataset.num_classes, cfg)
+        elif cfg.mode == "cached":
+            p = cfg.pool
+            metrics = linear_probe_cached(
+                feats.train[p],
+                feats.train_labels,
+                feats.val[p],
+                feats.val_labels,
+                dataset.num_classes,
+                cfg,
+                str(device),
+            )
+        else:
+            tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip)
+            train_ds = dataset.dataset("train", tf, pil_mode(prep), common.train_limit)
+            metrics = linear_probe_mae(
+                encoder,
+                train_ds,
+                feats.val[cfg.pool],
+                feats.val_labels,
+                dataset.num_classes,
+                cfg,
+                str(device),
+                common.workers,
+            )
+    else:
+        aa = None if cfg.auto_augment.lower() in ("", "none") else cfg.auto_augment
+        tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
+        mode = pil_mode(prep)
+        train_ds = dataset.dataset("train", tf, mode, common.train_limit)
+        val_ds = dataset.dataset("val", eval_transform(prep), mode, common.val_limit)
+        sizes = (len(train_ds), len(val_ds))
+        metrics = finetune(resolved, train_ds, val_ds, dataset.num_classes, cfg, str(device), common.workers)
+    result = EvalResult(
+        protocol=protocol,
+        model={
+            "spec": model,
+            "kind": resolved.kind,
+            **resolved.info,
+            **({"init_seed": common.init_seed} if resolved.kind == "architecture" else {}),
+        },
+        data={
+            "spec": data,
+            "kind": dataset.kind,
+            "root": str(dataset.root),
+            "fingerprint": dataset.fingerprint,
+            "num_classes": dataset.num_classes,
+            "train_size": sizes[0],
+            "val_size": sizes[1],
+        },
+        hparams={**dataclasses.asdict(common), **dataclasses.asdict(cfg)},
+        seed=common.seed,
+        metrics=metrics,
+        preprocessing=prep,
+        device=device_name(device),
+        features=feature_info,
+    )
+    result.run_time_s = round(time.perf_counter() - start, 3)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _cache_exists(resolved, dataset, prep, common: CommonConfig) -> bool:
+    if not common.cache or resolved.is_raw:
+        return False
+    limits = {"train": common.train_limit, "val": common.val_limit}
+    folder = Path(common.cache_dir) if common.cache_dir else default_cache_dir()
+    return (folder / f"{cache_key(resolved, dataset, prep, limits)}.safetensors").is_file()
+
+
+def _knn(feats, num_classes: int, cfg: KnnConfig) -> dict[str, Any]:
+    train, val = feats.train[cfg.pool], feats.val[cfg.pool]
+    metrics: dict[str, Any] = {}
+    if cfg.variant in ("both", "reference"):
+        votes = knn_majority_vote(train, feats.train_labels, val, num_classes, cfg.k, cfg.chunk_size)
+        metrics["reference"] = topk_accuracy(votes, feats.val_labels, (1,))
+    if cfg.variant in ("both", "weighted"):
+        scores = knn_weighted_scores(
+            train, feats.train_labels, val, num_classes, cfg.k_weighted, cfg.temperature, cfg.chunk_size
+        )
+        metrics["weighted"] = topk_accuracy(scores, feats.val_labels)
+    metrics["top1"] = metrics["reference" if "reference" in metrics else "weighted"]["top1"]
+    return metrics
+
+
+def summary(result: EvalResult) -> str:
+    """One line for the terminal."""
+    m = result.metrics
+    parts = [f"{name} top1={v['top1']:.4f}" for name, v in m.items() if isinstance(v, dict)]
+    if not parts:
+        parts = [f"top1={m['top1']:.4f}"] + ([f"top5={m['top5']:.4f}"] if "top5" in m else [])
+    where = f"{result.protocol} {result.model['spec']} on {result.data['spec']}"
+    return f"{where}: {', '.join(parts)} ({result.run_time_s:.1f} s)"
