@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All GPU checks and timings in one run (about 5 minutes on one H100). Writes everything under $OUT (default:
+# All GPU checks and timings in one run (about 6 minutes on one H100). Writes everything under $OUT (default:
 # benchmarks/results). Usage, from the repository root on the GPU machine:
 #     OUT=/some/folder bash benchmarks/run_gpu.sh
 set -uo pipefail
@@ -25,3 +25,6 @@ timeout 240 $PY benchmarks/bench_step.py --out "$OUT" 2>&1 | tee "$OUT/bench_eag
 timeout 300 $PY benchmarks/bench_step.py --compile --out "$OUT" \
     --config vit_base_patch16_224:clmae:256 --config vit_base_patch16_224:mae:256 \
     --config vit_tiny_patch4_28:clmae:4096 2>&1 | tee "$OUT/bench_compile.txt"
+
+# 3) Input pipeline: the trainer's ImageFolder JPEG pipeline with 16 workers, against the model-step rate above.
+timeout 180 $PY benchmarks/bench_data.py --workers 16 --images 8192 --out "$OUT" 2>&1 | tee "$OUT/bench_data.txt"

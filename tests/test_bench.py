@@ -29,3 +29,15 @@ def test_cpu_smoke_run_writes_a_result(tmp_path, capsys):
     for r in result["results"]:
         assert r["images_per_s"] > 0 and r["mfu"] > 0 and r["gflop_per_image"] > 0
     assert "img/s" in capsys.readouterr().out
+
+
+def test_data_pipeline_smoke_run(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data.py"
+    spec = importlib.util.spec_from_file_location("bench_data", path)
+    bench_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_data)
+    args = ["--root", str(tmp_path / "jpegs"), "--images", "24", "--batch-size", "8", "--workers", "0"]
+    assert bench_data.main([*args, "--batches", "2", "--warmup", "1", "--out", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "jpegs").glob("class_*/*.jpg"))) == 24
+    (result,) = tmp_path.glob("data_*.json")
+    assert json.loads(result.read_text())["images_per_s"] > 0

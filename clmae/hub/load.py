@@ -58,11 +58,12 @@ class Source:
 
 
 def _not_published(entry: registry.WeightEntry) -> ValueError:
-    cmd = TRAIN_COMMAND.format(recipe=entry.recipe or "<recipe>", name=entry.name)
+    recipe = entry.recipe or "<recipe>"
+    cmd = TRAIN_COMMAND.format(recipe=recipe, name=entry.name)
     return ValueError(
         f"{entry.name!r} (alias {entry.alias!r}) is not yet published: {entry.notes or 'no weights are released yet'} "
         f"Train it yourself with:\n  {cmd}\nthen load the weights folder it exports: "
-        f"clmae.load_pretrained('runs/{entry.recipe or '<recipe>'}/export'). Weights available now:\n{registry.describe_available()}"
+        f"clmae.load_pretrained('runs/{recipe}/export'). Weights available now:\n{registry.describe_available()}"
     )
 
 
