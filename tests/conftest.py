@@ -13,5 +13,14 @@ def tiny_pretrainer(method: str = "clmae", seed: int = 0, **kwargs) -> clmae.CLM
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny tensors: on busy shared cores a second thread only adds waiting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))

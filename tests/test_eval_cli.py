@@ -12,16 +12,9 @@ from clmae.eval.cli import register
 from clmae.eval.data import subset
 from clmae.eval.features import features_for
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the tensors are tiny, and on busy shared cores a second thread only adds waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def clmae_eval(*argv: str) -> int:

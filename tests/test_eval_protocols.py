@@ -17,14 +17,7 @@ from clmae.eval.features import train_transform
 from clmae.eval.finetune import build_classifier
 from clmae.eval.knn import topk_accuracy
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and on busy shared cores a second thread only adds waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2}

@@ -19,7 +19,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _train_args(out, *overrides):
-    return ["-m", "clmae.train", "train", "--data", "synthetic:64", "--out", str(out), "model=vit_tiny_patch4_28",
+    return ["-m", "clmae", "train", "--data", "synthetic:64", "--out", str(out), "model=vit_tiny_patch4_28",
             "warmup_epochs=1", "base_lr=1e-3", "vis_every=0", "export=false", "progress=false", "log_every=4",
             "device=cpu", *TINY, *overrides]  # fmt: skip
 

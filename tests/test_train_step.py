@@ -6,14 +6,7 @@ import clmae
 from clmae.models import random_masking
 from clmae.train.metrics import mask_statistics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run much faster on one thread of a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_accumulation_equals_one_big_batch_for_the_mae_and_per_micro_batch_for_the_masker(images):

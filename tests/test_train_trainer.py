@@ -16,16 +16,10 @@ from clmae.train.config import TrainConfig
 from clmae.train.export import export_pretrained
 from clmae.train.metrics import read_metrics
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1,
         "decoder_num_heads": 2, "masker_depth": 1}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: much faster than two threads on a busy machine
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config(out, **overrides) -> TrainConfig:

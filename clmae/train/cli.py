@@ -70,15 +70,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--out", help="output folder (default: the checkpoint's)")
     v.add_argument("--num-images", type=int, default=8, help="images in the grid (default: 8)")
     v.set_defaults(func=_visualize)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m clmae.train {train,visualize} ...``: the same subcommands without the top-level ``clmae``."""
-    parser = argparse.ArgumentParser(prog="python -m clmae.train")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"clmae {args.command}: error: {e}", file=sys.stderr)
-        return 2
