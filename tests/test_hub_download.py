@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import warnings
 
 import pytest
 import timm
@@ -183,3 +184,14 @@ def test_hand_made_cache(folder, tmp_path, monkeypatch):
         load_pretrained("tiny_f", cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="truncated or corrupt"):  # no registry sha256: safetensors itself refuses
         load_pretrained(f"hf-hub:{REPO}", cache_dir=tmp_path / "cache")
+
+
+def test_hf_hub_name_of_a_pinned_repo_warns_unless_pinned(hub, folder, tmp_path, monkeypatch):
+    pinned = hub.add_folder(REPO, folder)
+    _manifest(tmp_path, monkeypatch, folder, pinned)
+    with pytest.warns(UserWarning, match="so no sha256 is checked"):
+        load_pretrained(f"hf-hub:{REPO}", cache_dir=tmp_path / "c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = load_pretrained(f"hf-hub:{REPO}@{pinned}", cache_dir=tmp_path / "c")  # the pin: verified, silent
+    _assert_same_encoder(model, folder)

@@ -79,3 +79,13 @@ def test_norm_pix_target():
     target = losses.patch_targets(patches, norm_pix_loss=True)
     torch.testing.assert_close(target, torch.tensor([[[-1.0, 0.0, 1.0]]]) / math.sqrt(1 + 1e-6))
     assert torch.equal(losses.patch_targets(patches, norm_pix_loss=False), patches)
+
+
+def test_kl_gradient_stays_finite_when_scores_saturate():
+    m = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    loss = losses.kl_loss(m, keep_target=0.25)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(m.grad).all()
+    # at p = 0: KL = log(1 / 0.75); at p = 1: KL = log(1 / 0.25) (up to the 1e-6 clamp)
+    expected = 0.1 * 256 * (math.log(1 / 0.75) + math.log(1 / 0.25)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-4)

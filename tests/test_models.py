@@ -93,6 +93,8 @@ def test_pretraining_model_arguments():
         clmae.create_pretraining_model("vit_tiny_patch4_28", mask_ratio=0.99)
     with pytest.raises(ValueError, match="masker_num_heads"):
         clmae.create_pretraining_model("vit_tiny_patch4_28", masker_num_heads=5)
+    with pytest.raises(ValueError, match="no final norm"):
+        clmae.create_pretraining_model("vit_tiny_patch4_28", global_pool="avg")
     mae = clmae.create_pretraining_model("vit_tiny_patch4_28", method="mae")
     assert mae.masker is None and mae.method == "mae"
 

@@ -97,13 +97,18 @@ def test_all_ones_soft_mask_equals_unmasked_forward(images):
     torch.testing.assert_close(model.forward_soft(tokens, ones), unmasked)
 
 
-def test_soft_scores_scale_tokens_with_their_positions(images):
+def test_soft_scores_scale_tokens_with_their_positions_but_not_the_cls(images):
     model = tiny_pretrainer().eval()
     tokens = model.embed(images)
     # Scores of 0 remove everything a patch carries (content and position): the output no longer depends on the image.
     zeros = torch.zeros(6, 49)
     out = model.forward_soft(tokens, zeros)
     torch.testing.assert_close(out, out[:1].expand_as(out))
+    # What is left is the unscaled CLS token (+ its position): zeroing it as well changes the output.
+    with torch.no_grad():
+        model.encoder.cls_token.zero_()
+        model.encoder.pos_embed[:, :1] = 0
+    assert not torch.allclose(model.forward_soft(tokens, zeros), out, atol=1e-4)
 
 
 def test_norm_pix_loss_changes_the_target(images):
@@ -119,6 +124,7 @@ def test_norm_pix_loss_changes_the_target(images):
         (torch.randn(2, 3, 28, 28), "must have 1 channel"),
         (torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.uint8), "got dtype torch.uint8"),
         (torch.randn(1, 28, 28), r"got shape \(1, 28, 28\)"),
+        (torch.randn(2, 1, 28, 28, dtype=torch.float64), "images are torch.float64 but the model's weights"),
         ([[0.0]], "got list"),
     ],
 )

@@ -80,3 +80,26 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["metrics"] == [dict(r, seconds=a["metrics"][i]["seconds"], images_per_s=a["metrics"][i]["images_per_s"])
                             for i, r in enumerate(b["metrics"])]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_two_process_resume_restores_every_ranks_random_state(tmp_path):
+    # drop-path draws from each process's global RNG: a resumed 2-process run equals an uninterrupted one only if
+    # every rank gets its own random state back, not only rank 0.
+    common = ["epochs=2", "batch_size=4", "model_kwargs.drop_path_rate=0.5"]
+
+    def torchrun(out, *extra):
+        return _run(["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                     f"--master_port={_free_port()}", *_train_args(out, *common), *extra])  # fmt: skip
+
+    torchrun(tmp_path / "ref")
+    torchrun(tmp_path / "run")
+    (tmp_path / "run" / "checkpoint-0002.pt").unlink()  # back to the end of epoch 1
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint-0001.pt")
+    assert len(saved["rng_ranks"]) == 2 and not torch.equal(
+        saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"]
+    )
+    torchrun(tmp_path / "run", "--resume", "auto")
+    a = load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt")["model"]
+    b = load_checkpoint(tmp_path / "run" / "checkpoint-0002.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -115,6 +115,13 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Sou
         rev = rev or revision
         pinned = next((e for e in registry.entries() if e.hub_repo == repo and e.status == registry.PUBLISHED), None)
         verified = pinned is not None and rev == pinned.revision
+        if pinned is not None and not verified:
+            warnings.warn(
+                f"{name!r}: the registry pins {repo} at {pinned.revision}, this loads {rev or 'main'}, so no sha256 "
+                f"is checked; use {pinned.name!r} or hf-hub:{repo}@{pinned.revision} for the verified weights",
+                UserWarning,
+                stacklevel=3,
+            )
         shas = dict(pinned.files) if verified else {}
         return Source(name, repo_id=repo, revision=rev, sha256=shas, entry=pinned, pinned=verified)
     folder = Path(name).expanduser()

@@ -71,8 +71,9 @@ def kl_loss(
     """
     if not 0.0 < keep_target < 1.0:
         raise ValueError(f"keep_target must be in (0, 1), got {keep_target}")
-    p = scores.float().mean(dim=1)  # [N]
-    kl = torch.xlogy(p, p / keep_target) + torch.xlogy(1 - p, (1 - p) / (1 - keep_target))
+    # Clamped so that the gradient stays finite if every score of an image saturates at 0 or 1.
+    p = scores.float().mean(dim=1).clamp(1e-6, 1 - 1e-6)  # [N]
+    kl = p * torch.log(p / keep_target) + (1 - p) * torch.log((1 - p) / (1 - keep_target))
     return weight * batch_scale * kl.mean()
 
 

@@ -45,6 +45,13 @@ def _frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def _autocast_enabled(device: torch.device) -> bool:
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() if device.type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 class CLMAE(nn.Module):
     """CL-MAE (or plain MAE) pretraining wrapper around a timm ``VisionTransformer``.
 
@@ -91,6 +98,12 @@ class CLMAE(nn.Module):
                 "the encoder must be a timm VisionTransformer with class_token=True, reg_tokens=0, "
                 "no_embed_class=False and dynamic_img_size=False (MAE's layout)"
             )
+        if isinstance(getattr(encoder, "norm", None), nn.Identity):
+            # timm moves the final norm to fc_norm for global_pool='avg'; pretraining needs it on every token.
+            raise ValueError(
+                "the encoder has no final norm on its tokens (timm's global_pool='avg' or fc_norm=True moves it to "
+                "the pooled feature); pretrain with the default global_pool='token', or pass fc_norm=False"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.masker = masker
@@ -125,6 +138,12 @@ class CLMAE(nn.Module):
         if not imgs.is_floating_point():
             raise ValueError(
                 f"images must be {expected}, got dtype {imgs.dtype}; convert with imgs.float() / 255 and normalise"
+            )
+        weight_dtype = self.encoder.patch_embed.proj.weight.dtype
+        if imgs.dtype != weight_dtype and not _autocast_enabled(imgs.device):
+            raise ValueError(
+                f"images are {imgs.dtype} but the model's weights are {weight_dtype}; convert them with "
+                f"imgs.to({weight_dtype}) or run under torch.autocast"
             )
         if imgs.shape[1] != c:
             raise ValueError(f"images must have {c} channel(s) ({expected}), got {imgs.shape[1]}")

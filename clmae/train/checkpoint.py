@@ -10,6 +10,7 @@ A checkpoint ``OUT/checkpoint-EEEE.pt`` (EEEE = epochs completed) holds::
     lam               lambda_cl of the last completed epoch; curriculum: {"epoch", "epochs", "lam"}
     config            the TrainConfig as a plain dict
     rng               rank 0's random states: torch, cuda, numpy, python
+    rng_ranks         every process's random states, in rank order (restored when the process count matches)
     metrics           the per-epoch records so far (for plots)
 
 The data order, the augmentations and MAE's random masks are functions of (seed, epoch, position), so resuming at

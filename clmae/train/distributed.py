@@ -129,3 +129,12 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     out = tensor.clone()
     dist.all_reduce(out)
     return out / dist.get_world_size()
+
+
+def gather_objects(obj: object) -> list[object]:
+    """``obj`` of every process, in rank order (``[obj]`` for a single process); every process must call it."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
-from timm.optim import param_groups_weight_decay
 from torch import nn
 
+from .._compat import param_groups_weight_decay
 from ..models.pretrainer import CLMAE
 
 

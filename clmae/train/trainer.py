@@ -54,7 +54,15 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig, save_config
-from .distributed import DistInfo, all_reduce_grads, all_reduce_mean, cleanup, init_distributed, wrap_ddp
+from .distributed import (
+    DistInfo,
+    all_reduce_grads,
+    all_reduce_mean,
+    cleanup,
+    gather_objects,
+    init_distributed,
+    wrap_ddp,
+)
 from .export import export_pretrained
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .schedule import lr_at, peak_lr, set_lr
@@ -183,8 +191,12 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if masker_opt is not None:
             masker_opt.load_state_dict(state["masker_optimizer"])
         start_epoch, step, history, last_ckpt = state["epoch"], state["step"], list(state["metrics"]), ckpt
-        if master:
+        per_rank = state.get("rng_ranks") or []
+        if len(per_rank) == info.world_size:  # every process continues its own random streams
+            set_rng_state(per_rank[info.rank])
+        elif master:  # another process count: only rank 0's streams carry over
             set_rng_state(state["rng"])
+        if master:
             print(f"resumed from {ckpt}: {start_epoch} epochs, {step} updates done")
     if cfg.compile:  # in place: parameter names (and checkpoints) stay those of the plain model
         for module in (model.encoder.blocks, model.decoder, model.masker):
@@ -256,9 +268,11 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                   "images_per_s": steps_per_epoch * global_batch / seconds, "seconds": seconds}  # fmt: skip
         history.append(record)
         last = epoch + 1 == cfg.epochs
+        save_now = (epoch + 1) % cfg.save_every == 0 or last
+        rng_ranks = gather_objects(rng_state()) if save_now else None  # collective: every process takes part
         if master:
             log.log({"type": "epoch", **record}, step, prefix="epoch")
-            if (epoch + 1) % cfg.save_every == 0 or last:
+            if save_now:
                 last_ckpt = save_checkpoint(
                     {
                         "model": model.state_dict(),
@@ -270,7 +284,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                         "lam": lam,
                         "curriculum": {"epoch": epoch, "epochs": cfg.epochs, "lam": lam},
                         "config": cfg.to_dict(),
-                        "rng": rng_state(),
+                        "rng": rng_ranks[0],
+                        "rng_ranks": rng_ranks,
                         "metrics": history,
                     },
                     checkpoint_path(out, epoch + 1),
