@@ -5,27 +5,60 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
-from clmae.eval import LinearProbeConfig
-from clmae.eval._schedule import set_lr, warmup_cosine
+from clmae.eval import FinetuneConfig, LinearProbeConfig, finetune, linear, resolve_model
 from clmae.eval.linear import LinearHead, lars
 
 
-def test_schedule_by_hand():
-    # MAE's lr_sched: lr * e / warmup during warm-up, then lr * (1 + cos(pi * progress)) / 2.
-    assert warmup_cosine(0, 1.0, 10, 90) == 0.0
-    assert warmup_cosine(5, 1.0, 10, 90) == 0.5
-    assert warmup_cosine(10, 1.0, 10, 90) == 1.0
-    assert math.isclose(warmup_cosine(50, 1.0, 10, 90), 0.5)  # half-way through the cosine
-    assert math.isclose(warmup_cosine(30, 2.0, 10, 90, min_lr=0.5), 0.5 + 1.5 * (1 + math.cos(math.pi / 4)) / 2)
-    assert math.isclose(warmup_cosine(90, 1.0, 10, 90), 0.0, abs_tol=1e-12)
+def _mae_lr(e: float, lr: float, warmup: float, epochs: float, min_lr: float = 0.0) -> float:
+    """MAE's util/lr_sched.py at fractional epoch ``e``: lr * e / warmup, then a half-cycle cosine to min_lr."""
+    if e < warmup:
+        return lr * e / warmup
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * (e - warmup) / (epochs - warmup)))
 
 
-def test_set_lr_applies_lr_scale():
-    a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([{"params": [a], "lr_scale": 0.25}, {"params": [b]}], lr=1.0)
-    set_lr(opt, 0.8)
-    assert [g["lr"] for g in opt.param_groups] == [0.2, 0.8]
+SEEN: list[list[tuple[float, float]]] = []  # every step's (rate, lr_scale) of each parameter group
+
+
+class RecordingSGD(torch.optim.SGD):
+    def step(self, closure=None):
+        SEEN.append([(g["lr"], g.get("lr_scale", 1.0)) for g in self.param_groups])
+        return super().step(closure)
+
+
+def test_linear_probe_follows_mae_schedule_every_iteration(monkeypatch):
+    SEEN.clear()
+    monkeypatch.setattr(linear, "lars", lambda head, lr, momentum, wd: RecordingSGD(head.parameters(), lr=lr))
+    cfg = LinearProbeConfig(epochs=3, warmup_epochs=1, batch_size=8, base_lr=25.6, min_lr=0.1, mode="cached")
+    x, y = torch.randn(32, 4), torch.arange(32) % 2
+    linear.linear_probe_cached(x, y, x, y, 2, cfg)
+    expected = [_mae_lr(epoch + step / 4, 0.8, 1, 3, 0.1) for epoch in range(3) for step in range(4)]
+    assert len(SEEN) == 12  # 32 / 8 = 4 iterations per epoch
+    for (got,), want in zip(SEEN, expected, strict=True):
+        assert math.isclose(got[0], want, rel_tol=1e-12, abs_tol=1e-15), (got, want)
+
+
+def test_finetune_scales_the_schedule_per_layer(monkeypatch):
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            SEEN.append([(g["lr"], g["lr_scale"]) for g in self.param_groups])
+            return super().step(closure)
+
+    SEEN.clear()
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    model = resolve_model("vit_tiny_patch4_28", overrides={"embed_dim": 32, "depth": 2, "num_heads": 2})
+    images = TensorDataset(torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 0, 1]))
+    cfg = FinetuneConfig(epochs=2, warmup_epochs=1, batch_size=2, base_lr=0.128, min_lr=1e-4, layer_decay=0.5)
+    cfg.mixup = cfg.cutmix = 0.0
+    finetune(model, images, images, 2, cfg)
+    assert len(SEEN) == 4  # 2 iterations per epoch
+    for i, groups in enumerate(SEEN):
+        want = _mae_lr(i / 2, 0.128 * 2 / 256, 1, 2, 1e-4)
+        for lr, scale in groups:
+            assert math.isclose(lr, want * scale, rel_tol=1e-12, abs_tol=1e-18), (i, lr, want, scale)
+    # timm's layer decay for depth 2: scales 0.5 ** (3 - layer id), from the embeddings (0.125) to the head (1)
+    assert sorted({scale for _, scale in SEEN[0]}) == [0.125, 0.25, 0.5, 1.0]
 
 
 def test_head_is_mae_s():

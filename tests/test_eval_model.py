@@ -153,3 +153,84 @@ def test_published_weights_through_the_hub(tmp_path):
     assert _same(m.encoder().state_dict(), enc.state_dict())
     with pytest.raises(ValueError, match="Did you mean"):
         resolve_model("vit_tiny_patch4_29")  # neither an architecture nor a published weight
+
+
+@pytest.fixture
+def restore_allow_list():
+    """``add_safe_globals`` changes a process-wide list: put it back as it was."""
+    get, clear, add = (
+        getattr(torch.serialization, n) for n in ("get_safe_globals", "clear_safe_globals", "add_safe_globals")
+    )
+    before = get()
+    yield
+    clear()
+    add(before)
+
+
+def _trainer_checkpoint(path, seed: int = 10):
+    """What clmae's trainer writes: model, optimizer states, config, random states (no argparse objects)."""
+    from clmae.train.checkpoint import rng_state
+
+    torch.manual_seed(seed)
+    model = clmae.create_pretraining_model("vit_tiny_patch4_28", "clmae", **PRETRAIN_TINY)
+    opt = torch.optim.AdamW(model.parameters())
+    model.forward_mae(torch.randn(2, 1, 28, 28))["loss"].backward()
+    opt.step()
+    config = {"model": "vit_tiny_patch4_28", "method": "clmae", "model_kwargs": PRETRAIN_TINY, "seed": 0}
+    state = {"model": model.state_dict(), "mae_optimizer": opt.state_dict(), "masker_optimizer": None, "epoch": 1}
+    torch.save({**state, "step": 1, "config": config, "rng": rng_state(), "metrics": [{"loss": 1.0}]}, path)
+    return model
+
+
+def _reference_checkpoint(path):
+    torch.manual_seed(11)
+    enc = clmae.create_model("vit_tiny_patch4_28", **TINY)
+    torch.save({"model": enc.state_dict(), "epoch": 1, "args": argparse.Namespace(mask_ratio=0.75)}, path)
+    return enc
+
+
+def test_checkpoints_load_on_torch_2_4_without_safe_globals(tmp_path, monkeypatch, restore_allow_list):
+    monkeypatch.delattr(torch.serialization, "safe_globals")  # added in torch 2.5
+    model = _trainer_checkpoint(tmp_path / "checkpoint-0001.pt")
+    enc = _reference_checkpoint(tmp_path / "ref.pth")
+    assert _same(resolve_model(str(tmp_path / "checkpoint-0001.pt")).encoder().state_dict(), model.encoder.state_dict())
+    ref = resolve_model(str(tmp_path / "ref.pth"), arch="vit_tiny_patch4_28", overrides=TINY)
+    assert _same(ref.encoder().state_dict(), enc.state_dict())
+
+
+def test_checkpoints_on_torch_without_allow_lists(tmp_path, monkeypatch, restore_allow_list):
+    # torch 2.1-2.3: neither safe_globals nor add_safe_globals; weights_only=True still reads clmae's checkpoints.
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    monkeypatch.delattr(torch.serialization, "add_safe_globals")
+    model = _trainer_checkpoint(tmp_path / "checkpoint-0001.pt")
+    m = resolve_model(str(tmp_path / "checkpoint-0001.pt"))
+    assert m.info["overrides"] == TINY and _same(m.encoder().state_dict(), model.encoder.state_dict())
+    _reference_checkpoint(tmp_path / "ref.pth")  # its argparse 'args' cannot be allowed there: say so
+    with pytest.raises(ValueError, match=r"needs torch >= 2\.4.*torch\.save\(\{'model'"):
+        resolve_model(str(tmp_path / "ref.pth"), arch="vit_tiny_patch4_28")
+
+
+def test_truncated_checkpoint_is_named_as_such(tmp_path):
+    _trainer_checkpoint(tmp_path / "full.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:5000])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        resolve_model(str(tmp_path / "cut.pt"))
+
+
+def test_weights_that_do_not_fit_name_the_keys(tmp_path):
+    torch.manual_seed(12)
+    state = clmae.create_model("vit_tiny_patch4_28", **TINY).state_dict()
+    state["pos_embed"] = torch.zeros(1, 17, 32)  # another image size
+    state["extra.weight"] = torch.zeros(2)
+    del state["blocks.1.mlp.fc2.bias"]
+    save_file(state, tmp_path / "w.safetensors")
+    m = resolve_model(str(tmp_path / "w.safetensors"), arch="vit_tiny_patch4_28", overrides=TINY)
+    with pytest.raises(ValueError, match="do not fit") as err:
+        m.encoder()
+    message = str(err.value)
+    assert "blocks.1.mlp.fc2.bias" in message and "extra.weight" in message
+    assert "pos_embed (1, 17, 32) vs (1, 50, 32)" in message
+    from clmae.eval.finetune import build_classifier
+
+    with pytest.raises(ValueError, match=r"pos_embed \(1, 17, 32\) vs \(1, 50, 32\)"):
+        build_classifier(m, num_classes=3, drop_path=0.0)

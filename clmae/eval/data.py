@@ -8,7 +8,7 @@ A data set is named by a spec string:
 * ``imagefolder:/folder`` (or just ``/folder``) -- ``/folder/train/<class>/*.png`` and ``/folder/val/<class>/*``,
   read with torchvision's ``ImageFolder``.
 
-Images are PIL images until the transform: timm's evaluation transform (resize -> center-crop -> normalise) built
+Images are PIL images until the transform: the evaluation transform (resize -> center-crop -> normalise) built
 from the model's ``pretrained_cfg``, or a training transform for the linear probe and fine-tuning.
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,14 @@ from typing import Any
 import timm
 import torch
 from PIL import Image, ImageOps
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
 from tqdm import tqdm
 
+from ..data.transforms import eval_transform
 from .data import EvalData
 from .model import ResolvedModel
 
@@ -64,9 +68,23 @@ def data_config(model: ResolvedModel, encoder: nn.Module | None, data: EvalData)
     return {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in cfg}
 
 
-def eval_transform(cfg: dict[str, Any]):
-    """timm's evaluation transform: resize to ``size / crop_pct`` -> center-crop ``size`` -> tensor -> normalise."""
-    return timm.data.create_transform(**cfg, is_training=False)
+def eval_transform_for(cfg: dict[str, Any]) -> T.Compose:
+    """:func:`clmae.data.eval_transform` (resize to ``size / crop_pct`` -> center-crop ``size`` -> tensor ->
+    normalise) with the fields of a timm data config: ``input_size``, ``mean``, ``std``, ``crop_pct`` and the resize
+    filter ``interpolation``.
+    """
+    size, crop_mode = tuple(cfg["input_size"][-2:]), cfg.get("crop_mode") or "center"
+    if size[0] != size[1] or crop_mode != "center":
+        raise ValueError(
+            f"evaluation center-crops square images; this model's pretrained_cfg asks for input_size "
+            f"{cfg['input_size']} with crop_mode {crop_mode!r}: set a square input_size and crop_mode 'center' in "
+            "its config.json"
+        )
+    tf = eval_transform(size[0], **{k: cfg[k] for k in ("mean", "std", "crop_pct") if cfg.get(k) is not None})
+    resize = tf.transforms[0]
+    assert isinstance(resize, T.Resize), "clmae.data.eval_transform starts with the resize"
+    resize.interpolation = T.InterpolationMode(cfg.get("interpolation") or "bicubic")  # the model's filter
+    return tf
 
 
 def pil_mode(cfg: dict[str, Any]) -> str:
@@ -171,7 +189,35 @@ def features_for(
     if use_cache and not model.is_raw:
         path = Path(cache_dir or default_cache_dir()) / f"{cache_key(model, data, cfg, limits)}.safetensors"
         if path.is_file():
-            t = load_file(path)
+            cached = _read_cache(path)
+            if cached is not None:
+                return cached
+    transform, mode = eval_transform_for(cfg), pil_mode(cfg)
+    train_ds = data.dataset("train", transform, mode, train_limit)
+    val_ds = data.dataset("val", transform, mode, val_limit)
+    train, train_y = extract_features(encoder, train_ds, batch_size, device, num_workers, "features (train)")
+    val, val_y = extract_features(encoder, val_ds, batch_size, device, num_workers, "features (val)")
+    if path is not None:
+        tensors = {f"{s}_{p}": feats[p].contiguous() for s, feats in (("train", train), ("val", val)) for p in POOLS}
+        _write_cache(path, {**tensors, "train_labels": train_y, "val_labels": val_y})
+    return FeatureSet(train, train_y, val, val_y, None if path is None else str(path))
+
+
+def _read_cache(path: Path) -> FeatureSet | None:
+    """A cache entry, or ``None`` (after deleting it and saying so on stderr) if it is unreadable or incomplete."""
+    try:
+        t = load_file(path)
+    except (SafetensorError, OSError) as e:  # truncated, corrupt or removed meanwhile
+        problem = f"cannot be read ({e})"
+    else:
+        need = [f"{s}_{p}" for s in ("train", "val") for p in POOLS] + ["train_labels", "val_labels"]
+        missing = [k for k in need if k not in t]
+        rows = {} if missing else {s: {t[k].shape[:1] for k in need if k.startswith(s)} for s in ("train", "val")}
+        if missing:
+            problem = f"lacks {', '.join(missing)}"
+        elif any(len(r) != 1 for r in rows.values()):
+            problem = f"has features and labels of different lengths ({rows})"
+        else:
             return FeatureSet(
                 {p: t[f"train_{p}"] for p in POOLS},
                 t["train_labels"],
@@ -179,18 +225,21 @@ def features_for(
                 t["val_labels"],
                 str(path),
             )
-    transform, mode = eval_transform(cfg), pil_mode(cfg)
-    train_ds = data.dataset("train", transform, mode, train_limit)
-    val_ds = data.dataset("val", transform, mode, val_limit)
-    train, train_y = extract_features(encoder, train_ds, batch_size, device, num_workers, "features (train)")
-    val, val_y = extract_features(encoder, val_ds, batch_size, device, num_workers, "features (val)")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"{s}_{p}": feats[p].contiguous() for s, feats in (("train", train), ("val", val)) for p in POOLS}
-        tmp = path.with_suffix(".tmp")
-        save_file({**tensors, "train_labels": train_y, "val_labels": val_y}, tmp)
-        tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
-    return FeatureSet(train, train_y, val, val_y, None if path is None else str(path))
+    print(f"clmae eval: feature cache entry {path} {problem}; deleting it and extracting again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a cache entry atomically: a temporary file of this process, then ``os.replace`` (concurrent runs each
+    write their own file and the last rename wins; a killed run leaves no half-written entry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def train_transform(

@@ -10,12 +10,13 @@ import torch
 from timm.data import Mixup
 from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import param_groups_layer_decay
+from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._compat import param_groups_layer_decay
+from ..train.schedule import lr_at
 from ..train.step import autocast_for
-from ._schedule import seed_everything, set_lr, warmup_cosine
 from .knn import topk_accuracy
 from .model import ResolvedModel
 
@@ -89,16 +90,9 @@ def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -
     """
     net = model.build(global_pool="avg", fc_norm=True, num_classes=num_classes, drop_path_rate=drop_path)
     state = {k: v for k, v in model.state_dict.items() if not k.startswith(("norm.", "head.", "fc_norm."))}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes differ
-        missing, unexpected = [str(e).splitlines()[1].strip()], []
-    fresh = [k for k in missing if not k.startswith(("fc_norm.", "head."))]
-    if fresh or unexpected:
-        raise ValueError(
-            f"the weights of {model.spec!r} do not fit {model.info.get('arch')!r}: missing {fresh[:5]}, unexpected "
-            f"{unexpected[:5]}"
-        )
+    fresh = ("fc_norm.", "head.")
+    model.check_fits(net, state, optional=fresh)
+    net.load_state_dict({**{k: v for k, v in net.state_dict().items() if k.startswith(fresh)}, **state})
     trunc_normal_(net.head.weight, std=2e-5)
     nn.init.zeros_(net.head.bias)
     return net
@@ -141,7 +135,7 @@ def finetune(
     cfg = cfg or FinetuneConfig()
     if model.is_raw:
         raise ValueError("fine-tuning needs an encoder; raw-pixels has none (use the knn or linear protocol)")
-    seed_everything(cfg.seed)
+    random_seed(cfg.seed)  # Python's, NumPy's and torch's: timm's Mixup and RandAugment draw from the first two
     dev = torch.device(device)
     net = build_classifier(model, num_classes, cfg.drop_path).to(dev)
     groups = param_groups_layer_decay(
@@ -166,11 +160,14 @@ def finetune(
     if len(loader) == 0:
         raise ValueError("the training set is empty")
     loss_value = float("nan")
+    steps = len(loader)
     for epoch in range(cfg.epochs):
         net.train()
         total, n = 0.0, 0
         for step, (x, y) in enumerate(loader):
-            set_lr(opt, warmup_cosine(epoch + step / len(loader), cfg.lr, cfg.warmup_epochs, cfg.epochs, cfg.min_lr))
+            lr = lr_at(epoch * steps + step, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr, cfg.min_lr)
+            for group in opt.param_groups:  # layer-wise decay: timm's groups carry their scale (MAE's lr_sched)
+                group["lr"] = lr * group["lr_scale"]
             x, y = x.to(dev), y.to(dev)
             if mixup is not None:
                 if x.shape[0] % 2:  # timm's Mixup pairs images: drop one from an odd final batch

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 from timm.layers import trunc_normal_
 from timm.optim import Lars
+from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._schedule import seed_everything, set_lr, warmup_cosine
+from ..train.schedule import lr_at, set_lr
 from .knn import topk_accuracy
 
 
@@ -100,7 +101,7 @@ def lars(module: nn.Module, lr: float, momentum: float = 0.9, weight_decay: floa
 def train_head(
     head: nn.Module, batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], steps: int, cfg
 ) -> list[float]:
-    """Train ``head`` with LARS and warm-up + cosine, rate updated every step.
+    """Train ``head`` with LARS and warm-up + cosine, rate updated every step (MAE's per-iteration schedule).
 
     Args:
         head: the classifier.
@@ -112,12 +113,13 @@ def train_head(
         The mean training loss of each epoch.
     """
     opt = lars(head, cfg.lr, cfg.momentum, cfg.weight_decay)
+    total_steps, warmup_steps = cfg.epochs * steps, cfg.warmup_epochs * steps
     losses = []
     for epoch in range(cfg.epochs):
         head.train()
         total, n = 0.0, 0
         for step, (x, y) in enumerate(batches(epoch)):
-            set_lr(opt, warmup_cosine(epoch + step / steps, cfg.lr, cfg.warmup_epochs, cfg.epochs, cfg.min_lr))
+            set_lr([opt], lr_at(epoch * steps + step, total_steps, warmup_steps, cfg.lr, cfg.min_lr))
             loss = nn.functional.cross_entropy(head(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -164,7 +166,7 @@ def linear_probe_cached(
         ``{"top1", "top5", "train_loss"}`` (accuracies in [0, 1], final epoch's mean loss).
     """
     cfg = cfg or LinearProbeConfig(mode="cached")
-    seed_everything(cfg.seed)
+    random_seed(cfg.seed)
     dev = torch.device(device)
     head = LinearHead(train_x.shape[1], num_classes).to(dev)
     steps, drop_last = _steps(train_x.shape[0], cfg.batch_size)
@@ -207,7 +209,7 @@ def linear_probe_mae(
         ``{"top1", "top5", "train_loss"}``.
     """
     cfg = cfg or LinearProbeConfig()
-    seed_everything(cfg.seed)
+    random_seed(cfg.seed)
     dev = torch.device(device)
     if encoder is not None:
         encoder = encoder.to(dev).eval().requires_grad_(False)

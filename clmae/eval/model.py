@@ -14,10 +14,7 @@
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +22,11 @@ from typing import Any
 
 import timm
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
+from ..hub._io import load_torch_checkpoint, read_config, read_safetensors, sha256_file, state_differences
+from ..hub.load import resolve as hub_resolve
 from ..models import create_model, create_pretraining_model, get_arch, list_models
 
 RAW_PIXELS = "raw-pixels"
@@ -42,7 +40,7 @@ class ResolvedModel:
 
     Attributes:
         spec: ``--model`` as given.
-        kind: ``"raw-pixels"``, ``"architecture"``, ``"folder"``, ``"safetensors"`` or ``"checkpoint"``.
+        kind: ``"raw-pixels"``, ``"architecture"``, ``"folder"``, ``"hub"``, ``"safetensors"`` or ``"checkpoint"``.
         info: what the result JSON records (architecture, sha256 of the weights file or the init seed, overrides).
         build: ``build(**timm_overrides)`` makes the encoder architecture (random weights); ``None`` for raw pixels.
         state_dict: encoder weights (timm keys); ``None`` for raw pixels.
@@ -64,26 +62,28 @@ class ResolvedModel:
         if self.build is None:
             raise ValueError("raw-pixels has no encoder")
         model = self.build(**overrides)
-        try:
-            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
-        except RuntimeError as e:  # shapes differ
-            missing, unexpected = [str(e).splitlines()[1].strip()], []
-        if missing or unexpected:
-            raise ValueError(
-                f"the weights of {self.spec!r} do not fit the architecture {self.info.get('arch')!r}: missing "
-                f"{missing[:5]}, unexpected {unexpected[:5]}; pass arch=NAME (and model.KEY=VALUE overrides) to match "
-                "how it was built"
-            )
+        self.check_fits(model)
+        model.load_state_dict(self.state_dict)
         return model
 
+    def check_fits(
+        self, model: nn.Module, state: dict[str, torch.Tensor] | None = None, optional: tuple[str, ...] = ()
+    ) -> None:
+        """A ``ValueError`` naming the missing, unexpected and mis-shaped keys unless the weights fit ``model``.
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        Args:
+            model: the module the weights go into (with ``load_state_dict(strict=True)`` next).
+            state: the weights (default: :attr:`state_dict`); e.g. a subset of them.
+            optional: key prefixes of ``model`` the weights may lack (a fresh head).
+        """
+        state = self.state_dict if state is None else state
+        missing, unexpected, shapes = state_differences(model, state or {}, optional)
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"the weights of {self.spec!r} do not fit the architecture {self.info.get('arch')!r}: missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]}, shapes (weights vs architecture) {shapes[:3]}; pass "
+                "arch=NAME (and model.KEY=VALUE overrides) to match how it was built"
+            )
 
 
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -109,16 +109,6 @@ def _from_architecture(name: str, overrides: dict[str, Any], init_seed: int) -> 
     return ResolvedModel(name, "architecture", info, _arch_builder(name, overrides), state)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path} as JSON ({e}); export the weights folder again") from e
-    if not isinstance(cfg, dict) or "architecture" not in cfg:
-        raise ValueError(f"{path} is not a timm config.json (it needs 'architecture', 'model_args', 'pretrained_cfg')")
-    return cfg
-
-
 def _timm_builder(cfg: dict[str, Any], overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
     """Build from a timm ``config.json``: ``timm.create_model(architecture, **model_args)`` with its preprocessing."""
     arch = cfg["architecture"]
@@ -136,18 +126,11 @@ def _timm_builder(cfg: dict[str, Any], overrides: dict[str, Any]) -> Callable[..
     return build
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path, device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt") from e
-
-
 def _from_files(spec: str, kind: str, config: Path, weights: Path, overrides: dict[str, Any]) -> ResolvedModel:
-    cfg = _read_json(config)
+    cfg = read_config(config)
     info = {"arch": (cfg.get("clmae") or {}).get("arch") or cfg["architecture"], "timm_arch": cfg["architecture"]}
     info.update(file=str(weights), sha256=sha256_file(weights), overrides=overrides)
-    state = encoder_state(_read_safetensors(weights))
+    state = encoder_state(read_safetensors(weights))
     return ResolvedModel(spec, kind, info, _timm_builder(cfg, overrides), state)
 
 
@@ -166,10 +149,6 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
     The hub downloads (and, for registry weights, verifies) ``config.json`` and ``model.safetensors``; they are
     then read like a local weights folder.
     """
-    try:
-        from ..hub.load import resolve as hub_resolve
-    except ImportError as e:  # pragma: no cover - the hub ships with clmae
-        raise ValueError(f"--model {spec!r} needs clmae.hub, which cannot be imported ({e})") from e
     src = hub_resolve(spec, revision)
     config, weights = src.file("config.json", None, None), src.file("model.safetensors", None, None)
     resolved = _from_files(spec, "hub", Path(config), Path(weights), overrides)
@@ -194,29 +173,14 @@ def _arch_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
     return name, {k: v for k, v in kwargs.items() if k not in own}
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    # The reference's checkpoints hold an argparse.Namespace ('args'): allowed explicitly, nothing else is.
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        raise ValueError(
-            f"cannot read checkpoint {path} with torch.load(weights_only=True): {e}. Only state dicts of tensors (and "
-            "the reference's argparse args) are read; export the encoder to safetensors instead"
-        ) from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict with a 'model' state dict")
-    return ckpt
-
-
 def _from_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> ResolvedModel:
     config: dict[str, Any] = {}
     if path.suffix == ".safetensors":
-        kind, state = "safetensors", _read_safetensors(path)
+        kind, state = "safetensors", read_safetensors(path)
         if arch is None and (path.parent / "config.json").is_file():  # a file of a weights folder
             return _from_files(str(path), kind, path.parent / "config.json", path, overrides)
     else:
-        kind, ckpt = "checkpoint", _load_checkpoint(path)
+        kind, ckpt = "checkpoint", load_torch_checkpoint(path)
         state = ckpt.get("model", ckpt.get("state_dict", ckpt))
         config = ckpt.get("config") or ckpt.get("model_config") or {}
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -24,7 +24,7 @@ from .features import (
     cache_key,
     data_config,
     default_cache_dir,
-    eval_transform,
+    eval_transform_for,
     features_for,
     pil_mode,
     resolve_device,
@@ -243,7 +243,7 @@ def run_eval(
         tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
         mode = pil_mode(prep)
         train_ds = dataset.dataset("train", tf, mode, common.train_limit)
-        val_ds = dataset.dataset("val", eval_transform(prep), mode, common.val_limit)
+        val_ds = dataset.dataset("val", eval_transform_for(prep), mode, common.val_limit)
         sizes = (len(train_ds), len(val_ds))
         metrics = finetune(resolved, train_ds, val_ds, dataset.num_classes, cfg, str(device), common.workers)
     result = EvalResult(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import pickle
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +72,93 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a torch checkpoint (a pickle) with ``torch.load(weights_only=True)``.
+
+    Only tensors, plain containers and ``argparse.Namespace`` (the ``args`` entry of the CL-MAE / MAE reference's
+    checkpoints) are unpickled; anything else is refused. The Namespace is allowed with
+    ``torch.serialization.safe_globals`` (torch >= 2.5) or, on torch 2.4, ``add_safe_globals`` (process-wide). Older
+    torch can allow no class: checkpoints without ``args`` (clmae's) still load, those with it get an error that says
+    how to re-save them.
+
+    Args:
+        path: the ``.pt`` / ``.pth`` file.
+        map_location: where its tensors go (default: the CPU).
+
+    Returns:
+        The checkpoint's dict.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated or corrupt, holds other objects, or is not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    allowed = [argparse.Namespace]
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5: a context manager
+    add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)  # torch >= 2.4: process-wide
+    try:
+        if safe_globals is not None:
+            with safe_globals(allowed):
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        else:
+            if add_safe_globals is not None:
+                add_safe_globals(allowed)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: this is no checkpoint, or a damaged one
+            raise ValueError(f"{path} is not a torch checkpoint (not the zip archive torch.save writes) or it is "
+                             "truncated or corrupt") from e  # fmt: skip
+        old_torch = ""
+        if safe_globals is None and add_safe_globals is None:
+            old_torch = (
+                f" torch {torch.__version__} cannot allow argparse.Namespace (that needs torch >= 2.4), so a "
+                "checkpoint that stores its training arguments ('args') cannot be read: upgrade torch, or"
+            )
+        raise ValueError(
+            f"{path} holds objects other than tensors, plain containers and argparse.Namespace, so it cannot be "
+            f"loaded safely (weights_only=True): {str(e).strip().splitlines()[0]}.{old_torch} Re-save only its "
+            "'model' state dict from a trusted environment: torch.save({'model': ckpt['model']}, 'clean.pth')"
+        ) from e
+    except PermissionError:
+        raise
+    except (RuntimeError, EOFError, OSError) as e:  # torch's zip reader raises all three for a damaged file
+        raise ValueError(
+            f"{path} is not a readable torch checkpoint ({type(e).__name__}: {e}); it is truncated or corrupt"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, expected a dict with a 'model' state dict")
+    return ckpt
+
+
+def state_differences(
+    model: nn.Module, state: Mapping[str, torch.Tensor], optional: tuple[str, ...] = ()
+) -> tuple[list[str], list[str], list[str]]:
+    """How ``state`` differs from ``model``'s state dict, before a strict ``load_state_dict``.
+
+    Args:
+        model: the module the weights are for.
+        state: the weights.
+        optional: key prefixes that may be missing (e.g. a new classifier head).
+
+    Returns:
+        ``(missing, unexpected, shapes)``: keys of the model that ``state`` lacks (except ``optional`` ones), keys of
+        ``state`` the model does not have, and ``"KEY (state shape) vs (model shape)"`` for shapes that differ; all
+        empty when a strict load will succeed.
+    """
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in expected if k not in got and not (optional and k.startswith(optional))]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {got[k]} vs {expected[k]}" for k in got if k in expected and got[k] != expected[k]]
+    return missing, unexpected, shapes
+
+
 def check_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, optional: tuple = ()) -> None:
     """Same keys and shapes, or a ``ValueError`` naming the differences (keys starting with ``optional`` may be
     missing: a new classifier head)."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = [k for k in expected if k not in got and not k.startswith(optional or ("\0",))]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} {got[k]} vs {expected[k]}" for k in got if k in expected and got[k] != expected[k]]
+    missing, unexpected, shapes = state_differences(model, state, tuple(optional))
     if missing or unexpected or shapes:
         raise ValueError(
             f"weights in {where} do not match the model built from its config.json: missing {missing[:5]}, "

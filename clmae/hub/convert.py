@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import timm
 import torch
 
 from ..models import create_model, create_pretraining_model, get_arch, list_models
-from ._io import check_state
+from ._io import check_state, load_torch_checkpoint
 from .save import save_pretrained
 
 # Reference (facebookresearch/mae, CL-MAE) key prefix -> clmae's. Longest prefixes first; encoder keys are the
@@ -41,27 +40,7 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
     Returns:
         The model state dict and the ``args`` as a dict (empty if absent), plus ``epoch`` if present.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    safe = getattr(torch.serialization, "safe_globals", None)
-    try:
-        if safe is not None:
-            with safe([argparse.Namespace]):
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        else:  # torch < 2.5: no context manager, so the allow-list is process-wide
-            torch.serialization.add_safe_globals([argparse.Namespace])
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path} holds objects other than tensors, plain containers and argparse.Namespace, so it cannot be "
-            f"loaded safely (weights_only=True): {str(e).splitlines()[0]}. Re-save only its 'model' state dict from "
-            "a trusted environment: torch.save({'model': ckpt['model']}, 'clean.pth')"
-        ) from e
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({e}); it is truncated or corrupt") from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} holds a {type(ckpt).__name__}, expected a dict with a 'model' state dict")
+    ckpt = load_torch_checkpoint(path)
     state = ckpt.get("model", ckpt)
     args = ckpt.get("args")
     info = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})

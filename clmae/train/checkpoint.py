@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hub._io import load_torch_checkpoint
+
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
@@ -86,14 +88,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which and why
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+    state = load_torch_checkpoint(path, map_location)  # clear errors for missing, truncated or foreign files
+    if "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a clmae training checkpoint (no 'model' and 'config' entries)")
     return state
 
