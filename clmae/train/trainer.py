@@ -29,14 +29,13 @@ records every ``log_every`` updates are rank 0's own values (its last micro-batc
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+from timm.utils import random_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -94,12 +93,6 @@ def accum_steps(cfg: TrainConfig, world_size: int) -> int:
     return cfg.global_batch // per_update
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (third-party code draws from the global state)
-    random.seed(seed)
-
-
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:
     now = cfg.to_dict()
     diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
@@ -154,7 +147,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     model = create_pretraining_model(
         cfg.model, cfg.method, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, **cfg.model_kwargs
     ).to(device)
-    _seed_everything(cfg.seed + info.rank)  # rank-aware; data order, augmentation and MAE masks have their own seeds
+    random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
 
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
     data = build_pretraining_data(cfg.data, model.in_chans, model.img_size, cfg.seed)
