@@ -1,7 +1,18 @@
-import pytest
-import torch
+import atexit
+import os
+import shutil
+import tempfile
 
-import clmae
+# Tests never read or write the user's caches (Hugging Face, clmae features): set before anything imports them.
+_CACHE = tempfile.mkdtemp(prefix="clmae-tests-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["HF_HOME"] = os.path.join(_CACHE, "hf")
+os.environ["CLMAE_CACHE"] = os.path.join(_CACHE, "clmae")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import clmae  # noqa: E402
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 
