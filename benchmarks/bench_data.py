@@ -12,7 +12,6 @@ slower of the two. Prints a table and writes JSON to ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from benchmarks._results import write_result
 from clmae.data import GlobalBatchSampler, build_pretraining_data
 
 
@@ -100,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/bench_data.py", *(argv if argv is not None else sys.argv[1:])]),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"data_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    write_result(result, args.out, "data")
     return 0
 
 

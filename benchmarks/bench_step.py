@@ -15,7 +15,6 @@ It prints a table and writes JSON to ``benchmarks/results/``. Nothing here asser
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import clmae
+from benchmarks._results import write_result
 
 GPU_CONFIGS = [
     "vit_base_patch16_224:clmae:256",
@@ -164,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/bench_step.py", *(argv if argv is not None else sys.argv[1:])]),
         "results": rows,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = out / f"step_{device.type}_{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    write_result(result, args.out, f"step_{device.type}")
     return 0
 
 

@@ -17,7 +17,7 @@ from .data import SAMPLE_ROOT, load_fashion_mnist, to_float
 from .data.fashion_mnist import MEAN, STD
 from .models import create_pretraining_model
 from .train import build_optimizers, train_step
-from .viz import mask_grid
+from .train.visualize import mask_picture
 
 
 def run_demo(
@@ -72,12 +72,7 @@ def run_demo(
         )
     seconds = time.perf_counter() - start
 
-    model.eval()
-    with torch.no_grad():
-        out_mae = model.forward_mae(shown)
-        scores = model.masker(model.embed(shown))
-    picture = mask_grid(shown, out_mae["mask"], out_mae["pred"], model.patch_size, (MEAN,), (STD,), scores=scores)
-    picture.save(out / "masks.png")
+    mask_picture(model, shown, (MEAN,), (STD,)).save(out / "masks.png")
     metrics = {
         "arch": arch,
         "epochs": epochs,

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._compat import param_groups_layer_decay
-from ..train.schedule import lr_at
+from ..train.schedule import lr_at, peak_lr
 from ..train.step import autocast_for
 from .knn import topk_accuracy
 from .model import ResolvedModel
@@ -79,7 +79,7 @@ class FinetuneConfig:
     @property
     def lr(self) -> float:
         """Peak rate: ``base_lr * batch_size / 256``."""
-        return self.base_lr * self.batch_size / 256
+        return peak_lr(self.base_lr, self.batch_size)
 
 
 def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -> nn.Module:

@@ -19,7 +19,7 @@ from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..train.schedule import lr_at, set_lr
+from ..train.schedule import lr_at, peak_lr, set_lr
 from .knn import topk_accuracy
 
 
@@ -72,7 +72,7 @@ class LinearProbeConfig:
     @property
     def lr(self) -> float:
         """Peak rate: ``base_lr * batch_size / 256`` (MAE's scaling rule)."""
-        return self.base_lr * self.batch_size / 256
+        return peak_lr(self.base_lr, self.batch_size)
 
 
 class LinearHead(nn.Sequential):

@@ -29,8 +29,9 @@ def mask_picture(model: CLMAE, images: torch.Tensor, mean: Sequence[float], std:
     part, reconstruction and (CL-MAE) keep-scores, one column per image."""
     was_training = model.training
     model.eval()
-    out = model.forward_mae(images, torch.Generator(images.device).manual_seed(0))
-    scores = model.masker(model.embed(images)) if model.masker is not None else None
+    with torch.no_grad():  # a picture: no autograd graph
+        out = model.forward_mae(images, torch.Generator(images.device).manual_seed(0))
+        scores = model.masker(model.embed(images)) if model.masker is not None else None
     model.train(was_training)
     return mask_grid(images, out["mask"], out["pred"], model.patch_size, mean, std, scores, model.norm_pix_loss)
 
