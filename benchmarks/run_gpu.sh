@@ -27,4 +27,4 @@ timeout 180 $PY benchmarks/bench_step.py --compile --out "$OUT" \
     --config vit_tiny_patch4_28:clmae:4096 2>&1 | tee "$OUT/bench_compile.txt"
 
 # 3) Input pipeline: the trainer's ImageFolder JPEG pipeline with 16 workers, against the model-step rate above.
-timeout 90 $PY benchmarks/bench_data.py --workers 16 --images 8192 --out "$OUT" 2>&1 | tee "$OUT/bench_data.txt"
+timeout 90 $PY benchmarks/bench_data.py --workers 16 --images 4096 --out "$OUT" 2>&1 | tee "$OUT/bench_data.txt"
