@@ -128,6 +128,19 @@ def _pretrained_cfg(encoder: VisionTransformer, license_: str) -> dict[str, Any]
     return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
+def _to_storage(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies; floating-point tensors cast to ``dtype`` when given."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            if dtype == torch.float16 and v.numel() and v.abs().max() > torch.finfo(torch.float16).max:
+                raise ValueError(f"{k} has values beyond float16's range; save with dtype=torch.bfloat16 or None")
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
+
+
 def save_pretrained(
     model: nn.Module,
     folder: str | Path,
@@ -135,6 +148,7 @@ def save_pretrained(
     name: str | None = None,
     metadata: dict[str, Any] | None = None,
     model_args: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a Hub-ready weights folder that timm and clmae both load.
 
@@ -158,6 +172,8 @@ def save_pretrained(
         The folder.
     """
     metadata = dict(metadata or {})
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype (e.g. torch.float16), got {dtype!r}")
     model = _unwrap(model)
     encoder, name, config = _encoder_and_config(model, name)
     try:
@@ -179,7 +195,7 @@ def save_pretrained(
         args.update({k: v for k, v in config.items() if k not in pretrain_args and k not in args})
     args.update(model_args or {})
     args = {k: v for k, v in args.items() if k not in _TRAINING_ONLY_ARGS}
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    state = _to_storage(encoder.state_dict(), dtype)
     _check_rebuild(timm_arch, args, state)
 
     folder = Path(folder)
@@ -189,7 +205,7 @@ def save_pretrained(
     save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
     files = [WEIGHTS_NAME]
     if isinstance(model, CLMAE):
-        full = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        full = _to_storage(model.state_dict(), dtype)
         save_file(full, folder / PRETRAINING_NAME, metadata={"format": "pt"})
         files.append(PRETRAINING_NAME)
     from .. import __version__
@@ -207,6 +223,9 @@ def save_pretrained(
             "version": __version__,
             "datasets": list(metadata.get("datasets") or []),
             "metrics": dict(metadata.get("metrics") or {}),
+            "storage_dtype": str(next((v.dtype for v in state.values() if v.is_floating_point()), "")).replace(
+                "torch.", ""
+            ),
             "config": config,
         },
     }
