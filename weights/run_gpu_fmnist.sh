@@ -4,7 +4,7 @@
 # what must come back to $OUT (default runs/gpu_out):
 #   log.txt, results.tar.gz (summaries, eval JSON, metrics, pictures; no weights), gpu.txt, cuda_tests.txt and the
 #   float16 pretraining weights of the first seed of each method, cut in 15 MB parts (cat them back together).
-# Knobs: TRAIN_SECONDS (time for the training step), DEADLINE (seconds for the whole pipeline), FT_EPOCHS.
+# Knobs: SEEDS (default "0 1 2"), TRAIN_SECONDS (time for the training step), DEADLINE (seconds for the whole pipeline), FT_EPOCHS.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CLMAE_CACHE=/tmp/clmae_cache
 OUT=${OUT:-runs/gpu_out}
@@ -19,7 +19,7 @@ start=$(date +%s)
 } >"$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-python3 weights/train_fmnist.py --data "fmnist:$FMNIST" --out "$ZOO" --seeds 0 1 2 --epochs auto \
+python3 weights/train_fmnist.py --data "fmnist:$FMNIST" --out "$ZOO" --seeds ${SEEDS:-0 1 2} --epochs auto \
   --train-seconds "${TRAIN_SECONDS:-270}" --deadline "${DEADLINE:-500}" --device cuda --workers 2 \
   --finetune-epochs "${FT_EPOCHS:-5}" 2>&1 | tee "$OUT/log.txt"
 

@@ -114,6 +114,8 @@ def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path)
 def calibrate(args: argparse.Namespace, out: Path, deadline: float) -> dict[str, Any]:
     """Images/s of each method while every run of the plan trains at once."""
     jobs = []
+    for old in (out / "calibration").glob("*.json"):  # never mix in an earlier call's timings
+        old.unlink()
     for method in METHODS:
         for seed in args.seeds:
             f = out / "calibration" / f"{method}_s{seed}.json"
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         calibrate_child(args.calibrate_child, args.batch_size, args.device, 60, out)
         return 0
     args.eval_data = args.eval_data or args.data
+    if (out / "runs").exists():
+        p.error(f"{out} already holds runs; choose a new --out (results of different calls are never mixed)")
     start = time.time()
     deadline = start + (args.deadline or 1e9)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,16 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ..models import CLMAE, create_pretraining_model
 from . import registry
-from ._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, check_state, read_config, read_safetensors
-from .download import fetch
+from ._io import (
+    CONFIG_NAME,
+    PRETRAINING_NAME,
+    WEIGHTS_NAME,
+    check_state,
+    read_config,
+    read_safetensors,
+    sha256_file,
+)
+from .download import ChecksumError, fetch
 
 TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
 
@@ -38,8 +46,20 @@ class Source:
         if self.folder is not None:
             path = self.folder / filename
             if not path.is_file():
+                if self.entry is not None:  # a bundled weight
+                    raise FileNotFoundError(
+                        f"{path} is missing: this install of clmae lacks a file of the bundled weight "
+                        f"{self.entry.name}; reinstall clmae (pip install --force-reinstall clmae)"
+                    )
                 raise FileNotFoundError(
                     f"{path} does not exist; a weights folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                )
+            expected = self.sha256.get(filename)
+            if expected is not None and sha256_file(path) != expected:
+                raise ChecksumError(
+                    f"sha256 of {path} is {sha256_file(path)}, the registry expects {expected}: the bundled file "
+                    f"of {self.entry.name if self.entry else self.name} is damaged and was not loaded; reinstall "
+                    "clmae (pip install --force-reinstall clmae)"
                 )
             return path
         if self.pinned and not self.sha256.get(filename):
@@ -70,6 +90,13 @@ def _not_published(entry: registry.WeightEntry) -> ValueError:
 def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
     if entry.status == registry.NOT_PUBLISHED:
         raise _not_published(entry)
+    if entry.status == registry.BUNDLED:
+        if revision is not None:
+            raise ValueError(
+                f"{entry.name} ships inside the package and has no Hub revision; drop revision={revision!r}"
+            )
+        return Source(entry.name, folder=registry.bundled_folder(entry), sha256=dict(entry.files), entry=entry,
+                      pinned=True)  # fmt: skip
     rev = revision or entry.revision
     if entry.status == registry.UNVERIFIED:
         warnings.warn(

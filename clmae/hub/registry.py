@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 PUBLISHED = "published"
+BUNDLED = "bundled"
 UNVERIFIED = "unverified"
 NOT_PUBLISHED = "not yet published"
-STATUSES = (PUBLISHED, UNVERIFIED, NOT_PUBLISHED)
+STATUSES = (PUBLISHED, BUNDLED, UNVERIFIED, NOT_PUBLISHED)
 
 # The reviewed manifest is weights/manifest.json in the source tree; clmae/hub/manifest.json is its packaged copy
 # (a test keeps the two identical). CLMAE_WEIGHTS_MANIFEST points at another file, e.g. a private registry.
 _SOURCE_MANIFEST = Path(__file__).resolve().parents[2] / "weights" / "manifest.json"
 _PACKAGED_MANIFEST = Path(__file__).resolve().parent / "manifest.json"
+# Weights with status "bundled" ship inside the package, one folder per entry (copies of weights/<name>/ files).
+BUNDLED_ROOT = Path(__file__).resolve().parent / "bundled"
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class WeightEntry:
         license: SPDX-style licence id of the weights.
         dataset: pretraining data.
         metrics: measured results ``{name: value}``.
-        status: ``"published"``, ``"unverified"`` or ``"not yet published"``.
+        status: ``"published"`` (on the Hub, pinned), ``"bundled"`` (ships inside the package, every file with a
+            sha256), ``"unverified"`` or ``"not yet published"``.
         recipe: the ``clmae train --recipe`` that produces it.
         source: provenance in one line.
         notes: anything a user should know.
@@ -73,6 +77,11 @@ class WeightEntry:
         )  # fmt: skip
 
 
+def bundled_folder(entry: WeightEntry) -> Path:
+    """Where the package keeps a ``"bundled"`` entry's files."""
+    return BUNDLED_ROOT / entry.name
+
+
 def manifest_path() -> Path:
     """The manifest in use: ``$CLMAE_WEIGHTS_MANIFEST``, the source tree's ``weights/manifest.json``, or the packaged
     copy."""
@@ -97,7 +106,9 @@ def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
             f"{path}: entry {name!r} is 'published' but is not pinned: it needs hub_repo, a 40-hex commit id as "
             "revision and a sha256 for every file"
         )
-    if entry.status == PUBLISHED and not {"config.json", "model.safetensors"} <= set(entry.files):
+    if entry.status == BUNDLED and not (entry.files and all(entry.files.values())):
+        raise ValueError(f"{path}: entry {name!r} is 'bundled' but not every file has a sha256")
+    if entry.status in (PUBLISHED, BUNDLED) and not {"config.json", "model.safetensors"} <= set(entry.files):
         raise ValueError(f"{path}: entry {name!r} must list config.json and model.safetensors with their sha256")
     if entry.status == UNVERIFIED and not entry.hub_repo:
         raise ValueError(f"{path}: entry {name!r} is 'unverified' but has no hub_repo")
