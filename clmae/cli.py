@@ -7,9 +7,16 @@ import sys
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_train_demo
 
-    run_demo(args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    if args.train:
+        run_train_demo(args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    else:
+        from .data import SAMPLE_ROOT
+
+        baseline = None if args.baseline.lower() == "none" else args.baseline
+        root = {"fmnist": None, "fmnist-sample": SAMPLE_ROOT}.get(args.data, args.data)
+        run_demo(args.out, weights=args.weights, baseline=baseline, data_root=root)
     return 0
 
 
@@ -26,12 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clmae", description="Curriculum-Learned Masked Autoencoders on timm ViTs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train CL-MAE briefly on the bundled Fashion-MNIST sample, draw its masks")
+    demo = sub.add_parser(
+        "demo",
+        help="kNN accuracy and learned masks of the bundled CL-MAE weights on Fashion-MNIST (--train: train briefly)",
+    )
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
-    demo.add_argument("--epochs", type=int, default=4, help="passes over the 1,000 sample images (default: 4)")
-    demo.add_argument("--batch-size", type=int, default=100, help="images per iteration (default: 100)")
-    demo.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--weights", default="vit_t_fmnist", help="CL-MAE weights to show (default: vit_t_fmnist)")
+    demo.add_argument("--baseline", default="mae_vit_t_fmnist", help="weights to compare with, or none")
+    demo.add_argument(
+        "--data",
+        default="fmnist-sample",
+        help="fmnist-sample (the bundled 1,000 + 1,000 images, default), fmnist (Debian's full set) or an IDX folder",
+    )
+    demo.add_argument("--train", action="store_true", help="instead, train CL-MAE briefly and draw its masks")
+    demo.add_argument("--epochs", type=int, default=4, help="--train: passes over the 1,000 images (default: 4)")
+    demo.add_argument("--batch-size", type=int, default=100, help="--train: images per iteration (default: 100)")
+    demo.add_argument("--lr", type=float, default=1e-3, help="--train: AdamW learning rate (default: 1e-3)")
+    demo.add_argument("--seed", type=int, default=0, help="--train: random seed (default: 0)")
     demo.set_defaults(func=_demo)
 
     lst = sub.add_parser("list", help="list the architectures")

@@ -9,7 +9,7 @@ from PIL import Image
 import clmae
 from clmae.cli import main
 from clmae.data import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
-from clmae.demo import run_demo
+from clmae.demo import run_demo, run_train_demo
 
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_ROOT / "train-images-idx3-ubyte.gz").exists(),
@@ -72,8 +72,24 @@ def test_fashion_mnist_sample_and_idx_errors(tmp_path):
 
 
 @pytest.mark.integration
-def test_demo_writes_masks_and_metrics(tmp_path):
-    metrics = run_demo(tmp_path, epochs=2, batch_size=50, num_images=100)
+def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
+    from clmae.eval import run_eval
+
+    metrics = run_demo(tmp_path, baseline=None)
+    assert metrics["train_images"] == metrics["test_images"] == 1000
+    # The harness reads the same images through PIL transforms and its own feature cache: an independent path.
+    for name, spec in (("vit_t_fmnist", "vit_t_fmnist"), ("raw pixels", "raw-pixels")):
+        harness = run_eval("knn", spec, "fmnist-sample", {"cache": False, "device": "cpu"}).metrics
+        assert metrics["knn_top1"][name]["reference"] == pytest.approx(harness["reference"]["top1"], abs=0.003)
+        assert metrics["knn_top1"][name]["weighted"] == pytest.approx(harness["weighted"]["top1"], abs=0.003)
+    picture = Image.open(tmp_path / "masks.png")
+    assert picture.size == (10 * (28 * 4 + 2) + 2, 5 * (28 * 4 + 2) + 2)  # 10 images x 5 rows
+    assert json.loads((tmp_path / "metrics.json").read_text())["knn_top1"] == metrics["knn_top1"]
+
+
+@pytest.mark.integration
+def test_train_demo_writes_masks_and_metrics(tmp_path):
+    metrics = run_train_demo(tmp_path, epochs=2, batch_size=50, num_images=100)
     assert [h["lambda"] for h in metrics["history"]] == [1.0] * 2 + [-1.0] * 2
     picture = Image.open(tmp_path / "masks.png")
     assert picture.size == (10 * (28 * 4 + 2) + 2, 5 * (28 * 4 + 2) + 2)  # 10 images x 5 rows

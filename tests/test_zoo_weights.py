@@ -1,0 +1,148 @@
+"""The zoo's bundled Fashion-MNIST weights: integrity, offline loading, and golden outputs that catch any refactor
+that changes what they compute."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import clmae
+from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
+from clmae.hub import load_pretrained, load_pretraining, registry
+from clmae.hub._io import sha256_file
+from clmae.hub.download import ChecksumError
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = [e for e in registry.entries() if e.status == registry.BUNDLED]
+NAMES = [e.name for e in BUNDLED]
+
+
+def test_there_are_bundled_cl_mae_and_mae_weights_of_the_same_architecture():
+    by_method = {e.method: e for e in BUNDLED}
+    assert {"clmae", "mae"} <= set(by_method)
+    assert by_method["clmae"].arch == by_method["mae"].arch == "vit_tiny_patch4_28"
+    assert by_method["clmae"].recipe == by_method["mae"].recipe
+    # both were trained by the same command apart from --method
+    configs = [json.loads((ROOT / "weights" / by_method[m].name / "train_config.json").read_text()) for m in by_method]
+    diff = {k for k in configs[0] if configs[0][k] != configs[1].get(k)}
+    assert diff <= {"method", "out"}, diff
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_files_match_the_registry_and_the_weights_folder(name):
+    entry = registry.find(name)
+    folder = registry.bundled_folder(entry)
+    assert set(entry.files) == {"config.json", "model.safetensors", "pretraining.safetensors"}
+    for filename, sha in entry.files.items():
+        assert sha256_file(folder / filename) == sha
+        assert sha256_file(ROOT / "weights" / name / filename) == sha  # the Hub-ready folder holds the same bytes
+    assert entry.license == "apache-2.0"
+    assert set(entry.metrics) >= {"fmnist_test_knn_reference_top1", "fmnist_test_linear_top1"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_outputs(name, one_thread):
+    """Fixed input -> stored outputs. A change to the model code, the loader or the preprocessing fails here."""
+    golden = load_file(ROOT / "weights" / name / "golden.safetensors")
+    x = golden["input"]
+    assert x.shape == (8, 1, 28, 28)
+    # the stored input is the first eight bundled test images, normalised as the model expects
+    images, _ = load_fashion_mnist("test", root=SAMPLE_ROOT)
+    torch.testing.assert_close(x, to_float(images[:8]))
+
+    encoder = load_pretrained(name)  # from the package, sha256-checked, no network
+    with torch.no_grad():
+        features = encoder.forward_features(x)
+        pooled = encoder(x)
+    torch.testing.assert_close(features, golden["features"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pooled, golden["pooled"], atol=1e-4, rtol=1e-4)
+    # features carry information: different garments give clearly different features
+    assert torch.cdist(pooled, pooled).fill_diagonal_(float("inf")).min() > 0.1
+
+    model = load_pretraining(name)
+    torch.testing.assert_close(model.encoder.state_dict()["pos_embed"], encoder.state_dict()["pos_embed"])
+    if "scores" in golden:
+        with torch.no_grad():
+            scores = model.masker(model.embed(x))
+        torch.testing.assert_close(scores, golden["scores"], atol=1e-4, rtol=1e-4)
+    else:
+        assert model.masker is None
+
+
+def test_bundled_weights_are_stored_in_float16_and_load_as_float32():
+    name = next(e.name for e in BUNDLED if e.method == "clmae")
+    folder = registry.bundled_folder(registry.find(name))
+    stored = load_file(folder / "model.safetensors")
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["clmae"]["storage_dtype"] == "float16" and cfg["clmae"]["method"] == "clmae"
+    encoder = load_pretrained(name)
+    for k, v in encoder.state_dict().items():
+        assert v.dtype == torch.float32
+        assert torch.equal(v, stored[k].float())  # the upcast is exact
+
+
+def test_alias_and_create_model_load_the_bundled_weight(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a = load_pretrained("vit_t_fmnist")
+    b = clmae.create_model("vit_tiny_patch4_28.clmae_fmnist", pretrained=True)
+    assert a.pretrained_cfg["tag"] == "clmae_fmnist" and a.pretrained_cfg["method"] == "clmae"
+    assert "hf_hub_id" not in a.pretrained_cfg
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    with pytest.raises(ValueError, match="several pretrained weights"):
+        load_pretrained("vit_tiny_patch4_28")
+    with pytest.raises(ValueError, match="no Hub revision"):
+        load_pretrained("vit_t_fmnist", revision="main")
+
+
+def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
+    entry = registry.find("vit_t_fmnist")
+    copy = tmp_path / entry.name
+    shutil.copytree(registry.bundled_folder(entry), copy)
+    monkeypatch.setattr(registry, "BUNDLED_ROOT", tmp_path)
+    load_pretrained("vit_t_fmnist")  # the intact copy loads
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside a tensor
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"damaged.*reinstall clmae"):
+        load_pretrained("vit_t_fmnist")
+    (copy / "pretraining.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks a file of the bundled weight"):
+        load_pretraining("vit_t_fmnist")
+
+
+def test_registry_refuses_a_bundled_entry_without_checksums(tmp_path, monkeypatch):
+    entry = json.loads((ROOT / "weights" / "manifest.json").read_text())["weights"][0]
+    assert entry["status"] == "bundled"
+    entry["files"] = {**entry["files"], "model.safetensors": None}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"format": 1, "weights": [entry]}))
+    monkeypatch.setenv("CLMAE_WEIGHTS_MANIFEST", str(path))
+    with pytest.raises(ValueError, match="'bundled' but not every file has a sha256"):
+        registry.entries()
+
+
+def test_published_results_are_the_evaluations_on_record():
+    """The registry's metrics are those of the evaluation files kept in weights/fmnist_results (seed 0)."""
+    results = ROOT / "weights" / "fmnist_results"
+    summary = json.loads((results / "summary.json").read_text())
+    for e in BUNDLED:
+        knn = json.loads((results / "eval" / f"{e.method}_s0.knn.json").read_text())
+        linear = json.loads((results / "eval" / f"{e.method}_s0.linear.json").read_text())
+        assert e.metrics["fmnist_test_knn_reference_top1"] == pytest.approx(knn["metrics"]["reference"]["top1"])
+        assert e.metrics["fmnist_test_knn_weighted_top1"] == pytest.approx(knn["metrics"]["weighted"]["top1"])
+        assert e.metrics["fmnist_test_linear_top1"] == pytest.approx(linear["metrics"]["top1"])
+        assert knn["data"]["val_size"] == 10_000 and knn["data"]["train_size"] == 60_000
+    for row in summary["results"].values():  # mean and std recomputed from the per-seed values
+        for m in (v for k, v in row.items() if k != "models"):
+            n = len(m["values"])
+            mean = sum(m["values"]) / n
+            assert m["mean"] == pytest.approx(mean)
+            if n > 1:
+                assert m["std"] == pytest.approx((sum((v - mean) ** 2 for v in m["values"]) / (n - 1)) ** 0.5)
