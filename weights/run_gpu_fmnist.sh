@@ -32,7 +32,7 @@ done
 
 left=$((${DEADLINE:-500} + 40 - $(date +%s) + start))
 if [ "$left" -gt 20 ]; then
-  timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_no_host_sync.py tests/test_step_equivalence.py \
+  CLMAE_TEST_DEVICE=cuda timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_no_host_sync.py tests/test_step_equivalence.py \
     >"$OUT/cuda_tests.txt" 2>&1
   tail -5 "$OUT/cuda_tests.txt"
 fi
