@@ -10,6 +10,16 @@ from clmae.hub import load_pretrained  # noqa: E402  (torch.hub reads `dependenc
 from clmae.models import create_model  # noqa: E402
 
 
+def vit_t_fmnist(**kwargs):
+    """CL-MAE ViT-T/4 trained by clmae on Fashion-MNIST (28 px, 1 channel; Apache-2.0; ships inside the package)."""
+    return load_pretrained("vit_t_fmnist", **kwargs)
+
+
+def mae_vit_t_fmnist(**kwargs):
+    """MAE ViT-T/4 baseline trained alongside ``vit_t_fmnist`` (same architecture, data and schedule)."""
+    return load_pretrained("mae_vit_t_fmnist", **kwargs)
+
+
 def mae_vit_b(**kwargs):
     """MAE ViT-B/16 ImageNet encoder (He et al., 2022; timm's conversion; cc-by-nc-4.0)."""
     return load_pretrained("vit_base_patch16_224.mae", **kwargs)
@@ -30,4 +40,13 @@ def vit_b(**kwargs):
     return load_pretrained("vit_b", **kwargs)
 
 
-__all__ = ["create_model", "load_pretrained", "mae_vit_b", "mae_vit_h", "mae_vit_l", "vit_b"]
+__all__ = [
+    "create_model",
+    "load_pretrained",
+    "mae_vit_b",
+    "mae_vit_h",
+    "mae_vit_l",
+    "mae_vit_t_fmnist",
+    "vit_b",
+    "vit_t_fmnist",
+]

@@ -4,6 +4,8 @@ The encoder is a plain timm ``VisionTransformer``; its preprocessing comes from 
 timm's own ``resolve_data_config``/``create_transform``, so the same code works for a 28 px one-channel model and a
 224 px RGB one (Fashion-MNIST images are resized and repeated to RGB by the transform's input mode).
 
+    python examples/feature_extraction.py                                       # the bundled CL-MAE (vit_t_fmnist)
+    python examples/feature_extraction.py --model mae_vit_t_fmnist              # the bundled MAE baseline
     python examples/feature_extraction.py --model path/to/weights_folder        # a clmae.save_pretrained() folder
     python examples/feature_extraction.py --model vit_base_patch16_224.mae --limit 200   # MAE ViT-B (downloads)
 
@@ -41,7 +43,9 @@ def weighted_knn(train_f, train_y, test_f, k=20, t=0.07, num_classes=10):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="weights folder, registry name, hf-hub:org/repo")
+    parser.add_argument(
+        "--model", default="vit_t_fmnist", help="registry name (default: vit_t_fmnist), weights folder, hf-hub:org/repo"
+    )
     parser.add_argument("--root", default=str(SAMPLE_ROOT), help="Fashion-MNIST IDX folder (default: bundled sample)")
     parser.add_argument("--limit", type=int, default=1000, help="images per split (default: 1000)")
     args = parser.parse_args()

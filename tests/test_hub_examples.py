@@ -47,3 +47,5 @@ def test_hubconf(folder, images):
         torch.hub.load(str(ROOT), "vit_b", source="local", trust_repo=True)
     entries = runpy.run_path(str(ROOT / "hubconf.py"))
     assert all(callable(entries[n]) for n in ("mae_vit_b", "mae_vit_l", "mae_vit_h", "vit_b", "create_model"))
+    bundled = torch.hub.load(str(ROOT), "vit_t_fmnist", source="local", trust_repo=True)  # no network: in the package
+    assert bundled.pretrained_cfg["tag"] == "clmae_fmnist" and bundled.pretrained_cfg["method"] == "clmae"
