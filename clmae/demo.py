@@ -65,9 +65,12 @@ def run_demo(
     """
     from .hub import load_pretrained, load_pretraining
 
+    start = time.perf_counter()
+    model = load_pretraining(weights)
+    if model.masker is None:
+        raise ValueError(f"{weights} has no masking module (an MAE weight); give a CL-MAE weight, e.g. vit_t_fmnist")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     train_images, train_labels = load_fashion_mnist("train", root=data_root)
     test_images, test_labels = load_fashion_mnist("test", root=data_root)
     train = (to_float(train_images), train_labels.long())
@@ -83,9 +86,6 @@ def run_demo(
         print(f"  {label:<18} kNN top-1: {100 * acc['reference']:.2f}% (k=5, CL-MAE's protocol), "
               f"{100 * acc['weighted']:.2f}% (k=20 weighted)")  # fmt: skip
 
-    model = load_pretraining(weights)
-    if model.masker is None:
-        raise ValueError(f"{weights} has no masking module (an MAE weight); give a CL-MAE weight")
     mask_picture(model, test[0][:num_shown], (MEAN,), (STD,)).save(out / "masks.png")
     seconds = time.perf_counter() - start
     metrics = {

@@ -146,3 +146,11 @@ def test_published_results_are_the_evaluations_on_record():
             assert m["mean"] == pytest.approx(mean)
             if n > 1:
                 assert m["std"] == pytest.approx((sum((v - mean) ** 2 for v in m["values"]) / (n - 1)) ** 0.5)
+
+
+def test_demo_refuses_a_weight_without_masking_module(tmp_path):
+    from clmae.demo import run_demo
+
+    with pytest.raises(ValueError, match=r"no masking module.*give a CL-MAE weight"):
+        run_demo(tmp_path / "demo", weights="mae_vit_t_fmnist")
+    assert not (tmp_path / "demo").exists()  # nothing written
