@@ -15,7 +15,8 @@ def _demo(args: argparse.Namespace) -> int:
         from .data import SAMPLE_ROOT
 
         baseline = None if args.baseline.lower() == "none" else args.baseline
-        root = {"fmnist": None, "fmnist-sample": SAMPLE_ROOT}.get(args.data, args.data)
+        data = args.data
+        root = {"fmnist": None, "fmnist-sample": SAMPLE_ROOT}.get(data, data.removeprefix("fmnist:"))
         run_demo(args.out, weights=args.weights, baseline=baseline, data_root=root)
     return 0
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--data",
         default="fmnist-sample",
-        help="fmnist-sample (the bundled 1,000 + 1,000 images, default), fmnist (Debian's full set) or an IDX folder",
+        help="fmnist-sample (the bundled 1,000 + 1,000 images, default), fmnist (Debian's full set) or fmnist:FOLDER "
+        "(IDX files)",
     )
     demo.add_argument("--train", action="store_true", help="instead, train CL-MAE briefly and draw its masks")
     demo.add_argument("--epochs", type=int, default=4, help="--train: passes over the 1,000 images (default: 4)")

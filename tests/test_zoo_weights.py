@@ -16,6 +16,7 @@ from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.hub import load_pretrained, load_pretraining, registry
 from clmae.hub._io import sha256_file
 from clmae.hub.download import ChecksumError
+from clmae.hub.load import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = [e for e in registry.entries() if e.status == registry.BUNDLED]
@@ -87,14 +88,20 @@ def test_bundled_weights_are_stored_in_float16_and_load_as_float32():
         assert torch.equal(v, stored[k].float())  # the upcast is exact
 
 
-def test_alias_and_create_model_load_the_bundled_weight(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_alias_and_create_model_load_the_bundled_weight_without_network(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a bundled weight must load without opening a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
     a = load_pretrained("vit_t_fmnist")
     b = clmae.create_model("vit_tiny_patch4_28.clmae_fmnist", pretrained=True)
     assert a.pretrained_cfg["tag"] == "clmae_fmnist" and a.pretrained_cfg["method"] == "clmae"
     assert "hf_hub_id" not in a.pretrained_cfg
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert ka == kb and torch.equal(va, vb)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     with pytest.raises(ValueError, match="several pretrained weights"):
         load_pretrained("vit_tiny_patch4_28")
     with pytest.raises(ValueError, match="no Hub revision"):
@@ -115,6 +122,10 @@ def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
     (copy / "pretraining.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="lacks a file of the bundled weight"):
         load_pretraining("vit_t_fmnist")
+    source = resolve("vit_t_fmnist")
+    (copy / "extra.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"lists no sha256 for extra\.safetensors"):
+        source.file("extra.safetensors", None, None)
 
 
 def test_registry_refuses_a_bundled_entry_without_checksums(tmp_path, monkeypatch):

@@ -56,12 +56,30 @@ def golden_outputs(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def _pct(m: dict[str, Any] | None) -> str:
+def _pct(m: dict[str, Any] | None, n: int) -> str:
     if not m:
         return "-"
-    if len(m["values"]) > 1:
-        return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
-    return f"{100 * m['mean']:.2f}"
+    text = f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}" if len(m["values"]) > 1 else f"{100 * m['mean']:.2f}"
+    return text if len(m["values"]) == n else f"{text} (n={len(m['values'])})"
+
+
+def by_model(row: dict[str, Any], key: str) -> dict[str, float]:
+    """``{model: value}`` of one metric of a summary row (rows without ``by_model`` must have every value)."""
+    m = row[key]
+    if "by_model" in m:
+        return m["by_model"]
+    if len(m["values"]) != len(row["models"]):
+        raise ValueError(f"{key}: {len(m['values'])} values for {len(row['models'])} models and no by_model map")
+    return dict(zip(row["models"], m["values"]))
+
+
+def run_throughput(run: Path) -> dict[str, float]:
+    """Training seconds and images/s (all images over all epoch time) from a run's ``metrics.jsonl``."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    config = json.loads((run / "export" / "train_config.json").read_text())
+    seconds = sum(r["seconds"] for r in epochs)
+    return {"seconds": seconds, "images_per_s": epochs[-1]["step"] * config["batch_size"] / seconds}
 
 
 def results_table(summary: dict[str, Any]) -> str:
@@ -70,8 +88,8 @@ def results_table(summary: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|")
     for group, row in summary["results"].items():
         n = len(row["models"])
-        lines.append(f"| {group} | {n} | {_pct(row.get('knn_reference'))} | {_pct(row.get('knn_weighted'))} | "
-                     f"{_pct(row.get('linear'))} |")  # fmt: skip
+        lines.append(f"| {group} | {n} | {_pct(row.get('knn_reference'), n)} | {_pct(row.get('knn_weighted'), n)} | "
+                     f"{_pct(row.get('linear'), n)} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -97,17 +115,21 @@ def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: 
         f"images with `clmae train` (recipe `clmae_fmnist_tiny`; batch {s['batch_size']}, peak AdamW rate "
         f"{s['base_lr'] * s['batch_size'] / 256:g}, mask ratio 0.75, no augmentation besides the masks), seed "
         f"{seed}. Trained on one {s.get('gpu', s['device'])} in {run_info['seconds']:.0f} s "
-        f"({run_info['images_per_s']:.0f} images/s, six runs sharing the card), torch {s.get('torch', '?')}. "
+        f"({run_info['images_per_s']:.0f} images/s on average, six runs sharing the card), "
+        f"torch {s.get('torch', '?')}. "
         "The weights are stored in float16; the results below were measured on exactly these files.\n\n"
         f'It ships inside the `clmae` package: `clmae.load_pretrained("{alias}")` loads it with no network.\n\n'
         f"Test-split top-1 accuracy (%), mean ± std over the {len(s['seeds'])} seeds of "
         "`python weights/train_fmnist.py` (this weight is seed 0; per-seed values in `weights/fmnist_results`):\n\n"
         f"{results_table(summary)}\n\n"
-        f"At this short schedule (the one a 15-minute GPU session allowed) CL-MAE is behind MAE: "
+        f"At this short {s['epochs']}-epoch schedule CL-MAE is behind MAE: "
         f"{delta.get('knn_reference', float('nan')):+.2f} points of kNN and {delta.get('linear', float('nan')):+.2f} "
         "of linear-probe accuracy, and neither beats kNN on raw pixels. Nothing here says how the two compare over "
-        "the long schedules of the CL-MAE paper. Reproduce this run:\n\n"
-        f"```\n{command}\n```{figure}"
+        "the long schedules of the CL-MAE paper. Reproduce this run and its evaluation:\n\n"
+        f"```\n{command}\nclmae eval knn --model runs/{method}/export --data fmnist\n"
+        f"clmae eval linear --model runs/{method}/export --data fmnist mode=cached\n```\n\n"
+        f"The numbers above were measured on these float16 files; `clmae eval knn --model {alias} --data fmnist` "
+        f"measures them again.{figure}"
     )
 
 
@@ -128,7 +150,7 @@ def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[
         model = load_pretraining(published)
         row = summary["results"][TITLES[method]]
         metrics = {
-            f"{key}_top1": row[key]["values"][row["models"].index(f"{method}_s{seed}")]
+            f"{key}_top1": by_model(row, key)[f"{method}_s{seed}"]
             for key in ("knn_reference", "knn_weighted", "linear")
             if key in row
         }
@@ -137,12 +159,16 @@ def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[
             "datasets": ["fashion_mnist"],
             "metrics": metrics,
             "tags": ["fashion-mnist"],
-            "description": _card(method, summary, summary["runs"][f"{method}_s{seed}"], seed, command, ALIASES[method]),
+            "load_name": ALIASES[method],
+            "description": _card(method, summary, run_throughput(run), seed, command, ALIASES[method]),
         }
         save_pretrained(model, dest, metadata=metadata, dtype=torch.float16)
-        for f in ("model.safetensors", "pretraining.safetensors"):
-            if (published / f).is_file() and sha256_file(dest / f) != sha256_file(published / f):
-                raise RuntimeError(f"{dest / f} differs from the evaluated {published / f}; not publishing")
+        # The files must be the bytes that were evaluated: the evaluation records the encoder file's sha256.
+        evaluated = json.loads((zoo / "eval" / f"{method}_s{seed}.knn.json").read_text())["model"].get("sha256")
+        if sha256_file(dest / "model.safetensors") != evaluated:
+            raise RuntimeError(f"{dest / 'model.safetensors'} is not the evaluated file (sha256 {evaluated}); stopped")
+        if sha256_file(dest / "pretraining.safetensors") != sha256_file(published / "pretraining.safetensors"):
+            raise RuntimeError(f"{dest / 'pretraining.safetensors'} differs from {published}; stopped")
         (dest / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
         shutil.copy(run / "metrics.jsonl", dest / "metrics.jsonl")
         shutil.copy(run / "history.png", dest / "history.png")
@@ -170,10 +196,9 @@ def update_manifest(path: Path, shas: dict[str, dict[str, str]], zoo: Path, seed
         if entry["name"] in shas:
             method = entry["method"]
             row = summary["results"][TITLES[method]]
-            i = row["models"].index(f"{method}_s{seed}")
             entry["files"] = shas[entry["name"]]
             entry["status"] = "bundled"
-            entry["metrics"] = {f"fmnist_test_{k}_top1": round(row[k]["values"][i], 4)
+            entry["metrics"] = {f"fmnist_test_{k}_top1": round(by_model(row, k)[f"{method}_s{seed}"], 4)
                                 for k in ("knn_reference", "knn_weighted", "linear") if k in row}  # fmt: skip
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# One GPU session, one call: train, evaluate and package the Fashion-MNIST weights (weights/train_fmnist.py), then
-# run the CUDA-only tests. Expects the four Fashion-MNIST IDX .gz files in $FMNIST (default .fmnist) and writes
-# what must come back to $OUT (default runs/gpu_out):
-#   log.txt, results.tar.gz (summaries, eval JSON, metrics, pictures; no weights), gpu.txt, cuda_tests.txt and the
-#   float16 pretraining weights of the first seed of each method, cut in 15 MB parts (cat them back together).
-# Knobs: SEEDS (default "0 1 2"), TRAIN_SECONDS (time for the training step), DEADLINE (seconds for the whole pipeline), FT_EPOCHS.
-set -u
+# Train, evaluate and package the Fashion-MNIST weights on one GPU (weights/train_fmnist.py), then run the CUDA-only
+# tests. Expects the four Fashion-MNIST IDX .gz files in $FMNIST (default .fmnist). Writes to $OUT (default
+# runs/gpu_out): log.txt, results.tar.gz (summaries, eval JSON, metrics, pictures; no weights), gpu.txt,
+# cuda_tests.txt and the float16 pretraining weights of the first seed of each method, split into 15 MB parts
+# (`cat NAME.part-* > pretraining.safetensors` joins them); weights/publish_fmnist.py turns them into weights/.
+# Knobs: SEEDS (default "0 1 2"), TRAIN_SECONDS (time for the training step), DEADLINE (seconds for the whole
+# pipeline), FT_EPOCHS (fine-tuning epochs, 0 for none).
+set -u -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CLMAE_CACHE=/tmp/clmae_cache
 OUT=${OUT:-runs/gpu_out}
 FMNIST=${FMNIST:-.fmnist}

@@ -1,8 +1,9 @@
 """Train, evaluate and package the zoo's Fashion-MNIST weights: CL-MAE and the MAE baseline, several seeds each.
 
-This is the command behind every number in ``weights/*fmnist*/`` and in MODEL_CARD.md::
+The published weights and every number in ``weights/*fmnist*/`` and MODEL_CARD.md come from
+``bash weights/run_gpu_fmnist.sh`` on one H100, where ``--epochs auto`` chose 9 epochs; the same schedule again::
 
-    python weights/train_fmnist.py --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs 40 --device cuda
+    python weights/train_fmnist.py --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs 9 --device cuda
 
 Steps (each a plain ``clmae`` command, run as concurrent processes on one device):
 
@@ -16,7 +17,8 @@ Steps (each a plain ``clmae`` command, run as concurrent processes on one device
 4. ``summary.json`` / ``summary.md`` (mean and std over seeds) and ``curriculum.png`` (the learned masks of the
    first CL-MAE run at several points of its curriculum, and its loss curves).
 
-Nothing here is specific to a GPU: ``--device cpu`` with ``--epochs 1 --limit`` runs the same steps in minutes.
+Nothing here is specific to a GPU: ``--device cpu --data fmnist-sample --epochs 2 --linear-epochs 2`` runs the same
+steps on the bundled 1,000 images in minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,6 @@ from typing import Any
 
 METHODS = ("clmae", "mae")
 ARCH = "vit_tiny_patch4_28"
-TRAIN_IMAGES = 60_000
 
 
 def _env() -> dict[str, str]:
@@ -43,41 +45,69 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _train_images(spec: str) -> int:
+    """How many images the training data spec holds."""
+    from clmae.data import build_pretraining_data
+
+    return len(build_pretraining_data(spec, 1, 28).dataset)
+
+
 def _clmae(*args: str) -> list[str]:
     return [sys.executable, "-m", "clmae", *args]
 
 
-def _run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, deadline: float) -> dict[str, int | None]:
-    """Run ``(name, command, log file)`` jobs, ``parallel`` at a time; kill what is left at ``deadline``.
+def _stop(proc: subprocess.Popen) -> None:
+    """End a job and everything it started (its process group): SIGTERM, then SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
-    Returns each job's exit status (``None``: killed at the deadline or never started).
+
+def _run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, deadline: float) -> dict[str, int | None]:
+    """Run ``(name, command, log file)`` jobs, ``parallel`` at a time; stop what is left at ``deadline``.
+
+    Each job runs in its own process group, so stopping it (at the deadline, or when this process is interrupted)
+    also stops its data-loading workers.
+
+    Returns each job's exit status (``None``: stopped at the deadline or never started).
     """
     pending, running, status = list(jobs), {}, {}
-    while pending or running:
-        while pending and len(running) < parallel and time.time() < deadline:
-            name, cmd, log = pending.pop(0)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            handle = log.open("w")
-            running[name] = (subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=_env()), handle)
-            print(f"  started {name}: {' '.join(cmd[2:])}", flush=True)
-        for name, (proc, handle) in list(running.items()):
-            if proc.poll() is not None:
-                handle.close()
-                status[name] = proc.returncode
-                del running[name]
-                print(f"  {'done' if proc.returncode == 0 else 'FAILED'} {name} (exit {proc.returncode})", flush=True)
-        if time.time() > deadline:
-            for name, (proc, handle) in running.items():
-                proc.kill()
-                proc.wait()
-                handle.close()
-                status[name] = None
-                print(f"  killed {name} at the deadline", flush=True)
-            running = {}
-            for name, _, _ in pending:
-                status[name] = None
-            pending = []
-        time.sleep(0.5)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel and time.time() < deadline:
+                name, cmd, log = pending.pop(0)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                handle = log.open("w")
+                proc = subprocess.Popen(
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+                )
+                running[name] = (proc, handle)
+                print(f"  started {name}: {' '.join(cmd[2:])}", flush=True)
+            for name, (proc, handle) in list(running.items()):
+                if proc.poll() is not None:
+                    handle.close()
+                    status[name] = proc.returncode
+                    del running[name]
+                    word = "done" if proc.returncode == 0 else "FAILED"
+                    print(f"  {word} {name} (exit {proc.returncode})", flush=True)
+            if time.time() > deadline:
+                for name in list(running):
+                    print(f"  stopped {name} at the deadline", flush=True)
+                    status[name] = None
+                status.update({name: None for name, _, _ in pending})
+                pending = []
+                break
+            time.sleep(0.5)
+    finally:
+        for proc, handle in running.values():
+            _stop(proc)
+            handle.close()
     return status
 
 
@@ -224,10 +254,12 @@ def summarize(out: Path, groups: dict[str, list[str]], info: dict[str, Any]) -> 
     for group, names in groups.items():
         row: dict[str, Any] = {"models": names}
         for key, protocol, path, _ in COLUMNS:
-            values = [_metric(out / "eval" / f"{n}.{protocol}.json", *path) for n in names]
-            values = [v for v in values if v is not None]
+            found = {n: _metric(out / "eval" / f"{n}.{protocol}.json", *path) for n in names}
+            by_model = {n: v for n, v in found.items() if v is not None}  # a failed evaluation is left out
+            values = list(by_model.values())
             if values:
                 row[key] = {
+                    "by_model": by_model,
                     "values": values,
                     "mean": statistics.fmean(values),
                     "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -334,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs == "auto":
         print("calibrating: every run's training iteration, all at once", flush=True)
         rates = calibrate(args, out, deadline)
-        epochs = int(args.train_seconds * min(rates.values()) / TRAIN_IMAGES * 0.7)
+        epochs = int(args.train_seconds * min(rates.values()) / _train_images(args.data) * 0.7)
         epochs = max(2, min(args.max_epochs, epochs))
         info["calibration_images_per_s"] = rates
         print(f"  images/s with {2 * len(args.seeds)} runs at once: {rates}; epochs: {epochs}", flush=True)
@@ -354,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, _, run) in done.items():
         hist = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         ep = [r for r in hist if r.get("type") == "epoch"]
-        info.setdefault("runs", {})[name] = {"seconds": sum(r["seconds"] for r in ep),
-                                             "images_per_s": statistics.fmean(r["images_per_s"] for r in ep),
+        seconds = sum(r["seconds"] for r in ep)
+        images = ep[-1]["step"] * args.batch_size  # every update is one batch (no accumulation)
+        info.setdefault("runs", {})[name] = {"seconds": seconds, "images_per_s": images / seconds,
                                              "final_mae_loss": ep[-1]["mae_loss"]}  # fmt: skip
     print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs finished", flush=True)
 

@@ -20,7 +20,10 @@ _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_INSTALL_HINT = "install Debian's package with `apt-get install dataset-fashion-mnist` or pass root=FOLDER"
+_INSTALL_HINT = (
+    "install Debian's package with `apt-get install dataset-fashion-mnist`, or give a folder of the IDX files "
+    "(root=FOLDER in Python, --data fmnist:FOLDER on the command line)"
+)
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:

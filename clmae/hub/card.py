@@ -19,7 +19,7 @@ def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any]
         folder: the weights folder.
         cfg: its ``config.json`` content.
         metadata: see :func:`clmae.save_pretrained` (``license``, ``datasets``, ``metrics``, ``tags``,
-            ``description``, ``repo_id``).
+            ``description``, ``repo_id``, ``load_name``: the name ``clmae.load_pretrained`` knows it by).
         checksums: ``{file name: sha256}`` of the weight files.
 
     Returns:
@@ -38,7 +38,9 @@ def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any]
         datasets=list(metadata.get("datasets") or []) or None,
         metrics=sorted(metrics) or None,
     )
-    repo = metadata.get("repo_id") or "<org>/<repo>"
+    repo = metadata.get("repo_id") or "<org>/<repo>"  # clmae push fills in the placeholder
+    source = f"hf-hub:{repo}"
+    clmae_name = metadata.get("load_name") or source
     c, h, w = cfg["pretrained_cfg"]["input_size"]
     lines = [
         f"# {info.get('arch') or cfg['architecture']}: {method} encoder",
@@ -51,7 +53,8 @@ def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any]
         "",
         "```python",
         "import timm",
-        f'model = timm.create_model("hf-hub:{repo}", pretrained=True).eval()  # or clmae.load_pretrained(...)',
+        "",
+        f'model = timm.create_model("{source}", pretrained=True).eval()  # or clmae.load_pretrained("{clmae_name}")',
         "cfg = timm.data.resolve_data_config({}, model=model)",
         "transform = timm.data.create_transform(**cfg)",
         f"features = model(transform(img).unsqueeze(0))  # [1, {cfg.get('num_features', 'D')}], input {c}x{h}x{w}",

@@ -43,6 +43,11 @@ class Source:
 
     def file(self, filename: str, cache_dir: str | Path | None, local_files_only: bool | None) -> Path:
         """Local path of ``filename``, downloaded and verified if it comes from the Hub."""
+        if self.pinned and not self.sha256.get(filename):
+            raise ValueError(
+                f"the registry entry {self.entry.name if self.entry else self.name} lists no sha256 for {filename}, "
+                "so it cannot be verified: that file is not part of the published weight"
+            )
         if self.folder is not None:
             path = self.folder / filename
             if not path.is_file():
@@ -62,11 +67,6 @@ class Source:
                     "clmae (pip install --force-reinstall clmae)"
                 )
             return path
-        if self.pinned and not self.sha256.get(filename):
-            raise ValueError(
-                f"the registry entry {self.entry.name if self.entry else self.name} lists no sha256 for {filename}, "
-                "so it cannot be verified: that file is not part of the published weight"
-            )
         return fetch(
             self.repo_id,
             filename,

@@ -143,7 +143,7 @@ def list_pretrained(pattern: str = "*", *, status: str | None = None) -> list[tu
 
     Args:
         pattern: e.g. ``"*mae*"`` or ``"vit_b*"``.
-        status: only this status (``"published"``, ``"unverified"``, ``"not yet published"``).
+        status: only this status (``"published"``, ``"bundled"``, ``"unverified"``, ``"not yet published"``).
 
     Returns:
         Sorted ``(name, status)`` pairs.

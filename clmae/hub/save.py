@@ -163,10 +163,12 @@ def save_pretrained(
         folder: output folder (created; existing files of the same names are replaced).
         name: clmae architecture name; default: the pretrainer's, or inferred from the encoder's shape.
         metadata: model card facts: ``license`` (default ``apache-2.0``), ``datasets`` (list), ``metrics``
-            (``{name: value}``), ``tags`` (list), ``description`` (markdown), ``repo_id`` (for usage snippets),
-            ``method`` (``"clmae"``/``"mae"``, for a bare encoder).
+            (``{name: value}``), ``tags`` (list), ``description`` (markdown), ``repo_id`` and ``load_name`` (for
+            usage snippets), ``method`` (``"clmae"``/``"mae"``, for a bare encoder).
         model_args: extra timm arguments needed to rebuild the encoder (rarely needed: the structural ones are
             read off the model and checked by rebuilding it on the meta device).
+        dtype: store floating-point tensors in this dtype (``torch.float16`` halves the files); default: as they
+            are. Loading casts them to the model's dtype. Nothing is written if a value does not fit the dtype.
 
     Returns:
         The folder.
@@ -197,6 +199,7 @@ def save_pretrained(
     args = {k: v for k, v in args.items() if k not in _TRAINING_ONLY_ARGS}
     state = _to_storage(encoder.state_dict(), dtype)
     _check_rebuild(timm_arch, args, state)
+    full = _to_storage(model.state_dict(), dtype) if isinstance(model, CLMAE) else None  # all checks before writing
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,8 +207,7 @@ def save_pretrained(
     method = config["method"] if config else metadata.get("method")
     save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
     files = [WEIGHTS_NAME]
-    if isinstance(model, CLMAE):
-        full = _to_storage(model.state_dict(), dtype)
+    if full is not None:
         save_file(full, folder / PRETRAINING_NAME, metadata={"format": "pt"})
         files.append(PRETRAINING_NAME)
     from .. import __version__
@@ -230,6 +232,6 @@ def save_pretrained(
         },
     }
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    checksums = {f: sha256_file(folder / f) for f in files}
+    checksums = {f: sha256_file(folder / f) for f in (CONFIG_NAME, *files)}
     write_model_card(folder, cfg, metadata, checksums)
     return folder

@@ -1,0 +1,114 @@
+"""The scripts that train, evaluate and package the zoo's weights (weights/train_fmnist.py, publish_fmnist.py), and
+the documents that report their results."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clmae.cli import main
+from clmae.hub import save_pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "weights" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_fmnist = _module("train_fmnist")
+publish_fmnist = _module("publish_fmnist")
+SUMMARY = json.loads((ROOT / "weights" / "fmnist_results" / "summary.json").read_text())
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        return True
+    state = next((line for line in status.read_text().splitlines() if line.startswith("State:")), "")
+    return "Z" in state.split()[1:2]  # a zombie has exited
+
+
+def test_run_all_stops_jobs_and_their_children_at_the_deadline(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    sleeper = [sys.executable, "-c", f"import subprocess, pathlib; p = subprocess.Popen(['sleep', '60']); "
+               f"pathlib.Path({str(pid_file)!r}).write_text(str(p.pid)); p.wait()"]  # fmt: skip
+    quick = [sys.executable, "-c", "print('hello')"]
+    jobs = [("sleeper", sleeper, tmp_path / "s.log"), ("waiting", quick, tmp_path / "w.log")]
+    status = train_fmnist._run_all(jobs, 1, time.time() + 5)  # one at a time: "waiting" never gets its turn
+    assert status == {"sleeper": None, "waiting": None}
+    assert not (tmp_path / "w.log").exists()
+    assert _gone(int(pid_file.read_text()))  # the whole process group was stopped, not only the direct child
+    assert train_fmnist._run_all([("quick", quick, tmp_path / "q.log")], 1, time.time() + 60) == {"quick": 0}
+    assert (tmp_path / "q.log").read_text().strip() == "hello"
+
+
+def test_summary_leaves_out_a_failed_evaluation_and_says_so(tmp_path):
+    (tmp_path / "eval").mkdir()
+    values = {"a_s0": 0.5, "a_s1": 0.7}  # a_s2's evaluation is missing
+    for name, top1 in values.items():
+        (tmp_path / "eval" / f"{name}.knn.json").write_text(
+            json.dumps({"metrics": {"reference": {"top1": top1}, "weighted": {"top1": top1 + 0.1}}})
+        )
+    summary = train_fmnist.summarize(tmp_path, {"A": ["a_s0", "a_s1", "a_s2"]}, {"epochs": 1})
+    row = summary["results"]["A"]
+    assert row["knn_reference"]["by_model"] == values
+    assert row["knn_reference"]["mean"] == pytest.approx(0.6)
+    assert row["knn_reference"]["std"] == pytest.approx(0.1414213562)  # sample std of 0.5 and 0.7
+    assert "linear" not in row
+    assert publish_fmnist.by_model(row, "knn_weighted") == {"a_s0": 0.6, "a_s1": 0.7999999999999999}
+    table = publish_fmnist.results_table(summary)
+    assert "| A | 3 | 60.00 ± 14.14 (n=2) | 70.00 ± 14.14 (n=2) | - |" in table
+
+
+def test_documents_report_the_recorded_results():
+    """Every place that states the results carries the numbers of weights/fmnist_results/summary.json."""
+    table = publish_fmnist.results_table(SUMMARY)
+    assert (ROOT / "weights" / "fmnist_results" / "summary.md").read_text().strip() == table
+    for name in ("vit_tiny_patch4_28.clmae_fmnist", "vit_tiny_patch4_28.mae_fmnist"):
+        assert table in (ROOT / "weights" / name / "README.md").read_text()
+    model_card, readme = (ROOT / "MODEL_CARD.md").read_text(), (ROOT / "README.md").read_text()
+    for group in ("CL-MAE", "MAE"):
+        for key in ("knn_reference", "knn_weighted", "linear"):
+            m = SUMMARY["results"][group][key]
+            text = f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
+            assert text in model_card, (group, key, text)
+            assert text in readme, (group, key, text)
+
+
+def test_save_pretrained_in_float16_writes_nothing_when_a_value_does_not_fit(tmp_path):
+    from clmae.models import create_pretraining_model
+
+    model = create_pretraining_model("vit_tiny_patch4_28", "clmae", embed_dim=32, depth=1, num_heads=2,
+                                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, masker_depth=1,
+                                     masker_num_heads=2)  # fmt: skip
+    with torch.no_grad():
+        model.masker.cls_token.fill_(1e6)  # beyond float16's 65504, in the masker: after the encoder is converted
+    folder = tmp_path / "w"
+    with pytest.raises(ValueError, match="beyond float16's range"):
+        save_pretrained(model, folder, dtype=torch.float16)
+    assert not folder.exists()
+    with pytest.raises(ValueError, match=r"floating-point torch\.dtype"):
+        save_pretrained(model, folder, dtype=torch.int8)
+    with torch.no_grad():
+        model.masker.cls_token.fill_(0.1)
+    save_pretrained(model, folder, dtype=torch.bfloat16)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["clmae"]["storage_dtype"] == "bfloat16"
+
+
+def test_demo_cli_reads_fmnist_folder_specs_and_fails_cleanly(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", f"fmnist:{tmp_path / 'missing'}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "missing does not exist" in err and "--data fmnist:FOLDER" in err
+    assert not out.exists()
