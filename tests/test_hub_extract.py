@@ -79,3 +79,7 @@ def test_pretrained_command(capsys):
     assert _run(["pretrained", "*mae"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and all("unverified" in line and "timm/" in line for line in out)
+    assert _run(["pretrained", "*fmnist"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(" bundled " in line for line in out)
+    assert len({line.index(" bundled ") for line in out}) == 1  # columns line up

@@ -50,10 +50,12 @@ def _push(args: argparse.Namespace) -> int:
 def _pretrained(args: argparse.Namespace) -> int:
     from .registry import entries, list_pretrained
 
-    alias = {e.name: e for e in entries()}
-    for name, status in list_pretrained(args.pattern):
-        e = alias[name]
-        print(f"{name:36s} {e.alias or '':10s} {e.method:6s} {status:18s} {e.hub_repo or '-'}")
+    by_name = {e.name: e for e in entries()}
+    rows = [(name, by_name[name].alias or "", by_name[name].method, status, by_name[name].hub_repo or "-")
+            for name, status in list_pretrained(args.pattern)]  # fmt: skip
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    for row in rows:
+        print(" ".join(f"{cell:{w}s}" for cell, w in zip(row, widths)) + f" {row[4]}")
     return 0
 
 
