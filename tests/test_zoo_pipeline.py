@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -112,3 +113,13 @@ def test_demo_cli_reads_fmnist_folder_specs_and_fails_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing does not exist" in err and "--data fmnist:FOLDER" in err
     assert not out.exists()
+
+
+def test_model_card_fine_tuning_numbers_are_the_recorded_ones():
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    results = ROOT / "weights" / "fmnist_results" / "eval_cpu"
+    for run, label in (("clmae_s0", "CL-MAE"), ("mae_s0", "MAE"), ("random_s0", "random initialisation")):
+        record = json.loads((results / f"{run}.finetune5k.json").read_text())
+        assert record["protocol"] == "finetune" and record["data"]["train_size"] == 5000
+        assert record["data"]["val_size"] == 10_000
+        assert re.search(rf"{re.escape(label)}\s+{100 * record['metrics']['top1']:.2f}\b", card), label
