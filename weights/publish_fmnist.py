@@ -23,7 +23,9 @@ import torch
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "weights")]
+
+from train_fmnist import run_throughput  # noqa: E402
 
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float  # noqa: E402
 from clmae.hub import load_pretraining, save_pretrained  # noqa: E402
@@ -71,15 +73,6 @@ def by_model(row: dict[str, Any], key: str) -> dict[str, float]:
     if len(m["values"]) != len(row["models"]):
         raise ValueError(f"{key}: {len(m['values'])} values for {len(row['models'])} models and no by_model map")
     return dict(zip(row["models"], m["values"]))
-
-
-def run_throughput(run: Path) -> dict[str, float]:
-    """Training seconds and images/s (all images over all epoch time) from a run's ``metrics.jsonl``."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    epochs = [r for r in records if r.get("type") == "epoch"]
-    config = json.loads((run / "export" / "train_config.json").read_text())
-    seconds = sum(r["seconds"] for r in epochs)
-    return {"seconds": seconds, "images_per_s": epochs[-1]["step"] * config["batch_size"] / seconds}
 
 
 def results_table(summary: dict[str, Any]) -> str:

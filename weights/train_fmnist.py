@@ -167,6 +167,17 @@ def calibrate(args: argparse.Namespace, out: Path, deadline: float) -> dict[str,
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def run_throughput(run: Path) -> dict[str, float]:
+    """A finished run's training seconds, images/s (all images over all epoch time) and last MAE loss, from its
+    ``metrics.jsonl`` and exported ``train_config.json``."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    config = json.loads((run / "export" / "train_config.json").read_text())
+    seconds = sum(r["seconds"] for r in epochs)
+    images = epochs[-1]["step"] * config["batch_size"] * config["accum_iter"]
+    return {"seconds": seconds, "images_per_s": images / seconds, "final_mae_loss": epochs[-1]["mae_loss"]}
+
+
 def train_command(args: argparse.Namespace, method: str, seed: int, epochs: int, run: Path) -> list[str]:
     """The ``clmae train`` command of one run."""
     return _clmae(
@@ -384,12 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     info["train_status"] = train_status
     done = {n: r for n, r in runs.items() if train_status.get(n) == 0}
     for name, (_, _, run) in done.items():
-        hist = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        ep = [r for r in hist if r.get("type") == "epoch"]
-        seconds = sum(r["seconds"] for r in ep)
-        images = ep[-1]["step"] * args.batch_size  # every update is one batch (no accumulation)
-        info.setdefault("runs", {})[name] = {"seconds": seconds, "images_per_s": images / seconds,
-                                             "final_mae_loss": ep[-1]["mae_loss"]}  # fmt: skip
+        info.setdefault("runs", {})[name] = run_throughput(run)
     print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs finished", flush=True)
 
     # 3. float16 weights, then evaluation

@@ -18,7 +18,16 @@ from ._io import sha256_file
 
 
 class ChecksumError(ValueError):
-    """A downloaded file's sha256 differs from the registry's: the file is not used."""
+    """A file's sha256 differs from the registry's: the file is not used."""
+
+
+def check_sha256(path: Path, expected: str, where: str, remedy: str) -> None:
+    """Raise :class:`ChecksumError` (naming ``where`` and the ``remedy``) unless ``path`` has sha256 ``expected``."""
+    digest = sha256_file(path)
+    if digest != expected.lower():
+        raise ChecksumError(
+            f"sha256 of {where} is {digest}, the registry expects {expected}; the file was not loaded. {remedy}"
+        )
 
 
 def _offline() -> bool:
@@ -81,11 +90,11 @@ def fetch(
         ) from e
     path = Path(path)
     if sha256 is not None:
-        digest = sha256_file(path)
-        if digest != sha256.lower():
-            raise ChecksumError(
-                f"sha256 of {where} is {digest}, the registry expects {sha256}; the file was not loaded. "
-                f"The cached copy ({path}) is corrupt or the repository changed: delete it and download again; "
-                "if it still differs, report it: never edit the registry's sha256 to match an unknown file."
-            )
+        check_sha256(
+            path,
+            sha256,
+            where,
+            f"The cached copy ({path}) is corrupt or the repository changed: delete it and download again; "
+            "if it still differs, report it: never edit the registry's sha256 to match an unknown file.",
+        )
     return path

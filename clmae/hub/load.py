@@ -22,9 +22,8 @@ from ._io import (
     check_state,
     read_config,
     read_safetensors,
-    sha256_file,
 )
-from .download import ChecksumError, fetch
+from .download import check_sha256, fetch
 
 TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
 
@@ -60,11 +59,13 @@ class Source:
                     f"{path} does not exist; a weights folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
                 )
             expected = self.sha256.get(filename)
-            if expected is not None and sha256_file(path) != expected:
-                raise ChecksumError(
-                    f"sha256 of {path} is {sha256_file(path)}, the registry expects {expected}: the bundled file "
-                    f"of {self.entry.name if self.entry else self.name} is damaged and was not loaded; reinstall "
-                    "clmae (pip install --force-reinstall clmae)"
+            if expected is not None:
+                check_sha256(
+                    path,
+                    expected,
+                    str(path),
+                    f"The bundled file of {self.entry.name if self.entry else self.name} is damaged: reinstall clmae "
+                    "(pip install --force-reinstall clmae).",
                 )
             return path
         return fetch(
