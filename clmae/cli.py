@@ -12,11 +12,10 @@ def _demo(args: argparse.Namespace) -> int:
     if args.train:
         run_train_demo(args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     else:
-        from .data import SAMPLE_ROOT
+        from .data import fmnist_root
 
         baseline = None if args.baseline.lower() == "none" else args.baseline
-        data = args.data
-        root = {"fmnist": None, "fmnist-sample": SAMPLE_ROOT}.get(data, data.removeprefix("fmnist:"))
+        root = fmnist_root(args.data) or args.data  # a bare folder of IDX files works too
         run_demo(args.out, weights=args.weights, baseline=baseline, data_root=root)
     return 0
 

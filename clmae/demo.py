@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .curriculum import curriculum_factor, curriculum_phase
-from .data import SAMPLE_ROOT, load_fashion_mnist, to_float
+from .data import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from .data.fashion_mnist import MEAN, STD
 from .eval.features import extract_features
 from .eval.knn import knn_majority_vote, knn_weighted_scores, topk_accuracy
@@ -91,7 +91,7 @@ def run_demo(
     metrics = {
         "weights": weights,
         "baseline": baseline,
-        "data": "Debian's dataset-fashion-mnist" if data_root is None else str(data_root),
+        "data": "Debian's dataset-fashion-mnist" if data_root in (None, DEBIAN_ROOT) else str(data_root),
         "train_images": len(train[0]),
         "test_images": len(test[0]),
         "knn_top1": results,

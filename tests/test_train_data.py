@@ -119,3 +119,15 @@ def test_data_errors_are_clear(tmp_path):
         build_pretraining_data("synthetic:many", 1, 28)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_pretraining_data(f"fmnist:{tmp_path / 'nothing'}", 1, 28)
+
+
+def test_fmnist_root_reads_every_fashion_mnist_spec():
+    from pathlib import Path
+
+    from clmae.data import DEBIAN_ROOT, SAMPLE_ROOT, fmnist_root
+
+    assert fmnist_root("fmnist") == fmnist_root("fashion-mnist") == DEBIAN_ROOT
+    assert fmnist_root("fmnist-sample") == SAMPLE_ROOT
+    assert fmnist_root("fmnist:/data/fm") == fmnist_root("fashion-mnist:/data/fm") == Path("/data/fm")
+    for other in ("synthetic:8", "/data/imagenet/train", "imagefolder:/x", "mnist"):
+        assert fmnist_root(other) is None

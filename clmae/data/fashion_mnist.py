@@ -69,6 +69,20 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"Fashion-MNIST file {stem}(.gz) not found in {root}; {_INSTALL_HINT}")
 
 
+def fmnist_root(spec: str) -> Path | None:
+    """The IDX folder a Fashion-MNIST data spec names, or ``None`` if ``spec`` is not one.
+
+    ``fmnist`` (or ``fashion-mnist``): Debian's folder; ``fmnist:FOLDER``: that folder; ``fmnist-sample``: the subset
+    bundled with clmae.
+    """
+    if spec == "fmnist-sample":
+        return SAMPLE_ROOT
+    name, sep, folder = spec.partition(":")
+    if name in ("fmnist", "fashion-mnist"):
+        return Path(folder) if sep else DEBIAN_ROOT
+    return None
+
+
 def load_fashion_mnist(
     split: str = "train", root: str | os.PathLike | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

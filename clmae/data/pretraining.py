@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, fmnist_root, load_fashion_mnist, to_float
 from .fashion_mnist import MEAN as FMNIST_MEAN
-from .fashion_mnist import SAMPLE_ROOT, load_fashion_mnist, to_float
 from .fashion_mnist import STD as FMNIST_STD
 from .imagefolder import ImageFolderImages
 from .sampler import SeededDataset
@@ -75,12 +74,12 @@ def build_pretraining_data(spec: str, in_chans: int, img_size: int | Sequence[in
         A :class:`PretrainingData`.
     """
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if spec in ("fmnist", "fmnist-sample") or spec.startswith("fmnist:"):
-        root: Any = {"fmnist": None, "fmnist-sample": SAMPLE_ROOT}.get(spec, spec[len("fmnist:") :])
+    root = fmnist_root(spec)
+    if root is not None:
         images, _ = load_fashion_mnist("train", root=root)
         _check_shape(spec, (1, *images.shape[1:]), in_chans, size)
         ds = SeededDataset(_TensorImages(to_float(images)))
-        where = "bundled sample" if spec == "fmnist-sample" else root or "Debian's dataset-fashion-mnist"
+        where = {SAMPLE_ROOT: "bundled sample", DEBIAN_ROOT: "Debian's dataset-fashion-mnist"}.get(root, root)
         return PretrainingData(ds, ds, (FMNIST_MEAN,), (FMNIST_STD,), f"Fashion-MNIST train ({where}), {len(ds)}")
     if spec.startswith("synthetic:"):
         try:

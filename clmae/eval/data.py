@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from ..data.fashion_mnist import CLASSES, DEBIAN_ROOT, MEAN, SAMPLE_ROOT, STD, load_fashion_mnist
+from ..data.fashion_mnist import CLASSES, MEAN, STD, fmnist_root, load_fashion_mnist
 
 SPLITS = ("train", "val")
 # Preprocessing of raw pixels (no model to ask): the whole image, normalised.
@@ -123,11 +123,9 @@ def resolve_data(spec: str) -> EvalData:
     """Resolve a data spec (see the module docstring) into an :class:`EvalData`; clear errors for bad specs."""
     if not isinstance(spec, str) or not spec:
         raise ValueError("--data must be 'fmnist', 'fmnist:/folder', 'fmnist-sample' or 'imagefolder:/folder'")
-    if spec in ("fmnist", "fashion-mnist") or spec.startswith(("fmnist:", "fashion-mnist:")):
-        root = Path(spec.split(":", 1)[1]) if ":" in spec else DEBIAN_ROOT
+    root = fmnist_root(spec)
+    if root is not None:
         return _fmnist(spec, root)
-    if spec == "fmnist-sample":
-        return _fmnist(spec, SAMPLE_ROOT)
     root = Path(spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec)
     if not root.is_dir():
         raise FileNotFoundError(
