@@ -6,13 +6,12 @@ from the Hugging Face Hub through clmae's registry (pinned and checked where the
 
 dependencies = ["torch", "timm", "huggingface_hub", "safetensors"]
 
-from clmae.hub import load_pretrained  # noqa: E402  (torch.hub reads `dependencies` first)
-from clmae.models import create_model  # noqa: E402
+from clmae import create_model, load_pretrained  # noqa: E402  (torch.hub reads `dependencies` first)
 
 
 def vit_t_fmnist(**kwargs):
     """CL-MAE ViT-T/4 trained by clmae on Fashion-MNIST (28 px, 1 channel; Apache-2.0; ships inside the package)."""
-    return load_pretrained("vit_t_fmnist", **kwargs)
+    return load_pretrained("clmae_vit_t_fmnist", **kwargs)
 
 
 def mae_vit_t_fmnist(**kwargs):

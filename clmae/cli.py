@@ -69,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 
     register_eval(sub)  # eval knn|linear|finetune
 
-    args = parser.parse_args(argv)
+    # key=value overrides may stand anywhere among the options (``--recipe R epochs=1 --data D``): argparse takes the
+    # first run of them as the positional list, and the rest come back here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -63,10 +63,10 @@ def run_demo(
     Returns:
         The metrics written to ``metrics.json``.
     """
-    from .hub import load_pretrained, load_pretraining
+    from .hub import load_pretrained, load_pretraining_model
 
     start = time.perf_counter()
-    model = load_pretraining(weights)
+    model = load_pretraining_model(weights)
     if model.masker is None:
         raise ValueError(f"{weights} has no masking module (an MAE weight); give a CL-MAE weight, e.g. vit_t_fmnist")
     train_images, train_labels = load_fashion_mnist("train", root=data_root)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import clmae
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.hub import load_pretrained, load_pretraining, registry
-from clmae.hub._io import sha256_file
+from clmae._io import sha256_file
 from clmae.hub.download import ChecksumError
 from clmae.hub.load import resolve
 

@@ -29,7 +29,7 @@ from train_fmnist import run_throughput  # noqa: E402
 
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float  # noqa: E402
 from clmae.hub import load_pretraining, save_pretrained  # noqa: E402
-from clmae.hub._io import sha256_file  # noqa: E402
+from clmae._io import sha256_file  # noqa: E402
 
 NAMES = {"clmae": "vit_tiny_patch4_28.clmae_fmnist", "mae": "vit_tiny_patch4_28.mae_fmnist"}
 TITLES = {"clmae": "CL-MAE", "mae": "MAE"}

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .._overrides import parse_pairs
 from .run import PROTOCOLS, run_eval, summary
 
 _HELP = {
@@ -15,25 +16,15 @@ _HELP = {
 }
 _EPILOG = """options (key=value): seed, device, extract_batch_size, workers, train_limit, val_limit, cache,
 cache_dir, arch, init_seed, revision, the protocol's hyper-parameters (clmae.eval.KnnConfig, LinearProbeConfig,
-FinetuneConfig) and model.KEY=VALUE architecture overrides. Examples:
+FinetuneConfig) and model_kwargs.KEY=VALUE (or model.KEY=VALUE) encoder arguments. Examples:
   clmae eval knn --model raw-pixels --data fmnist --out results/knn_raw.json
-  clmae eval linear --model weights/vit_tiny_patch4_28 --data fmnist mode=cached --out results/linear.json
+  clmae eval linear --model vit_t_fmnist --data fmnist mode=cached --out results/linear.json
   clmae eval finetune --model ckpt.pt --data imagefolder:/data/flowers epochs=20 --out results/ft.json"""
-
-
-def _parse_kv(items: list[str]) -> dict[str, str]:
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"options are key=value pairs, got {item!r} (e.g. epochs=10, train_limit=5000)")
-        options[key.strip().replace("-", "_")] = value.strip()
-    return options
 
 
 def _handler(args: argparse.Namespace) -> int:
     try:
-        options = _parse_kv(args.options)
+        options = parse_pairs(args.overrides)
         result = run_eval(args.protocol, args.model, args.data, options, args.out)
     except (ValueError, FileNotFoundError) as e:
         print(f"clmae eval {args.protocol}: error: {e}", file=sys.stderr)
@@ -66,17 +57,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--data", required=True, help="fmnist, fmnist:/folder, fmnist-sample or imagefolder:/folder")
         p.add_argument("--out", default=None, help="result JSON file (default: print it)")
-        p.add_argument("options", nargs="*", metavar="key=value", help="options and hyper-parameters")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="options and hyper-parameters")
         p.set_defaults(func=_handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``eval`` on its own: ``python -m clmae.eval.cli knn --model ... --data ...``."""
-    parser = argparse.ArgumentParser(prog="clmae")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

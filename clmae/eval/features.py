@@ -50,16 +50,6 @@ def default_cache_dir() -> Path:
     return Path(root) / "features"
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA if available, else CPU; anything else as ``torch.device``, checked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device} asked for, but torch sees no CUDA GPU; use device=cpu")
-    return dev
-
-
 def data_config(model: ResolvedModel, encoder: nn.Module | None, data: EvalData) -> dict[str, Any]:
     """Preprocessing: the encoder's ``pretrained_cfg`` (timm's ``resolve_data_config``), the data's for raw pixels."""
     if encoder is None:

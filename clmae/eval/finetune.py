@@ -90,9 +90,7 @@ def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -
     """
     net = model.build(global_pool="avg", fc_norm=True, num_classes=num_classes, drop_path_rate=drop_path)
     state = {k: v for k, v in model.state_dict.items() if not k.startswith(("norm.", "head.", "fc_norm."))}
-    fresh = ("fc_norm.", "head.")
-    model.check_fits(net, state, optional=fresh)
-    net.load_state_dict({**{k: v for k, v in net.state_dict().items() if k.startswith(fresh)}, **state})
+    model.load_into(net, state, optional=("fc_norm.", "head."))
     trunc_normal_(net.head.weight, std=2e-5)
     nn.init.zeros_(net.head.bias)
     return net

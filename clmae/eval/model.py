@@ -14,23 +14,21 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..hub._io import load_torch_checkpoint, read_config, read_safetensors, sha256_file, state_differences
-from ..hub.load import resolve as hub_resolve
-from ..models import create_model, create_pretraining_model, get_arch, list_models
+from .._io import load_torch_checkpoint, read_config, read_safetensors, sha256_file
+from ..hub import build_from_config, load_encoder_state, resolve
+from ..models import PretrainingConfig, create_encoder, create_pretraining_model, get_arch, list_models
 
 RAW_PIXELS = "raw-pixels"
-# Keys of a pretraining state dict that are not the encoder's (method.md section 8): the reference's and clmae's.
+# Keys of a pretraining state dict that are not the encoder's (docs/method.md §8): the reference's and clmae's.
 _NOT_ENCODER = ("masking_net.", "decoder_", "mask_token", "decoder.", "masker.")
 
 
@@ -58,32 +56,24 @@ class ResolvedModel:
         return self.build is None
 
     def encoder(self, **overrides: Any) -> VisionTransformer:
-        """The encoder with its weights (strict load), built with timm ``overrides`` (e.g. ``drop_path_rate``)."""
+        """The encoder with its weights, built with timm ``overrides`` (e.g. ``drop_path_rate``, ``img_size``: the
+        positions are resampled as :func:`clmae.load_pretrained` does, through the same loader)."""
         if self.build is None:
             raise ValueError("raw-pixels has no encoder")
-        model = self.build(**overrides)
-        self.check_fits(model)
-        model.load_state_dict(self.state_dict)
-        return model
+        return self.load_into(self.build(**overrides))
 
-    def check_fits(
+    def load_into(
         self, model: nn.Module, state: dict[str, torch.Tensor] | None = None, optional: tuple[str, ...] = ()
-    ) -> None:
-        """A ``ValueError`` naming the missing, unexpected and mis-shaped keys unless the weights fit ``model``.
+    ) -> nn.Module:
+        """Load the weights (or ``state``, e.g. a subset of them) into ``model``; keys and shapes are checked.
 
         Args:
-            model: the module the weights go into (with ``load_state_dict(strict=True)`` next).
-            state: the weights (default: :attr:`state_dict`); e.g. a subset of them.
+            model: the encoder the weights go into.
+            state: the weights (default: :attr:`state_dict`).
             optional: key prefixes of ``model`` the weights may lack (a fresh head).
         """
         state = self.state_dict if state is None else state
-        missing, unexpected, shapes = state_differences(model, state or {}, optional)
-        if missing or unexpected or shapes:
-            raise ValueError(
-                f"the weights of {self.spec!r} do not fit the architecture {self.info.get('arch')!r}: missing "
-                f"{missing[:5]}, unexpected {unexpected[:5]}, shapes (weights vs architecture) {shapes[:3]}; pass "
-                "arch=NAME (and model.KEY=VALUE overrides) to match how it was built"
-            )
+        return load_encoder_state(model, state or {}, repr(self.spec), optional)
 
 
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -99,7 +89,7 @@ def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _arch_builder(name: str, overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
     get_arch(name)  # a clear error for unknown names
-    return lambda **kw: create_model(name, **{**overrides, **kw})
+    return lambda **kw: create_encoder(name, **{**overrides, **kw})
 
 
 def _from_architecture(name: str, overrides: dict[str, Any], init_seed: int) -> ResolvedModel:
@@ -109,29 +99,12 @@ def _from_architecture(name: str, overrides: dict[str, Any], init_seed: int) -> 
     return ResolvedModel(name, "architecture", info, _arch_builder(name, overrides), state)
 
 
-def _timm_builder(cfg: dict[str, Any], overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
-    """Build from a timm ``config.json``: ``timm.create_model(architecture, **model_args)`` with its preprocessing."""
-    arch = cfg["architecture"]
-    args = {**cfg.get("model_args", {}), **overrides}
-    if not timm.is_model(arch) and arch in list_models():  # a clmae-only name (e.g. vit_tiny_patch4_28)
-        spec = get_arch(arch)
-        arch, args = spec.timm_arch, {**spec.model_args, **args}
-    if not timm.is_model(arch):
-        raise ValueError(f"config.json names architecture {arch!r}, which neither timm nor clmae knows")
-    pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("pretrained_cfg") or {}).items()}
-
-    def build(**kw: Any) -> VisionTransformer:
-        return timm.create_model(arch, pretrained=False, **{"num_classes": 0, **args, "pretrained_cfg": pcfg, **kw})
-
-    return build
-
-
 def _from_files(spec: str, kind: str, config: Path, weights: Path, overrides: dict[str, Any]) -> ResolvedModel:
     cfg = read_config(config)
     info = {"arch": (cfg.get("clmae") or {}).get("arch") or cfg["architecture"], "timm_arch": cfg["architecture"]}
     info.update(file=str(weights), sha256=sha256_file(weights), overrides=overrides)
     state = encoder_state(read_safetensors(weights))
-    return ResolvedModel(spec, kind, info, _timm_builder(cfg, overrides), state)
+    return ResolvedModel(spec, kind, info, lambda **kw: build_from_config(cfg, **{**overrides, **kw}), state)
 
 
 def _from_folder(folder: Path, overrides: dict[str, Any]) -> ResolvedModel:
@@ -149,7 +122,7 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
     The hub downloads (and, for registry weights, verifies) ``config.json`` and ``model.safetensors``; they are
     then read like a local weights folder.
     """
-    src = hub_resolve(spec, revision)
+    src = resolve(spec, revision)
     config, weights = src.file("config.json", None, None), src.file("model.safetensors", None, None)
     resolved = _from_files(spec, "hub", Path(config), Path(weights), overrides)
     resolved.info.update(repo_id=src.repo_id, revision=src.revision)
@@ -157,20 +130,21 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
 
 
 def _arch_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
-    """Architecture and encoder overrides recorded in a checkpoint's ``config``.
+    """Architecture and encoder arguments recorded in a checkpoint's ``config``.
 
     Two layouts: a training run's config (``{"model": NAME, "model_kwargs": {...}}``, clmae's trainer) and a
-    pretraining model's ``.config`` (``{"name": NAME, **create_pretraining_model kwargs}``). Arguments that only the
-    decoder or the masking module take are dropped.
+    :class:`~clmae.models.PretrainingConfig` (``{"arch": NAME, ...}``, or 0.1.0's ``{"name": NAME, ...}``). Arguments
+    that only the decoder or the masking module take are dropped.
     """
     if not isinstance(config, dict):
         return None, {}
     if isinstance(config.get("model"), str):
-        name, kwargs = config["model"], dict(config.get("model_kwargs") or {})
+        pretraining = PretrainingConfig.from_kwargs(config["model"], **dict(config.get("model_kwargs") or {}))
+    elif isinstance(config.get("arch") or config.get("name"), str):
+        pretraining = PretrainingConfig.from_dict(config)
     else:
-        name, kwargs = config.get("name"), dict(config)
-    own = set(inspect.signature(create_pretraining_model).parameters)
-    return name, {k: v for k, v in kwargs.items() if k not in own}
+        return None, {}
+    return pretraining.arch, dict(pretraining.encoder_kwargs)
 
 
 def _from_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> ResolvedModel:
@@ -190,7 +164,7 @@ def _from_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> Resol
     if arch is None:
         raise ValueError(
             f"cannot tell the architecture of {path}; pass arch=NAME with a name from `clmae list` (and "
-            "model.KEY=VALUE for any size overrides it was trained with)"
+            "model_kwargs.KEY=VALUE for any size overrides it was trained with)"
         )
     overrides = {**recorded_overrides, **overrides}
     info = {"arch": arch, "file": str(path), "sha256": sha256_file(path), "overrides": overrides}
@@ -220,7 +194,7 @@ def resolve_model(
     overrides = dict(overrides or {})
     if spec == RAW_PIXELS:
         if overrides or arch:
-            raise ValueError("raw-pixels takes no arch= or model.KEY= options")
+            raise ValueError("raw-pixels takes no arch= or model_kwargs.KEY= options")
         return ResolvedModel(spec, "raw-pixels", {"arch": RAW_PIXELS, "weights": "none"})
     path = Path(spec)
     if path.is_dir():

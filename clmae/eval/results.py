@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+
+from .._version import __version__
 
 
 def device_name(device: torch.device) -> str:
@@ -22,10 +25,6 @@ def device_name(device: torch.device) -> str:
 
 def versions() -> dict[str, str]:
     """Versions of clmae, torch and timm."""
-    import timm
-
-    from .. import __version__
-
     return {
         "clmae": __version__,
         "torch": torch.__version__,

@@ -7,18 +7,21 @@ Python::
     result.metrics["reference"]["top1"]  # 0.8554
 
 Command line: ``clmae eval knn --model raw-pixels --data fmnist --out knn.json`` (``key=value`` options override
-any field of :class:`CommonConfig` and of the protocol's config; ``model.KEY=VALUE`` overrides the architecture).
+any field of :class:`CommonConfig` and of the protocol's config; ``model_kwargs.KEY=VALUE`` overrides the encoder's
+arguments).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._device import resolve_device
+from .._overrides import split_options
+from ..models.config import check_encoder_kwargs
 from .data import resolve_data
 from .features import (
     cache_key,
@@ -27,7 +30,6 @@ from .features import (
     eval_transform_for,
     features_for,
     pil_mode,
-    resolve_device,
     train_transform,
 )
 from .finetune import FinetuneConfig, finetune
@@ -98,68 +100,17 @@ class KnnConfig:
 
 
 _CONFIGS = {"knn": KnnConfig, "linear": LinearProbeConfig, "finetune": FinetuneConfig}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _convert(key: str, value: Any, hint: Any) -> Any:
-    """Convert a command-line string to the field's type; typed Python values pass through."""
-    if not isinstance(value, str):
-        return value
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    optional = type(None) in typing.get_args(hint)
-    base = args[0] if args else hint
-    if optional and value.lower() in ("none", "null", ""):
-        return None
-    try:
-        if base is bool:
-            if value.lower() not in _TRUE + _FALSE:
-                raise ValueError
-            return value.lower() in _TRUE
-        return base(value)
-    except ValueError:
-        raise ValueError(f"option {key}={value!r}: expected {getattr(base, '__name__', base)}") from None
-
-
-def _guess(value: Any) -> Any:
-    """``model.KEY=VALUE`` values: int, float, bool or string."""
-    if not isinstance(value, str):
-        return value
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(value.lower(), value)
-
-
 def parse_options(protocol: str, options: dict[str, Any]) -> tuple[CommonConfig, Any, dict[str, Any]]:
-    """Split ``options`` into the common config, the protocol's config and ``model.*`` overrides (typed).
+    """Split ``options`` into the common config, the protocol's config and ``model_kwargs.*`` encoder arguments.
 
     Raises:
         ValueError: for an unknown protocol, option or value, naming the valid options.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    groups: dict[type, dict[str, Any]] = {CommonConfig: {}, _CONFIGS[protocol]: {}}
-    model_overrides: dict[str, Any] = {}
-    for key, value in options.items():
-        if key.startswith("model."):
-            model_overrides[key[len("model.") :]] = _guess(value)
-            continue
-        for cls in groups:
-            hints = typing.get_type_hints(cls)
-            if key in hints:
-                groups[cls][key] = _convert(key, value, hints[key])
-                break
-        else:
-            valid = sorted(f.name for cls in groups for f in dataclasses.fields(cls))
-            raise ValueError(
-                f"unknown option {key!r} for `clmae eval {protocol}`; valid options: {', '.join(valid)} "
-                "(and model.KEY=VALUE for architecture overrides)"
-            )
-    common = CommonConfig(**groups[CommonConfig])
-    cfg = _CONFIGS[protocol](**groups[_CONFIGS[protocol]])
-    return common, cfg, model_overrides
+    (common, proto), model_overrides = split_options(options, [CommonConfig, _CONFIGS[protocol]], f"clmae eval {protocol}")
+    check_encoder_kwargs(model_overrides)
+    return CommonConfig(**common), _CONFIGS[protocol](**proto), model_overrides
 
 
 def run_eval(
@@ -176,7 +127,7 @@ def run_eval(
         model: ``raw-pixels``, an architecture name, a weights folder, a ``.safetensors`` file or a checkpoint.
         data: ``fmnist``, ``fmnist:/folder``, ``fmnist-sample`` or ``imagefolder:/folder``.
         options: fields of :class:`CommonConfig` and of the protocol's config (strings are converted), plus
-            ``model.KEY`` architecture overrides.
+            ``model_kwargs.KEY`` encoder arguments.
         out: write the result JSON here.
 
     Returns:

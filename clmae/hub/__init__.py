@@ -1,9 +1,29 @@
-"""Pretrained weights: save, publish, download (pinned and verified), load, convert and extract features."""
+"""Pretrained weights as files: the registry, pinned and verified downloads, loading, saving, pushing, converting."""
 
 from .download import ChecksumError
-from .load import load_pretrained, load_pretraining
+from .load import (
+    build_from_config,
+    load_encoder_state,
+    load_pretrained,
+    load_pretraining,
+    load_pretraining_model,
+    resolve,
+)
 from .push import push_to_hub
-from .registry import list_pretrained
+from .registry import WeightEntry, get_weight, list_pretrained
 from .save import save_pretrained
 
-__all__ = ["ChecksumError", "list_pretrained", "load_pretrained", "load_pretraining", "push_to_hub", "save_pretrained"]
+__all__ = [
+    "ChecksumError",
+    "WeightEntry",
+    "build_from_config",
+    "get_weight",
+    "list_pretrained",
+    "load_encoder_state",
+    "load_pretrained",
+    "load_pretraining",
+    "load_pretraining_model",
+    "push_to_hub",
+    "resolve",
+    "save_pretrained",
+]

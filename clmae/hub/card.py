@@ -7,10 +7,8 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ._io import CARD_NAME
-
-_METHOD_TITLE = {"clmae": "CL-MAE", "mae": "MAE"}
-
+from .._io import CARD_NAME
+from ..models import METHOD_TITLES
 
 def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any], checksums: dict[str, str]) -> Path:
     """Write ``folder/README.md``.
@@ -26,7 +24,7 @@ def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any]
         The card's path.
     """
     info = cfg["clmae"]
-    method = _METHOD_TITLE.get(info.get("method") or "", "masked-autoencoder")
+    method = METHOD_TITLES.get(info.get("method") or "", "masked-autoencoder")
     metrics = dict(metadata.get("metrics") or {})
     tags = ["image-feature-extraction", "timm", "clmae", "masked-autoencoder", "self-supervised-learning"]
     tags += [t for t in metadata.get("tags") or [] if t not in tags]

@@ -48,11 +48,12 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _pretrained(args: argparse.Namespace) -> int:
-    from .registry import entries, list_pretrained
+    from .registry import get_weight, list_pretrained
 
-    by_name = {e.name: e for e in entries()}
-    rows = [(name, by_name[name].alias or "", by_name[name].method, status, by_name[name].hub_repo or "-")
-            for name, status in list_pretrained(args.pattern)]  # fmt: skip
+    rows = []
+    for name in list_pretrained(args.pattern):
+        e = get_weight(name)
+        rows.append((name, ",".join(e.aliases), e.method, e.status, e.hub_repo or "-"))
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
     for row in rows:
         print(" ".join(f"{cell:{w}s}" for cell, w in zip(row, widths)) + f" {row[4]}")

@@ -9,8 +9,8 @@ from typing import Any
 import timm
 import torch
 
-from ..models import create_model, create_pretraining_model, get_arch, list_models
-from ._io import check_state, load_torch_checkpoint
+from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
+from .._io import check_state, load_torch_checkpoint
 from .save import save_pretrained
 
 # Reference (facebookresearch/mae, CL-MAE) key prefix -> clmae's. Longest prefixes first; encoder keys are the
@@ -52,7 +52,7 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
 
 
 def rename_reference_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Reference key layout (method.md §8) -> :class:`~clmae.models.CLMAE` keys (``encoder.*``, ``decoder.*``,
+    """Reference key layout (docs/method.md §8) -> :class:`~clmae.models.CLMAE` keys (``encoder.*``, ``decoder.*``,
     ``masker.*``)."""
     out, unknown = {}, []
     for key, value in state.items():
@@ -125,8 +125,8 @@ def _pick_arch(geo: dict[str, Any], name: str | None, num_heads: int | None) -> 
             )
     ref = _arch_defaults(name)
     if any(ref[k] != geo[k] for k in size):
-        raise ValueError(f"architecture {name} has {[ref[k] for k in size]} (in_chans, patch, image), checkpoint "
-                         f"{[geo[k] for k in size]}")  # fmt: skip
+        ours, theirs = [ref[k] for k in size], [geo[k] for k in size]
+        raise ValueError(f"architecture {name} has {ours} (in_chans, patch, image), checkpoint {theirs}")
     overrides = {k: geo[k] for k in ("embed_dim", "depth") if ref[k] != geo[k]}
     return name, overrides
 
@@ -171,11 +171,11 @@ def convert_checkpoint(
     meta = {"method": method, **(metadata or {})}
     meta.setdefault(
         "description",
-        f"{method.upper().replace('CLMAE', 'CL-MAE')} encoder converted from the reference checkpoint "
+        f"{METHOD_TITLES[method]} encoder converted from the reference checkpoint "
         f"`{Path(checkpoint).name}`" + (f" (epoch {info['epoch']})" if "epoch" in info else "") + ".",
     )
     if "decoder_embed_dim" not in geo:  # encoder only
-        encoder = create_model(name, **overrides)
+        encoder = create_encoder(name, **overrides)
         enc_state = {k.removeprefix("encoder."): v for k, v in state.items()}
         check_state(encoder, enc_state, str(checkpoint))
         encoder.load_state_dict(enc_state)

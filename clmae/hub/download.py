@@ -14,7 +14,8 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 
-from ._io import sha256_file
+from .._version import __version__
+from .._io import sha256_file
 
 
 class ChecksumError(ValueError):
@@ -57,7 +58,6 @@ def fetch(
     Returns:
         The local path.
     """
-    from .. import __version__
 
     offline = _offline() if local_files_only is None else local_files_only
     where = f"{repo_id}@{revision or 'main'}/{filename}"

@@ -1,4 +1,6 @@
-"""``load_pretrained`` (the encoder) and ``load_pretraining`` (the whole CL-MAE) from names, Hub repos or folders."""
+"""``load_pretrained`` (the encoder) and ``load_pretraining_model`` (the whole CL-MAE) from names, Hub repos or
+folders, and the two steps every weights loader of clmae shares: :func:`build_from_config`, :func:`load_encoder_state`.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-from ..models import CLMAE, create_pretraining_model
+from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
 from . import registry
-from ._io import (
+from .._io import (
     CONFIG_NAME,
     PRETRAINING_NAME,
     WEIGHTS_NAME,
@@ -80,9 +82,9 @@ class Source:
 
 def _not_published(entry: registry.WeightEntry) -> ValueError:
     recipe = entry.recipe or "<recipe>"
-    cmd = TRAIN_COMMAND.format(recipe=recipe, name=entry.name)
+    cmd = TRAIN_COMMAND.format(recipe=recipe)
     return ValueError(
-        f"{entry.name!r} (alias {entry.alias!r}) is not yet published: {entry.notes or 'no weights are released yet'} "
+        f"{entry.name!r} (alias {', '.join(entry.aliases) or '-'}) is not yet published: {entry.notes or 'no weights are released yet'} "
         f"Train it yourself with:\n  {cmd}\nthen load the weights folder it exports: "
         f"clmae.load_pretrained('runs/{recipe}/export'). Weights available now:\n{registry.describe_available()}"
     )
@@ -168,48 +170,67 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Sou
     raise ValueError(
         f"unknown pretrained weight {name!r}.{registry.suggest(name)} Give a registry name or alias, "
         f"hf-hub:org/repo[@revision], local-dir:/path or a folder. Registry (clmae.list_pretrained()):\n"
-        + "\n".join(f"  {n}: {s}" for n, s in registry.list_pretrained())
+        + "\n".join(f"  {e.name}: {e.status}" for e in registry.entries())
     )
 
 
-def _check_input(model: VisionTransformer, args: tuple) -> None:
-    """Forward pre-hook: an image of the wrong size or channel count gets a message naming the fix."""
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or getattr(model.patch_embed, "dynamic_img_pad", False):
-        return
-    c, (h, w) = model.patch_embed.proj.in_channels, model.patch_embed.img_size
-    if x.shape[1] != c or (model.patch_embed.strict_img_size and tuple(x.shape[2:]) != (h, w)):
-        raise ValueError(
-            f"this model takes images [N, {c}, {h}, {w}], got {list(x.shape)}: preprocess with "
-            "timm.data.create_transform(**timm.data.resolve_data_config({}, model=model)), or load it with "
-            "img_size=... (positions are resampled) or dynamic_img_size=True"
-        )
+def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
+    """A randomly initialised encoder as a weights folder's ``config.json`` describes it.
 
+    ``timm.create_model(architecture, num_classes=..., **model_args, **kwargs)`` with the config's preprocessing as
+    its ``pretrained_cfg``; an ``architecture`` that only clmae knows (e.g. ``vit_tiny_patch4_28``) is built from its
+    timm base.
 
-def _build(cfg: dict[str, Any], kwargs: dict[str, Any]) -> VisionTransformer:
+    Args:
+        cfg: the ``config.json`` content (:func:`clmae._io.read_config`).
+        **kwargs: timm arguments that override the config's (``num_classes``, ``img_size``, ``drop_path_rate``...).
+    """
+    arch = cfg["architecture"]
     args = {**cfg.get("model_args", {}), "num_classes": cfg.get("num_classes", 0), **kwargs}
+    if not timm.is_model(arch) and arch in list_models():
+        spec = get_arch(arch)
+        arch, args = spec.timm_arch, {**spec.model_args, **args}
+    if not timm.is_model(arch):
+        raise ValueError(f"config.json names architecture {arch!r}, which neither timm nor clmae knows")
+    pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("pretrained_cfg") or {}).items()}
+    args.setdefault("pretrained_cfg", {**pcfg, "architecture": arch})
     try:
-        model = timm.create_model(cfg["architecture"], pretrained=False, **args)
+        model = timm.create_model(arch, pretrained=False, **args)
     except (RuntimeError, TypeError, ValueError, AssertionError) as e:
-        raise ValueError(
-            f"config.json does not describe a buildable timm model ({cfg['architecture']}, {args}): {e}"
-        ) from e
+        raise ValueError(f"config.json does not describe a buildable timm model ({arch}, {args}): {e}") from e
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"config.json architecture {cfg['architecture']!r} is not a timm VisionTransformer")
+        raise ValueError(f"config.json architecture {arch!r} is not a timm VisionTransformer")
+    # Keep the advertised input size true when img_size / in_chans were overridden.
+    model.pretrained_cfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
     return model
 
 
-def _load_encoder_state(model: VisionTransformer, state: dict[str, torch.Tensor], where: str) -> None:
+def load_encoder_state(
+    model: VisionTransformer, state: dict[str, torch.Tensor], where: str, optional: tuple[str, ...] = ("head.",)
+) -> VisionTransformer:
+    """Load encoder weights (timm keys) into ``model``; positions are resampled when its ``img_size`` differs.
+
+    Args:
+        model: the encoder (e.g. from :func:`build_from_config` or :func:`clmae.create_model`).
+        state: the weights.
+        where: the weights' origin, for the error message.
+        optional: key prefixes of ``model`` the weights may lack (a fresh classifier head).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: keys or shapes differ (beyond the positions), naming them.
+    """
     pos = state.get("pos_embed")
     if pos is not None and model.pos_embed is not None and pos.shape != model.pos_embed.shape:
         # A different img_size was asked for: resample the positions as timm does.
         prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-        state = {
-            **state,
-            "pos_embed": resample_abs_pos_embed(pos, list(model.patch_embed.grid_size), num_prefix_tokens=prefix),
-        }
-    check_state(model, state, where, optional=("head.",))
+        grid = list(model.patch_embed.grid_size)
+        state = {**state, "pos_embed": resample_abs_pos_embed(pos, grid, num_prefix_tokens=prefix)}
+    check_state(model, state, where, optional=optional)
     model.load_state_dict(state, strict=False)
+    return model
 
 
 def load_pretrained(
@@ -220,7 +241,10 @@ def load_pretrained(
     local_files_only: bool | None = None,
     **kwargs: Any,
 ) -> VisionTransformer:
-    """Load a pretrained encoder: an eval-mode timm ``VisionTransformer``, preprocessing in ``pretrained_cfg``.
+    """Load a pretrained encoder, ready to extract features: a timm ``VisionTransformer`` in eval mode.
+
+    :func:`clmae.create_model` with ``pretrained=True`` gives the same model in train mode (timm's contract), for
+    fine-tuning. No hook is attached: check a batch explicitly with :func:`clmae.check_input`.
 
     Args:
         name_or_path: a registry name or alias (``"vit_b"``, ``"vit_base_patch16_224.mae"``; see
@@ -238,8 +262,7 @@ def load_pretrained(
     cfg = read_config(src.file(CONFIG_NAME, cache_dir, local_files_only))
     weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only)
     state = read_safetensors(weights)
-    model = _build(cfg, kwargs)
-    _load_encoder_state(model, state, str(weights))
+    model = load_encoder_state(build_from_config(cfg, **kwargs), state, str(weights))
     pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["pretrained_cfg"].items()}
     pcfg.update(architecture=cfg["architecture"], source=src.name)
     if src.repo_id is not None:
@@ -251,11 +274,10 @@ def load_pretrained(
     pcfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
     pcfg["num_classes"] = model.num_classes
     model.pretrained_cfg = model.default_cfg = pcfg  # timm keeps default_cfg as an alias
-    model.register_forward_pre_hook(_check_input)
     return model.eval()
 
 
-def load_pretraining(
+def load_pretraining_model(
     name_or_path: str | os.PathLike,
     *,
     revision: str | None = None,
@@ -283,7 +305,15 @@ def load_pretraining(
         )
     path = src.file(PRETRAINING_NAME, cache_dir, local_files_only)
     state = read_safetensors(path)
-    model = create_pretraining_model(**config)
+    model = create_pretraining_model(PretrainingConfig.from_dict(config))
     check_state(model, state, str(path))
     model.load_state_dict(state)
     return model.eval()
+
+
+def load_pretraining(*args: Any, **kwargs: Any) -> CLMAE:
+    """Deprecated name of :func:`load_pretraining_model` (easily confused with :func:`load_pretrained`)."""
+    warnings.warn(
+        "clmae.load_pretraining is deprecated; use clmae.load_pretraining_model", DeprecationWarning, stacklevel=2
+    )
+    return load_pretraining_model(*args, **kwargs)

@@ -8,7 +8,8 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
-from ._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, read_safetensors, sha256_file
+from .._version import __version__
+from .._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, read_safetensors, sha256_file
 
 
 def manifest_entry(folder: str | Path, repo_id: str, commit: str) -> dict[str, Any]:
@@ -65,7 +66,6 @@ def push_to_hub(
     Returns:
         The registry entry (also printed), with ``revision`` = the new commit id.
     """
-    from .. import __version__
 
     folder = Path(folder)
     cfg = read_config(folder)  # refuse folders that would not load

@@ -1,4 +1,4 @@
-"""The weights registry: ``weights/manifest.json``, one reviewed list of every published (or planned) weight."""
+"""The weights registry: ``clmae/hub/manifest.json``, one reviewed list of every published (or planned) weight."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ UNVERIFIED = "unverified"
 NOT_PUBLISHED = "not yet published"
 STATUSES = (PUBLISHED, BUNDLED, UNVERIFIED, NOT_PUBLISHED)
 
-# The reviewed manifest is weights/manifest.json in the source tree; clmae/hub/manifest.json is its packaged copy
-# (a test keeps the two identical). CLMAE_WEIGHTS_MANIFEST points at another file, e.g. a private registry.
-_SOURCE_MANIFEST = Path(__file__).resolve().parents[2] / "weights" / "manifest.json"
-_PACKAGED_MANIFEST = Path(__file__).resolve().parent / "manifest.json"
-# Weights with status "bundled" ship inside the package, one folder per entry (copies of weights/<name>/ files).
+# The one reviewed manifest ships inside the package; CLMAE_WEIGHTS_MANIFEST points at another file, e.g. a private
+# registry.
+MANIFEST = Path(__file__).resolve().parent / "manifest.json"
+# Weights with status "bundled" ship inside the package, one folder per entry.
 BUNDLED_ROOT = Path(__file__).resolve().parent / "bundled"
 
 
@@ -31,7 +30,8 @@ class WeightEntry:
 
     Attributes:
         name: ``arch.tag``, e.g. ``vit_base_patch16_224.mae``.
-        alias: short name, e.g. ``vit_b``.
+        aliases: short names, e.g. ``("vit_b", "clmae_vit_b")``; a CL-MAE weight is ``clmae_*`` (and, as the
+            package's own method, also without the prefix), an MAE weight ``mae_*``.
         method: ``"clmae"`` or ``"mae"``: what trained it.
         arch: the clmae architecture (:func:`clmae.list_models`).
         hub_repo: Hugging Face Hub repository id, ``None`` until published.
@@ -48,7 +48,7 @@ class WeightEntry:
     """
 
     name: str
-    alias: str | None
+    aliases: tuple[str, ...]
     method: str
     arch: str
     hub_repo: str | None
@@ -61,6 +61,11 @@ class WeightEntry:
     recipe: str | None = None
     source: str = ""
     notes: str = ""
+
+    @property
+    def alias(self) -> str | None:
+        """The first (shortest) alias, or ``None``."""
+        return self.aliases[0] if self.aliases else None
 
     @property
     def tag(self) -> str:
@@ -83,16 +88,18 @@ def bundled_folder(entry: WeightEntry) -> Path:
 
 
 def manifest_path() -> Path:
-    """The manifest in use: ``$CLMAE_WEIGHTS_MANIFEST``, the source tree's ``weights/manifest.json``, or the packaged
-    copy."""
+    """The manifest in use: ``$CLMAE_WEIGHTS_MANIFEST``, else the package's ``clmae/hub/manifest.json``."""
     env = os.environ.get("CLMAE_WEIGHTS_MANIFEST")
-    if env:
-        return Path(env)
-    return _SOURCE_MANIFEST if _SOURCE_MANIFEST.is_file() else _PACKAGED_MANIFEST
+    return Path(env) if env else MANIFEST
 
 
 def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
     name = raw.get("name", "?")
+    raw = dict(raw)
+    if "alias" in raw:  # format 1: one alias
+        alias = raw.pop("alias")
+        raw.setdefault("aliases", [alias] if alias else [])
+    raw["aliases"] = tuple(raw.get("aliases") or ())
     try:
         entry = WeightEntry(**raw)
     except TypeError as e:
@@ -126,7 +133,7 @@ def _load(path: Path) -> tuple[WeightEntry, ...]:
     except json.JSONDecodeError as e:
         raise ValueError(f"weights manifest {path} is not valid JSON: {e}") from e
     entries = tuple(_validate(raw, path) for raw in data.get("weights", []))
-    names = [e.name for e in entries] + [e.alias for e in entries if e.alias]
+    names = [e.name for e in entries] + [a for e in entries for a in e.aliases]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"weights manifest {path}: names/aliases used twice: {sorted(dup)}")
@@ -138,31 +145,42 @@ def entries() -> tuple[WeightEntry, ...]:
     return _load(manifest_path())
 
 
-def list_pretrained(pattern: str = "*", *, status: str | None = None) -> list[tuple[str, str]]:
-    """Registry weights whose name or alias matches a shell-style ``pattern``.
+def list_pretrained(filter: str = "*", *, status: str | None = None) -> list[str]:
+    """Names (``arch.tag``) of the registry's weights whose name or an alias matches a shell-style ``filter``, as
+    timm's ``list_pretrained``; the details of each are :func:`get_weight`'s.
 
     Args:
-        pattern: e.g. ``"*mae*"`` or ``"vit_b*"``.
+        filter: e.g. ``"*mae*"`` or ``"vit_b*"``.
         status: only this status (``"published"``, ``"bundled"``, ``"unverified"``, ``"not yet published"``).
 
     Returns:
-        Sorted ``(name, status)`` pairs.
+        Sorted names.
     """
     if status is not None and status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-    out = [
-        (e.name, e.status)
+    return sorted(
+        e.name
         for e in entries()
-        if (fnmatch.fnmatchcase(e.name, pattern) or (e.alias and fnmatch.fnmatchcase(e.alias, pattern)))
-        and (status is None or e.status == status)
-    ]
-    return sorted(out)
+        if any(fnmatch.fnmatchcase(n, filter) for n in (e.name, *e.aliases)) and status in (None, e.status)
+    )
+
+
+def get_weight(name: str) -> WeightEntry:
+    """The registry entry called ``name`` (``arch.tag`` or an alias): status, method, files, licence, metrics.
+
+    Raises:
+        ValueError: no such entry (with close names), or a bare architecture with several weights.
+    """
+    entry = find(name)
+    if entry is None:
+        raise ValueError(f"unknown pretrained weight {name!r}.{suggest(name)} Names: {', '.join(list_pretrained())}")
+    return entry
 
 
 def describe_available() -> str:
     """One line per loadable entry (published or unverified), for error messages."""
     lines = [
-        f"  {e.name}" + (f" (alias {e.alias})" if e.alias else "") + f": {e.method}, {e.status}"
+        f"  {e.name}" + (f" (alias {', '.join(e.aliases)})" if e.aliases else "") + f": {e.method}, {e.status}"
         for e in entries()
         if e.status != NOT_PUBLISHED
     ]
@@ -176,7 +194,7 @@ def find(name: str) -> WeightEntry | None:
     otherwise a ``ValueError`` lists the ``arch.tag`` names to choose from.
     """
     for e in entries():
-        if name in (e.name, e.alias):
+        if name == e.name or name in e.aliases:
             return e
     same_arch = [e for e in entries() if e.arch == name]
     if len(same_arch) == 1:
@@ -189,6 +207,6 @@ def find(name: str) -> WeightEntry | None:
 
 def suggest(name: str) -> str:
     """A "Did you mean" hint for an unknown name."""
-    known = [e.name for e in entries()] + [e.alias for e in entries() if e.alias]
+    known = [n for e in entries() for n in (e.name, *e.aliases)]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     return f" Did you mean: {', '.join(close)}?" if close else ""

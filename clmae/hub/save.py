@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,8 +14,10 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..models import CLMAE, create_pretraining_model, get_arch, list_models
-from ._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, sha256_file
+from .._version import __version__
+from .._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, check_state, sha256_file
+from ..models import CLMAE, PretrainingConfig, get_arch, list_models
+from ..models._registry import default_pretrained_cfg
 from .card import write_model_card
 
 # Encoder arguments that only change training (regularisation), never the weights' layout: left out of config.json.
@@ -70,36 +72,35 @@ def _check_rebuild(architecture: str, model_args: dict[str, Any], state: dict[st
     """Build ``timm.create_model(architecture, **model_args)`` on the meta device; its keys and shapes must match."""
     with torch.device("meta"):
         probe = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
-    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))[:5]
-        extra = sorted(set(got) - set(expected))[:5]
-        shapes = [k for k in set(expected) & set(got) if expected[k] != got[k]][:5]
-        raise ValueError(
-            f"timm.create_model({architecture!r}, **{model_args}) would not rebuild this encoder (missing {missing}, "
-            f"unexpected {extra}, different shapes {shapes}); pass model_args=... with the arguments it was built with"
-        )
+    check_state(
+        probe,
+        state,
+        "this encoder",
+        fix=f"timm.create_model({architecture!r}, **{model_args}) would not rebuild it; pass model_args=... with the "
+        "arguments it was built with",
+    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside ``torch.compile`` (``_orig_mod``) and DDP/FSDP-style (``module``) wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None) or (
-            getattr(model, "module", None) if not isinstance(model, (CLMAE, VisionTransformer)) else None
-        )
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
+    while not isinstance(model, (CLMAE, VisionTransformer)):
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            break
+    return model
 
 
-def _encoder_and_config(model: nn.Module, name: str | None) -> tuple[VisionTransformer, str | None, dict | None]:
+def _encoder_and_config(
+    model: nn.Module, name: str | None
+) -> tuple[VisionTransformer, str | None, PretrainingConfig | None]:
     if isinstance(model, CLMAE):
-        if not model.config:
-            raise ValueError(
-                "this CLMAE has an empty .config, so it cannot be rebuilt; build it with clmae.create_pretraining_model"
-            )
-        return model.encoder, name or model.config["name"], dict(model.config)
+        config = model.config
+        if name is not None and config.arch != name:
+            config = dataclasses.replace(config, arch=name)
+        return model.encoder, config.arch or None, config
     if isinstance(model, VisionTransformer):
         return model, name, None
     raise ValueError(
@@ -108,18 +109,11 @@ def _encoder_and_config(model: nn.Module, name: str | None) -> tuple[VisionTrans
     )
 
 
-def _pretrained_cfg(encoder: VisionTransformer, license_: str) -> dict[str, Any]:
+def _pretrained_cfg(encoder: VisionTransformer, timm_arch: str, license_: str) -> dict[str, Any]:
     src = dict(getattr(encoder, "pretrained_cfg", None) or {})
-    cfg = {k: src[k] for k in _CFG_KEYS if src.get(k) is not None}
+    cfg = {**default_pretrained_cfg(timm_arch), **{k: src[k] for k in _CFG_KEYS if src.get(k) is not None}}
+    cfg.pop("architecture")
     cfg["input_size"] = [encoder.patch_embed.proj.in_channels, *encoder.patch_embed.img_size]
-    cfg.setdefault("interpolation", "bicubic")
-    cfg.setdefault("crop_pct", 0.875)
-    cfg.setdefault("crop_mode", "center")
-    cfg.setdefault("mean", timm.data.IMAGENET_DEFAULT_MEAN)
-    cfg.setdefault("std", timm.data.IMAGENET_DEFAULT_STD)
-    cfg.setdefault("fixed_input_size", True)
-    cfg.setdefault("first_conv", "patch_embed.proj")
-    cfg.setdefault("classifier", "head")
     cfg["num_classes"] = 0
     cfg["license"] = license_
     # A native timm state dict. Without this, timm (<= 1.0.29) keeps the base tag's custom_load=True (its augreg .npz
@@ -179,7 +173,7 @@ def save_pretrained(
     model = _unwrap(model)
     encoder, name, config = _encoder_and_config(model, name)
     try:
-        json.dumps([config, metadata, model_args])
+        json.dumps([config.to_dict() if config else None, metadata, model_args])
     except (TypeError, ValueError) as e:
         raise ValueError(
             f"the model's config, metadata and model_args must be JSON values to go into config.json: {e}"
@@ -192,9 +186,8 @@ def save_pretrained(
     name = name or _infer_arch(encoder, timm_arch)
     args = _structural_args(encoder)
     if config is not None:
-        # Encoder overrides the pretrainer was built with (its **kwargs) that the module does not show, e.g. act_layer.
-        pretrain_args = set(inspect.signature(create_pretraining_model).parameters)
-        args.update({k: v for k, v in config.items() if k not in pretrain_args and k not in args})
+        # Encoder overrides the pretrainer was built with that the module does not show, e.g. act_layer.
+        args.update({k: v for k, v in config.encoder_kwargs.items() if k not in args})
     args.update(model_args or {})
     args = {k: v for k, v in args.items() if k not in _TRAINING_ONLY_ARGS}
     state = _to_storage(encoder.state_dict(), dtype)
@@ -204,13 +197,12 @@ def save_pretrained(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     license_ = metadata.get("license", DEFAULT_LICENSE)
-    method = config["method"] if config else metadata.get("method")
+    method = config.method if config else metadata.get("method")
     save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
     files = [WEIGHTS_NAME]
     if full is not None:
         save_file(full, folder / PRETRAINING_NAME, metadata={"format": "pt"})
         files.append(PRETRAINING_NAME)
-    from .. import __version__
 
     cfg = {
         "architecture": timm_arch,
@@ -218,7 +210,7 @@ def save_pretrained(
         "num_features": encoder.num_features,
         "global_pool": encoder.global_pool,
         "model_args": args,
-        "pretrained_cfg": _pretrained_cfg(encoder, license_),
+        "pretrained_cfg": _pretrained_cfg(encoder, timm_arch, license_),
         "clmae": {
             "arch": name,
             "method": method,
@@ -228,7 +220,7 @@ def save_pretrained(
             "storage_dtype": str(next((v.dtype for v in state.values() if v.is_floating_point()), "")).replace(
                 "torch.", ""
             ),
-            "config": config,
+            "config": config.to_dict() if config else None,
         },
     }
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")

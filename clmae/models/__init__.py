@@ -1,8 +1,13 @@
-"""Models: the timm encoder factory, the MAE decoder, the masking module and the pretraining wrapper."""
+"""Models: the timm encoder factory, the MAE decoder, the masking module and the pretraining wrapper.
+
+This package knows architectures only; names of published weights are the weights registry's (:mod:`clmae.hub`).
+"""
 
 from ._registry import ArchSpec, get_arch, list_models
+from .checks import check_input
+from .config import METHOD_TITLES, METHODS, PretrainingConfig
 from .decoder import MAEDecoder
-from .factory import create_model, create_pretraining_model
+from .factory import create_encoder, create_pretraining_model
 from .masker import MaskingModule
 from .masking import num_keep, random_masking, topk_masking
 from .patches import patchify, unpatchify
@@ -11,10 +16,14 @@ from .pretrainer import CLMAE
 
 __all__ = [
     "CLMAE",
+    "METHODS",
+    "METHOD_TITLES",
     "ArchSpec",
     "MAEDecoder",
     "MaskingModule",
-    "create_model",
+    "PretrainingConfig",
+    "check_input",
+    "create_encoder",
     "create_pretraining_model",
     "get_arch",
     "list_models",

@@ -8,6 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from ._init import init_linear_and_norm
 from .pos_embed import sincos_2d
 
 
@@ -58,6 +59,13 @@ class MAEDecoder(nn.Module):
         )
         self.norm = norm_layer(decoder_embed_dim)
         self.pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """MAE's initialisation (``models_mae.initialize_weights``): Linear xavier-uniform with zero bias, LayerNorm
+        (1, 0), mask token ~ N(0, 0.02^2); the positions stay sin-cos."""
+        init_linear_and_norm(self)
+        nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the pixels of every patch.

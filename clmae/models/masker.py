@@ -8,6 +8,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from ._init import init_linear_and_norm
+
 
 class MaskingModule(nn.Module):
     """Keep-scores for the patch tokens of a (CL-)MAE, learned adversarially/cooperatively with it.
@@ -51,14 +53,7 @@ class MaskingModule(nn.Module):
     def reset_parameters(self) -> None:
         """Reference initialisation: CLS ~ N(0, 0.02^2); Linear xavier-uniform, zero bias; LayerNorm (1, 0)."""
         nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(self)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Score patches.

@@ -8,10 +8,16 @@ from __future__ import annotations
 import torch
 
 
+def check_mask_ratio(mask_ratio: float) -> float:
+    """``mask_ratio`` if it is a number in (0, 1); a ``ValueError`` otherwise."""
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)) or not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio!r}")
+    return float(mask_ratio)
+
+
 def num_keep(num_patches: int, mask_ratio: float) -> int:
     """K = int(L * (1 - mask_ratio)), the number of visible patches (MAE's ``len_keep``)."""
-    if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+    check_mask_ratio(mask_ratio)
     keep = int(num_patches * (1 - mask_ratio))
     if not 1 <= keep < num_patches:
         raise ValueError(

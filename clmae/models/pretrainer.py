@@ -22,6 +22,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from . import losses
+from .checks import check_input
+from .config import PretrainingConfig
 from .decoder import MAEDecoder
 from .masker import MaskingModule
 from .masking import num_keep, random_masking, topk_masking
@@ -45,31 +47,19 @@ def _frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _autocast_enabled(device: torch.device) -> bool:
-    try:
-        return torch.is_autocast_enabled(device.type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_enabled() if device.type == "cuda" else torch.is_autocast_cpu_enabled()
-
-
 class CLMAE(nn.Module):
     """CL-MAE (or plain MAE) pretraining wrapper around a timm ``VisionTransformer``.
 
     Build it with :func:`clmae.create_pretraining_model`. Attributes ``encoder`` (the timm model, the part to keep),
-    ``decoder`` (:class:`MAEDecoder`) and ``masker`` (:class:`MaskingModule`, ``None`` for MAE).
+    ``decoder`` (:class:`MAEDecoder`), ``masker`` (:class:`MaskingModule`, ``None`` for MAE) and ``config`` (the
+    :class:`~clmae.models.config.PretrainingConfig` that rebuilds it: ``create_pretraining_model(model.config)``).
 
     Args:
         encoder: a timm ``VisionTransformer`` with a class token, no register tokens and positions on the class token.
         decoder: the MAE decoder.
         masker: the masking module, or ``None`` for MAE's uniform random masking.
-        mask_ratio: fraction of patches removed in the MAE step (reference: 0.75).
-        norm_pix_loss: per-patch normalised pixel targets (MAE's option; reference CL-MAE script: off).
-        gauss_sigma: width of the Gaussian term (reference: 0.12).
-        gauss_weight: weight of the Gaussian term (reference: 1.0).
-        kl_weight: weight of the KL term (reference: 0.1).
-        kl_batch_scale: the KL term is the batch mean times this (reference: a sum over a per-GPU batch of 256).
-        div_weight: weight of the diversity term (reference: 2.0).
-        div_scale: distance scale inside the diversity term's exponential (reference: 0.1).
+        config: mask ratio, pixel targets and loss weights (its ``arch`` names the encoder's architecture, which
+            ``save_pretrained`` needs); default: the reference values, with ``method`` taken from ``masker``.
     """
 
     def __init__(
@@ -77,14 +67,7 @@ class CLMAE(nn.Module):
         encoder: VisionTransformer,
         decoder: MAEDecoder,
         masker: MaskingModule | None,
-        mask_ratio: float = 0.75,
-        norm_pix_loss: bool = False,
-        gauss_sigma: float = losses.GAUSS_SIGMA,
-        gauss_weight: float = losses.GAUSS_WEIGHT,
-        kl_weight: float = losses.KL_WEIGHT,
-        kl_batch_scale: float = losses.KL_BATCH_SCALE,
-        div_weight: float = losses.DIV_WEIGHT,
-        div_scale: float = losses.DIV_SCALE,
+        config: PretrainingConfig | None = None,
     ) -> None:
         super().__init__()
         if (
@@ -104,23 +87,30 @@ class CLMAE(nn.Module):
                 "the encoder has no final norm on its tokens (timm's global_pool='avg' or fc_norm=True moves it to "
                 "the pooled feature); pretrain with the default global_pool='token', or pass fc_norm=False"
             )
+        method = "mae" if masker is None else "clmae"
+        if config is None:
+            config = PretrainingConfig(arch="", method=method)
+        elif config.method != method:
+            raise ValueError(f"config.method is {config.method!r} but the model is {method!r} (masker={masker!r})")
         self.encoder = encoder
         self.decoder = decoder
         self.masker = masker
+        self.config = config
         self.patch_size = encoder.patch_embed.patch_size[0]
         self.img_size = tuple(encoder.patch_embed.img_size)
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.num_patches = encoder.patch_embed.num_patches
-        self.mask_ratio = mask_ratio
-        self.len_keep = num_keep(self.num_patches, mask_ratio)
-        self.norm_pix_loss = norm_pix_loss
-        self.gauss_sigma = gauss_sigma
-        self.gauss_weight = gauss_weight
-        self.kl_weight = kl_weight
-        self.kl_batch_scale = kl_batch_scale
-        self.div_weight = div_weight
-        self.div_scale = div_scale
-        self.config: dict = {}  # set by create_pretraining_model: its arguments, to rebuild this model
+        self.len_keep = num_keep(self.num_patches, config.mask_ratio)
+
+    @property
+    def mask_ratio(self) -> float:
+        """Fraction of patches hidden in the MAE step."""
+        return self.config.mask_ratio
+
+    @property
+    def norm_pix_loss(self) -> bool:
+        """Whether the targets are per-patch normalised pixels."""
+        return self.config.norm_pix_loss
 
     @property
     def method(self) -> str:
@@ -129,29 +119,7 @@ class CLMAE(nn.Module):
 
     def check_images(self, imgs: torch.Tensor) -> None:
         """Raise a ``ValueError`` unless ``imgs`` is a float ``[N, C, H, W]`` batch this model accepts."""
-        c, (h, w) = self.in_chans, self.img_size
-        expected = f"a float tensor [N, {c}, {h}, {w}]"
-        if not isinstance(imgs, torch.Tensor):
-            raise ValueError(f"images must be {expected}, got {type(imgs).__name__}")
-        if imgs.ndim != 4:
-            raise ValueError(f"images must be {expected}, got shape {tuple(imgs.shape)}")
-        if not imgs.is_floating_point():
-            raise ValueError(
-                f"images must be {expected}, got dtype {imgs.dtype}; convert with imgs.float() / 255 and normalise"
-            )
-        weight_dtype = self.encoder.patch_embed.proj.weight.dtype
-        if imgs.dtype != weight_dtype and not _autocast_enabled(imgs.device):
-            raise ValueError(
-                f"images are {imgs.dtype} but the model's weights are {weight_dtype}; convert them with "
-                f"imgs.to({weight_dtype}) or run under torch.autocast"
-            )
-        if imgs.shape[1] != c:
-            raise ValueError(f"images must have {c} channel(s) ({expected}), got {imgs.shape[1]}")
-        if tuple(imgs.shape[2:]) != (h, w):
-            raise ValueError(
-                f"images must be {h}x{w} ({expected}), got {imgs.shape[2]}x{imgs.shape[3]}; resize or crop them, "
-                "or build the model with img_size=..."
-            )
+        check_input(self.encoder, imgs)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W] -> [N, L, p*p*C]``."""
@@ -242,9 +210,10 @@ class CLMAE(nn.Module):
             pred = self.forward_soft(tokens, scores)  # [N, L, p*p*C]
         errors = losses.patch_errors(pred, self.targets(imgs))  # [N, L]
         rec = losses.soft_reconstruction_loss(errors, scores)
-        gauss = losses.gaussian_loss(scores, self.gauss_sigma, self.gauss_weight)
-        kl = losses.kl_loss(scores, 1.0 - self.mask_ratio, self.kl_weight, self.kl_batch_scale)
-        div = losses.diversity_loss(scores, self.div_weight, self.div_scale)
+        c = self.config
+        gauss = losses.gaussian_loss(scores, c.gauss_sigma, c.gauss_weight)
+        kl = losses.kl_loss(scores, 1.0 - c.mask_ratio, c.kl_weight, c.kl_batch_scale)
+        div = losses.diversity_loss(scores, c.div_weight, c.div_scale)
         loss = lam * rec + gauss + kl + div
         return {"loss": loss, "rec": rec, "gauss": gauss, "kl": kl, "div": div, "scores": scores}
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..hub._io import load_torch_checkpoint
+from .._io import load_torch_checkpoint
 
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 

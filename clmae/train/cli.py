@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..models import METHODS
 from .config import list_recipes
 
 _TRAIN_EPILOG = """examples:
@@ -54,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML/JSON file")
-    p.add_argument("--data", help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N or an ImageFolder root")
+    p.add_argument("--data", help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, imagefolder:FOLDER or FOLDER")
     p.add_argument("--out", help="output folder for config, metrics, checkpoints, pictures and weights")
-    p.add_argument("--method", choices=("clmae", "mae"), help="CL-MAE (learned masks) or the MAE baseline")
+    p.add_argument("--method", choices=METHODS, help="CL-MAE (learned masks) or the MAE baseline")
     p.add_argument("--resume", help="'auto' (newest checkpoint in --out, if any) or a checkpoint file")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model's blocks")
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .._device import check_device
+from .._overrides import parse_pairs, split_options
+from ..models import PretrainingConfig
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
-METHODS = ("clmae", "mae")
 
 
 @dataclass
@@ -32,10 +33,11 @@ class TrainConfig:
         method: ``"clmae"`` (learned curriculum masks) or ``"mae"`` (the baseline; every other code path identical).
         mask_ratio: fraction of patches hidden in the MAE step.
         norm_pix_loss: per-patch normalised pixel targets (MAE's option).
-        model_kwargs: further ``clmae.create_pretraining_model`` arguments (e.g. ``embed_dim``, ``depth``); set one
-            with ``model_kwargs.depth=4``.
-        data: ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the bundled 1,000 images), ``fmnist:FOLDER``,
-            ``synthetic:N`` or an ImageNet-style folder ``ROOT/CLASS/IMAGE``.
+        model_kwargs: further model arguments: :class:`~clmae.models.PretrainingConfig` fields (``decoder_depth``,
+            loss weights) and timm ``VisionTransformer`` arguments (``embed_dim``, ``depth``); set one with
+            ``model_kwargs.depth=4``. Names are checked.
+        data: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the
+            bundled 1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, or ``imagefolder:FOLDER`` / ``FOLDER``.
         num_workers: DataLoader worker processes per GPU.
         epochs: passes over the data; also the length of the curriculum.
         warmup_epochs: linear LR warm-up, in epochs (stepped per iteration).
@@ -48,7 +50,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay on weights of two or more dimensions.
         betas: AdamW betas.
         seed: seed of the initialisation, the data order, the augmentations and MAE's random masks.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: each process's
+            local GPU).
         amp: bf16 autocast on CUDA.
         compile: ``torch.compile`` the encoder blocks, the decoder and the masking module.
         out: output folder.
@@ -94,10 +97,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise a ``ValueError`` naming the first bad field; return ``self``."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        self.pretraining_config()  # method, mask ratio and model_kwargs, checked as the model will be built
         for name in ("epochs", "batch_size", "accum_iter", "save_every", "log_every", "vis_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -112,11 +112,19 @@ class TrainConfig:
             )
         if (self.lr if self.lr is not None else self.base_lr) <= 0:
             raise ValueError("the learning rate must be > 0 (set base_lr or lr)")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check_device(self.device)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         return self
+
+    def pretraining_config(self) -> PretrainingConfig:
+        """The pretraining model this run trains: ``create_pretraining_model(cfg.pretraining_config())``."""
+        for key in ("arch", "method", "mask_ratio", "norm_pix_loss", "encoder_kwargs"):
+            if key in self.model_kwargs:
+                raise ValueError(f"set {key} as a config key of its own, not as model_kwargs.{key}")
+        return PretrainingConfig.from_kwargs(
+            self.model, self.method, mask_ratio=self.mask_ratio, norm_pix_loss=self.norm_pix_loss, **self.model_kwargs
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe dict (tuples become lists)."""
@@ -133,92 +141,18 @@ class TrainConfig:
         return cfg
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
-
-
-def _unknown(key: str) -> ValueError:
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    close = difflib.get_close_matches(key, names, n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown config key {key!r}.{hint} Known keys: {', '.join(names)}")
-
-
-def _parse_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{key} must be true or false, got {value!r}")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` (from YAML/JSON or a command-line string) to the field type ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):  # X | None
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), key)
-    try:
-        if tp is bool:
-            return _parse_bool(value, key)
-        if tp is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            number = float(value) if isinstance(value, str) else value  # "4096", "1e3"
-            if isinstance(number, bool) or number != int(number):
-                raise ValueError
-            return int(number)
-        if tp is float:
-            return float(value)
-        if tp is str:
-            return str(value)
-        if origin is tuple:
-            items = value.strip("()[] ").split(",") if isinstance(value, str) else value
-            return tuple(_coerce(v, a, key) for v, a in zip(items, args, strict=True))
-        if origin is dict:
-            value = yaml.safe_load(value) if isinstance(value, str) else value
-            if not isinstance(value, dict):
-                raise ValueError
-            return dict(value)
-    except (TypeError, ValueError):
-        name = getattr(tp, "__name__", str(tp))
-        raise ValueError(f"config key {key!r} expects {name}, got {value!r}") from None
-    raise TypeError(f"unsupported config type {tp} for {key!r}")
-
-
-def _scalar(text: str) -> Any:
-    """A ``model_kwargs.KEY=VALUE`` value: YAML scalar, with numbers like ``1e-3`` read as floats."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _set(cfg: TrainConfig, key: str, value: Any) -> None:
-    if key.startswith("model_kwargs."):
-        sub = key.split(".", 1)[1]
-        cfg.model_kwargs = {**cfg.model_kwargs, sub: _scalar(value) if isinstance(value, str) else value}
-        return
-    types_ = _field_types()
-    if key not in types_:
-        raise _unknown(key)
-    setattr(cfg, key, _coerce(value, types_[key], key))
+    (fields,), model = split_options({key: value}, [TrainConfig], "clmae train")
+    if model:
+        cfg.model_kwargs = {**cfg.model_kwargs, **model}
+    for name, typed in fields.items():
+        setattr(cfg, name, typed)
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``key=value`` strings (``epochs=100``, ``betas=0.9,0.95``, ``model_kwargs.depth=4``) in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value, e.g. epochs=100")
-        key, value = item.split("=", 1)
-        _set(cfg, key.strip(), value.strip())
+    for key, value in parse_pairs(overrides).items():
+        _set(cfg, key, value)
     return cfg
 
 

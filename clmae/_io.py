@@ -1,4 +1,5 @@
-"""File helpers shared by the hub modules: safetensors and config reading with errors that say what to do."""
+"""File helpers shared across clmae: safetensors, ``config.json`` and torch-checkpoint readers whose errors say
+what to do, the state-dict comparison and sha256."""
 
 from __future__ import annotations
 
@@ -155,13 +156,22 @@ def state_differences(
     return missing, unexpected, shapes
 
 
-def check_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, optional: tuple = ()) -> None:
-    """Same keys and shapes, or a ``ValueError`` naming the differences (keys starting with ``optional`` may be
-    missing: a new classifier head)."""
+def check_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], where: str, optional: tuple = (), fix: str | None = None
+) -> None:
+    """Same keys and shapes, or a ``ValueError`` naming the differences.
+
+    Args:
+        model: the module the weights are for.
+        state: the weights.
+        where: their origin, for the message.
+        optional: key prefixes of ``model`` that ``state`` may lack (a new classifier head).
+        fix: what to do about a mismatch (default: the weights and the config come from different models).
+    """
     missing, unexpected, shapes = state_differences(model, state, tuple(optional))
     if missing or unexpected or shapes:
         raise ValueError(
-            f"weights in {where} do not match the model built from its config.json: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, shapes (file vs model) {shapes[:3]}; the config and the weights come "
-            "from different models"
+            f"weights in {where} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, shapes "
+            f"(weights vs model) {shapes[:3]}; "
+            + (fix or "the config and the weights come from different models")
         )
