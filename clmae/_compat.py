@@ -8,7 +8,6 @@ except ImportError:  # timm < 1.0.12 defines them in optim_factory only
     from timm.optim.optim_factory import param_groups_layer_decay, param_groups_weight_decay
 
 
-
 def autocast_enabled(device: torch.device) -> bool:
     """Whether autocast is on for ``device``'s type."""
     try:

@@ -172,6 +172,5 @@ def check_state(
     if missing or unexpected or shapes:
         raise ValueError(
             f"weights in {where} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, shapes "
-            f"(weights vs model) {shapes[:3]}; "
-            + (fix or "the config and the weights come from different models")
+            f"(weights vs model) {shapes[:3]}; " + (fix or "the config and the weights come from different models")
         )

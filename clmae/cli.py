@@ -12,11 +12,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.train:
         run_train_demo(args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     else:
-        from .data import fmnist_root
+        from .data.spec import parse_data_spec
 
         baseline = None if args.baseline.lower() == "none" else args.baseline
-        root = fmnist_root(args.data) or args.data  # a bare folder of IDX files works too
-        run_demo(args.out, weights=args.weights, baseline=baseline, data_root=root)
+        data = parse_data_spec(args.data)
+        if data.kind == "imagefolder" and data.spec.startswith("imagefolder:"):
+            raise ValueError(f"the demo reads Fashion-MNIST (fmnist, fmnist-sample, fmnist:FOLDER), not {data.spec}")
+        run_demo(args.out, weights=args.weights, baseline=baseline, data_root=data.root)  # a bare IDX folder works too
     return 0
 
 
@@ -63,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .hub.cli import register as register_hub
 
-    register_hub(sub)  # convert, extract, push, pretrained
+    register_hub(sub)  # convert, push, pretrained
 
     from .eval.cli import register as register_eval
 
-    register_eval(sub)  # eval knn|linear|finetune
+    register_eval(sub)  # eval knn|linear|finetune, extract
 
     # key=value overrides may stand anywhere among the options (``--recipe R epochs=1 --data D``): argparse takes the
     # first run of them as the positional list, and the rest come back here.

@@ -19,13 +19,13 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .curriculum import curriculum_factor, curriculum_phase
-from .data import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
+from .data import CLASSES, DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from .data.fashion_mnist import MEAN, STD
 from .eval.features import extract_features
-from .eval.knn import knn_majority_vote, knn_weighted_scores, topk_accuracy
+from .eval.knn import knn_metrics
 from .models import create_pretraining_model
 from .train import build_optimizers, train_step
-from .train.visualize import mask_picture
+from .viz import mask_picture
 
 
 def knn_accuracy(
@@ -36,11 +36,10 @@ def knn_accuracy(
 ) -> dict[str, float]:
     """kNN top-1 of an encoder (``None``: raw pixels) on normalised ``(images, labels)`` pairs: CL-MAE's protocol
     (k=5, Euclidean, majority vote on the mean patch token) and the weighted cosine vote (k=20, T=0.07)."""
-    ftrain, ytrain = extract_features(encoder, TensorDataset(*train), batch_size)
-    ftest, ytest = extract_features(encoder, TensorDataset(*test), batch_size)
-    ref = knn_majority_vote(ftrain["avg"], ytrain, ftest["avg"], 10)
-    weighted = knn_weighted_scores(ftrain["avg"], ytrain, ftest["avg"], 10)
-    return {"reference": topk_accuracy(ref, ytest)["top1"], "weighted": topk_accuracy(weighted, ytest)["top1"]}
+    ftrain, ytrain = extract_features(encoder, TensorDataset(*train), batch_size, features=("avg",))
+    ftest, ytest = extract_features(encoder, TensorDataset(*test), batch_size, features=("avg",))
+    metrics = knn_metrics(ftrain["avg"], ytrain, ftest["avg"], ytest, len(CLASSES))
+    return {"reference": metrics["reference"]["top1"], "weighted": metrics["weighted"]["top1"]}
 
 
 def run_demo(
@@ -83,8 +82,8 @@ def run_demo(
         encoder = load_pretrained(name) if name is not None else None
         acc = knn_accuracy(encoder, train, test)
         results[label] = acc
-        print(f"  {label:<18} kNN top-1: {100 * acc['reference']:.2f}% (k=5, CL-MAE's protocol), "
-              f"{100 * acc['weighted']:.2f}% (k=20 weighted)")  # fmt: skip
+        ref, weighted = 100 * acc["reference"], 100 * acc["weighted"]
+        print(f"  {label:<18} kNN top-1: {ref:.2f}% (k=5, CL-MAE's protocol), {weighted:.2f}% (k=20 weighted)")
 
     mask_picture(model, test[0][:num_shown], (MEAN,), (STD,)).save(out / "masks.png")
     seconds = time.perf_counter() - start
@@ -100,8 +99,8 @@ def run_demo(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(
-        f"Done in {seconds:.0f} s. Wrote {out / 'masks.png'} (rows: image, patches the learned masking module hides, "
-        f"visible input, reconstruction, keep-scores) and {out / 'metrics.json'}"
+        f"Done in {seconds:.0f} s. Wrote {out / 'masks.png'} (labelled rows: the image, the patches the learned "
+        f"masking module hides, the visible input, the reconstruction, the keep-scores) and {out / 'metrics.json'}"
     )
     return metrics
 

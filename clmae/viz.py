@@ -1,13 +1,21 @@
-"""Pictures of what a (CL-)MAE hides and reconstructs, drawn with Pillow (no plotting library needed)."""
+"""Pictures of what a (CL-)MAE hides and reconstructs, drawn with Pillow (no plotting library needed).
+
+:func:`mask_picture` runs a model on a batch and draws it; :func:`mask_grid` draws given tensors. Both are used by
+``clmae demo``, ``clmae train`` (``OUT/vis``) and ``clmae visualize``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from .models import CLMAE
 from .models.patches import patchify, unpatchify
+
+ROW_LABELS = ("image", "hidden", "visible", "reconstruction", "keep-scores")
+_LABEL_WIDTH = 100  # pixels left of the tiles for the row labels
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +33,7 @@ def mask_grid(
     norm_pix_loss: bool = False,
     scale: int = 4,
     pad: int = 2,
+    labels: bool = True,
 ) -> Image.Image:
     """One column per image; rows: image, what is hidden (dark), visible part, reconstruction, keep-scores.
 
@@ -40,6 +49,7 @@ def mask_grid(
         norm_pix_loss: whether ``pred`` is per-patch normalised.
         scale: nearest-neighbour magnification.
         pad: white border between tiles, in pixels after magnification.
+        labels: name each row at its left (:data:`ROW_LABELS`).
 
     Returns:
         An RGB ``PIL.Image``.
@@ -62,11 +72,27 @@ def mask_grid(
         rows.append(unpatchify(sc, patch_size, c))
     tiles = [_to_uint8(r) for r in rows]
     tile_h, tile_w = h * scale + pad, w * scale + pad
-    canvas = Image.new("RGB", (n * tile_w + pad, len(tiles) * tile_h + pad), "white")
+    left = _LABEL_WIDTH if labels else 0
+    canvas = Image.new("RGB", (left + n * tile_w + pad, len(tiles) * tile_h + pad), "white")
+    draw = ImageDraw.Draw(canvas)
     for r, row in enumerate(tiles):
+        if labels:
+            draw.text((4, pad + r * tile_h + tile_h // 2 - 6), ROW_LABELS[r], fill=(0, 0, 0))
         for i in range(n):
             arr = row[i].permute(1, 2, 0).numpy()
             img = Image.fromarray(arr[..., 0] if c == 1 else arr)  # uint8: "L" or "RGB"
             img = img.resize((w * scale, h * scale), Image.NEAREST).convert("RGB")
-            canvas.paste(img, (pad + i * tile_w, pad + r * tile_h))
+            canvas.paste(img, (left + pad + i * tile_w, pad + r * tile_h))
     return canvas
+
+
+@torch.no_grad()
+def mask_picture(model: CLMAE, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
+    """:func:`mask_grid` of ``model`` on ``images`` (normalised ``[N, C, H, W]`` on the model's device): the image,
+    hidden patches, visible part, reconstruction and (CL-MAE) keep-scores, one column per image, rows labelled."""
+    was_training = model.training
+    model.eval()
+    out = model.forward_mae(images, torch.Generator(images.device).manual_seed(0))
+    scores = model.masker(model.embed(images)) if model.masker is not None else None
+    model.train(was_training)
+    return mask_grid(images, out["mask"], out["pred"], model.patch_size, mean, std, scores, model.norm_pix_loss)

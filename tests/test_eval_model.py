@@ -91,7 +91,7 @@ def test_safetensors_file_needs_an_architecture(tmp_path):
     m = resolve_model(str(path), arch="vit_tiny_patch4_28", overrides=TINY)
     assert m.info["sha256"] == _sha(path)
     assert _same(m.encoder().state_dict(), model.encoder.state_dict())
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match="do not match"):
         resolve_model(str(path), arch="vit_tiny_patch4_28").encoder()  # full-size architecture: shapes differ
 
 
@@ -99,7 +99,7 @@ def test_clmae_checkpoint_with_its_config(tmp_path):
     torch.manual_seed(6)
     model = clmae.create_pretraining_model("vit_tiny_patch4_28", "clmae", **PRETRAIN_TINY)
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": model.state_dict(), "config": model.config, "epoch": 3}, path)
+    torch.save({"model": model.state_dict(), "config": model.config.to_dict(), "epoch": 3}, path)
     m = resolve_model(str(path))
     assert m.kind == "checkpoint" and m.info["arch"] == "vit_tiny_patch4_28"
     assert _same(m.encoder().state_dict(), model.encoder.state_dict())
@@ -220,17 +220,17 @@ def test_truncated_checkpoint_is_named_as_such(tmp_path):
 def test_weights_that_do_not_fit_name_the_keys(tmp_path):
     torch.manual_seed(12)
     state = clmae.create_model("vit_tiny_patch4_28", **TINY).state_dict()
-    state["pos_embed"] = torch.zeros(1, 17, 32)  # another image size
+    state["cls_token"] = torch.zeros(1, 1, 16)  # another width
     state["extra.weight"] = torch.zeros(2)
     del state["blocks.1.mlp.fc2.bias"]
     save_file(state, tmp_path / "w.safetensors")
     m = resolve_model(str(tmp_path / "w.safetensors"), arch="vit_tiny_patch4_28", overrides=TINY)
-    with pytest.raises(ValueError, match="do not fit") as err:
+    with pytest.raises(ValueError, match="do not match") as err:
         m.encoder()
     message = str(err.value)
     assert "blocks.1.mlp.fc2.bias" in message and "extra.weight" in message
-    assert "pos_embed (1, 17, 32) vs (1, 50, 32)" in message
+    assert "cls_token (1, 1, 16) vs (1, 1, 32)" in message
     from clmae.eval.finetune import build_classifier
 
-    with pytest.raises(ValueError, match=r"pos_embed \(1, 17, 32\) vs \(1, 50, 32\)"):
+    with pytest.raises(ValueError, match=r"cls_token \(1, 1, 16\) vs \(1, 1, 32\)"):
         build_classifier(m, num_classes=3, drop_path=0.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import tiny_pretrainer
 
-from clmae.hub import load_pretrained, load_pretraining
+from clmae.hub import load_pretrained, load_pretraining_model
 from clmae.hub.convert import convert_checkpoint, load_reference_checkpoint
 
 
@@ -50,7 +50,7 @@ def test_clmae_checkpoint_reproduces_outputs_and_losses(tmp_path, images):
     model = _perturbed("clmae")
     ckpt = _save_reference(model, tmp_path / "checkpoint-7.pth", mask_ratio=0.75, norm_pix_loss=False)
     folder = convert_checkpoint(ckpt, tmp_path / "out", num_heads=2, decoder_num_heads=2)
-    full = load_pretraining(folder)
+    full = load_pretraining_model(folder)
     assert full.method == "clmae"
     with torch.no_grad():
         a, b = full.forward_mae(images), model.forward_mae(images)
@@ -68,9 +68,9 @@ def test_clmae_checkpoint_reproduces_outputs_and_losses(tmp_path, images):
 
 def test_mae_checkpoint_and_args(tmp_path, images):
     model = _perturbed("mae")
-    model.norm_pix_loss = True  # the reference args say so: the converted model must follow them
+    model.config.norm_pix_loss = True  # the reference args say so: the converted model must follow them
     ckpt = _save_reference(model, tmp_path / "mae.pth", mask_ratio=0.75, norm_pix_loss=True)
-    full = load_pretraining(convert_checkpoint(ckpt, tmp_path / "out", num_heads=2, decoder_num_heads=2))
+    full = load_pretraining_model(convert_checkpoint(ckpt, tmp_path / "out", num_heads=2, decoder_num_heads=2))
     assert full.method == "mae" and full.masker is None and full.norm_pix_loss
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -12,7 +12,7 @@ from conftest import tiny_pretrainer
 from safetensors.torch import load_file
 
 import clmae.hub.load as hub_load
-from clmae.hub import ChecksumError, load_pretrained, load_pretraining, save_pretrained
+from clmae.hub import ChecksumError, load_pretrained, load_pretraining_model, save_pretrained
 
 REPO = "clmae-test/vit_tiny_patch4_28.fmnist"
 # Loading the pinned repository by hf-hub:name (unpinned) warns; the tests that do it on purpose expect that.
@@ -91,7 +91,7 @@ def test_pretraining_model_from_hub(hub, folder, tmp_path, monkeypatch, images):
     _manifest(
         tmp_path, monkeypatch, folder, commit, files=("config.json", "model.safetensors", "pretraining.safetensors")
     )
-    full = load_pretraining("tiny_f", cache_dir=tmp_path / "c")
+    full = load_pretraining_model("tiny_f", cache_dir=tmp_path / "c")
     ref = load_file(folder / "pretraining.safetensors")
     assert all(torch.equal(full.state_dict()[k], v) for k, v in ref.items())
 
@@ -100,7 +100,7 @@ def test_pinned_entry_refuses_unlisted_files(hub, folder, tmp_path, monkeypatch)
     commit = hub.add_folder(REPO, folder)
     _manifest(tmp_path, monkeypatch, folder, commit)  # lists config.json and model.safetensors only
     with pytest.raises(ValueError, match=r"no sha256 for pretraining\.safetensors"):
-        load_pretraining("tiny_f", cache_dir=tmp_path / "c")
+        load_pretraining_model("tiny_f", cache_dir=tmp_path / "c")
     assert not [r for r in hub.requests if "pretraining" in r[1]]
 
 

@@ -10,7 +10,7 @@ from _hub_server import serve
 from conftest import tiny_pretrainer
 from safetensors.torch import load_file
 
-from clmae.hub import load_pretrained, load_pretraining, push_to_hub, save_pretrained
+from clmae.hub import load_pretrained, load_pretraining_model, push_to_hub, save_pretrained
 
 REPO = "clmae-test/vit_tiny_patch4_28.fmnist_demo"
 
@@ -47,7 +47,7 @@ def test_save_push_load_roundtrip(hub, tmp_path, monkeypatch, capsys, images):
     assert all(torch.equal(encoder.state_dict()[k], v) for k, v in ref.items())
     with torch.no_grad():
         assert torch.equal(encoder(images), model.encoder(images))
-    full = load_pretraining("demo", cache_dir=tmp_path / "c")
+    full = load_pretraining_model("demo", cache_dir=tmp_path / "c")
     assert torch.equal(full.forward_masker(images, 1.0)["loss"], model.forward_masker(images, 1.0)["loss"])
     by_timm = timm.create_model(f"hf-hub:{REPO}@{commit}", pretrained=True).eval()
     with torch.no_grad():

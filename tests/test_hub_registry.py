@@ -5,13 +5,27 @@ from pathlib import Path
 
 import pytest
 
+import clmae
 from clmae.hub import list_pretrained, load_pretrained, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_packaged_manifest_is_the_reviewed_one():
-    assert (ROOT / "clmae" / "hub" / "manifest.json").read_bytes() == (ROOT / "weights" / "manifest.json").read_bytes()
+def test_one_manifest_read_from_a_checkout_as_from_an_install(monkeypatch):
+    monkeypatch.delenv("CLMAE_WEIGHTS_MANIFEST", raising=False)
+    assert registry.manifest_path() == ROOT / "clmae" / "hub" / "manifest.json"
+    copies = [p for p in ROOT.rglob("manifest.json") if ".venv" not in p.parts and "build" not in p.parts]
+    assert copies == [ROOT / "clmae" / "hub" / "manifest.json"]
+
+
+def test_aliases_are_symmetric_between_the_methods():
+    for e in registry.entries():
+        prefixed = [a for a in e.aliases if a.startswith(f"{e.method}_")]
+        assert prefixed, f"{e.name} ({e.method}) has no {e.method}_ alias: {e.aliases}"
+        other = "mae" if e.method == "clmae" else "clmae"
+        assert not any(a.startswith(f"{other}_") for a in e.aliases)
+    assert registry.get_weight("clmae_vit_t_fmnist") is registry.get_weight("vit_t_fmnist")
+    assert registry.get_weight("mae_vit_t_fmnist").method == "mae"
 
 
 def test_manifest_entries():
@@ -29,13 +43,18 @@ def test_manifest_entries():
 
 
 def test_list_pretrained():
+    # Names, as timm's list_pretrained; the status is the entry's.
     assert list_pretrained("*mae") == [
-        ("vit_base_patch16_224.mae", "unverified"),
-        ("vit_huge_patch14_224.mae", "unverified"),
-        ("vit_large_patch16_224.mae", "unverified"),
+        "vit_base_patch16_224.mae",
+        "vit_huge_patch14_224.mae",
+        "vit_large_patch16_224.mae",
     ]
-    assert list_pretrained("vit_b") == [("vit_base_patch16_224.clmae_in1k", "not yet published")]
+    assert list_pretrained("vit_b") == ["vit_base_patch16_224.clmae_in1k"]
+    assert clmae.get_weight("vit_b").status == "not yet published"
     assert list_pretrained(status="published") == []
+    assert list_pretrained(status="bundled") == ["vit_tiny_patch4_28.clmae_fmnist", "vit_tiny_patch4_28.mae_fmnist"]
+    with pytest.raises(ValueError, match="unknown pretrained weight 'vit_bb'"):
+        clmae.get_weight("vit_bb")
     with pytest.raises(ValueError, match="status must be one of"):
         list_pretrained(status="done")
 

@@ -1,4 +1,4 @@
-"""save_pretrained / load_pretrained / load_pretraining on local folders, and timm loading those folders."""
+"""save_pretrained / load_pretrained / load_pretraining_model on local folders, and timm loading those folders."""
 
 import json
 
@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 import clmae
-from clmae.hub import load_pretrained, load_pretraining, save_pretrained
+from clmae.hub import load_pretrained, load_pretraining_model, save_pretrained
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_folder_layout_is_timm_format(folder, pretrainer):
     assert pc["input_size"] == [1, 28, 28] and pc["license"] == "mit"
     assert pc["mean"] == [0.2860] and pc["std"] == [0.3530] and pc["crop_pct"] == 1.0
     assert cfg["clmae"]["arch"] == "vit_tiny_patch4_28"
-    assert cfg["clmae"]["config"] == pretrainer.config
+    assert cfg["clmae"]["config"] == pretrainer.config.to_dict()
     # The encoder file has exactly the keys of the timm model that config.json describes, built independently.
     ref = timm.create_model(cfg["architecture"], num_classes=0, **cfg["model_args"]).state_dict()
     enc = load_file(folder / "model.safetensors")
@@ -96,7 +96,7 @@ def test_timm_loads_the_folder(folder, pretrainer, images):
 
 
 def test_load_pretraining_reproduces_losses(folder, pretrainer, images):
-    full = load_pretraining(folder)
+    full = load_pretraining_model(folder)
     assert full.config == pretrainer.config
     assert not full.encoder.pos_embed.requires_grad and not full.decoder.pos_embed.requires_grad
     for k, v in pretrainer.state_dict().items():
@@ -116,7 +116,7 @@ def test_encoder_only_folder(tmp_path, images):
     with torch.no_grad():
         assert torch.equal(load_pretrained(folder)(images), enc(images))
     with pytest.raises(ValueError, match="encoder only"):
-        load_pretraining(folder)
+        load_pretraining_model(folder)
 
 
 def test_fine_tune_kwargs(folder, pretrainer):
@@ -153,19 +153,22 @@ def test_wrong_config_errors(folder):
     with pytest.raises(ValueError, match="lacks architecture, pretrained_cfg"):
         load_pretrained(folder)
     cfg_path.write_text(json.dumps({**cfg, "model_args": {**cfg["model_args"], "embed_dim": 64}}))
-    with pytest.raises(ValueError, match=r"do not match the model built from its config\.json"):
+    with pytest.raises(ValueError, match=r"do not match the model: .*come from different models"):
         load_pretrained(folder)
     cfg_path.unlink()
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         load_pretrained(folder)
 
 
-def test_wrong_image_size_error(folder):
+def test_wrong_image_size_error_from_the_explicit_check(folder):
     model = load_pretrained(folder)
-    with pytest.raises(ValueError, match=r"takes images \[N, 1, 28, 28\], got \[2, 1, 32, 32\]"):
-        model(torch.zeros(2, 1, 32, 32))
-    with pytest.raises(ValueError, match=r"takes images \[N, 1, 28, 28\], got \[2, 3, 28, 28\]"):
-        model(torch.zeros(2, 3, 28, 28))
+    assert not model._forward_pre_hooks and not model._forward_hooks  # a plain timm model: no hidden hook
+    clmae.check_input(model, torch.zeros(2, 1, 28, 28))  # fits: no error
+    with pytest.raises(ValueError, match=r"must be 28x28 \(a float tensor \[N, 1, 28, 28\]\), got 32x32"):
+        clmae.check_input(model, torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"must have 1 channel\(s\) .* got 3; preprocess with timm"):
+        clmae.check_input(model, torch.zeros(2, 3, 28, 28))
+    clmae.check_input(load_pretrained(folder, img_size=32), torch.zeros(2, 1, 32, 32))  # positions resampled
 
 
 def test_save_unwraps_compile_and_ddp_style_wrappers(pretrainer, tmp_path, images):

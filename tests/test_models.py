@@ -1,10 +1,12 @@
+import json
+
 import pytest
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
 import clmae
-from clmae.models import get_arch
+from clmae.models import MAEDecoder, get_arch, sincos_2d
 
 REQUIRED = [
     "vit_tiny_patch16_224",
@@ -102,9 +104,35 @@ def test_pretraining_model_arguments():
 def test_config_rebuilds_the_same_model():
     torch.manual_seed(0)
     model = clmae.create_pretraining_model("vit_tiny_patch4_28", embed_dim=48, depth=2, num_heads=3, masker_depth=2)
-    rebuilt = clmae.create_pretraining_model(**model.config)
+    rebuilt = clmae.create_pretraining_model(model.config)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert rebuilt.config == model.config
+    # Through JSON (config.json) and from the flat layout of clmae 0.1.0 weights.
+    assert clmae.PretrainingConfig.from_dict(json.loads(json.dumps(model.config.to_dict()))) == model.config
+    flat = {k: v for k, v in model.config.to_dict().items() if k not in ("arch", "encoder_kwargs")}
+    legacy = {"name": "vit_tiny_patch4_28", **flat, "embed_dim": 48, "depth": 2, "num_heads": 3}
+    assert clmae.PretrainingConfig.from_dict(legacy) == model.config
+
+
+def test_decoder_and_masker_initialise_themselves_as_mae():
+    torch.manual_seed(0)
+    decoder = MAEDecoder(num_patches=16, embed_dim=8, decoder_embed_dim=8, depth=1, num_heads=2, patch_size=2)
+    for m in decoder.modules():
+        if isinstance(m, torch.nn.Linear):  # xavier-uniform: |w| <= sqrt(6 / (fan_in + fan_out)), zero bias
+            bound = (6 / (m.in_features + m.out_features)) ** 0.5
+            assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.5 * bound
+            assert torch.count_nonzero(m.bias) == 0
+        elif isinstance(m, torch.nn.LayerNorm):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+    assert 0.005 < decoder.mask_token.std() < 0.05  # N(0, 0.02^2)
+    assert torch.equal(decoder.pos_embed, sincos_2d(8, 4, cls_token=True)[None])
+
+
+def test_model_arguments_are_checked_with_suggestions():
+    with pytest.raises(ValueError, match=r"unknown model argument 'dpeth' \(did you mean depth"):
+        clmae.create_pretraining_model("vit_tiny_patch4_28", dpeth=2)
+    with pytest.raises(ValueError, match="method must be one of"):
+        clmae.PretrainingConfig("vit_tiny_patch4_28", method="simclr")
 
 
 def test_mae_initialisation():

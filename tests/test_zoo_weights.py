@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 import clmae
-from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
-from clmae.hub import load_pretrained, load_pretraining, registry
 from clmae._io import sha256_file
+from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
+from clmae.hub import load_pretrained, load_pretraining_model, registry
 from clmae.hub.download import ChecksumError
 from clmae.hub.load import resolve
 
@@ -65,7 +65,7 @@ def test_golden_outputs(name, one_thread):
     # features carry information: different garments give clearly different features
     assert torch.cdist(pooled, pooled).fill_diagonal_(float("inf")).min() > 0.1
 
-    model = load_pretraining(name)
+    model = load_pretraining_model(name)
     torch.testing.assert_close(model.encoder.state_dict()["pos_embed"], encoder.state_dict()["pos_embed"])
     if "scores" in golden:
         with torch.no_grad():
@@ -121,7 +121,7 @@ def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
         load_pretrained("vit_t_fmnist")
     (copy / "pretraining.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="lacks a file of the bundled weight"):
-        load_pretraining("vit_t_fmnist")
+        load_pretraining_model("vit_t_fmnist")
     source = resolve("vit_t_fmnist")
     (copy / "extra.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=r"lists no sha256 for extra\.safetensors"):

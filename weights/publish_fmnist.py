@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "weights")]
 from train_fmnist import run_throughput  # noqa: E402
 
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float  # noqa: E402
-from clmae.hub import load_pretraining, save_pretrained  # noqa: E402
+from clmae.hub import load_pretraining_model, save_pretrained  # noqa: E402
 from clmae._io import sha256_file  # noqa: E402
 
 NAMES = {"clmae": "vit_tiny_patch4_28.clmae_fmnist", "mae": "vit_tiny_patch4_28.mae_fmnist"}
@@ -52,7 +52,7 @@ def golden_outputs(folder: Path) -> dict[str, torch.Tensor]:
     x = golden_input()
     encoder = load_pretrained(folder)
     out = {"input": x, "features": encoder.forward_features(x), "pooled": encoder(x)}
-    model = load_pretraining(folder)
+    model = load_pretraining_model(folder)
     if model.masker is not None:
         out["scores"] = model.masker(model.embed(x))
     return {k: v.contiguous() for k, v in out.items()}
@@ -140,7 +140,7 @@ def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[
             "epochs={epochs} warmup_epochs={warmup_epochs:g} batch_size={batch_size} base_lr={base_lr:g} "
             "save_every={save_every} keep_checkpoints=1 log_every=50"
         ).format(**train_config)
-        model = load_pretraining(published)
+        model = load_pretraining_model(published)
         row = summary["results"][TITLES[method]]
         metrics = {
             f"{key}_top1": by_model(row, key)[f"{method}_s{seed}"]

@@ -198,9 +198,9 @@ def store_half(run: Path, method: str, epochs: int, command: str) -> Path:
     """``run/published``: the run's exported weights stored in float16, with the model card's facts."""
     import torch
 
-    from clmae.hub import load_pretraining, save_pretrained
+    from clmae.hub import load_pretraining_model, save_pretrained
 
-    model = load_pretraining(run / "export")
+    model = load_pretraining_model(run / "export")
     title = "CL-MAE" if method == "clmae" else "MAE"
     metadata = {
         "license": "apache-2.0",

@@ -1,23 +1,21 @@
-"""Turn a data spec string (``fmnist``, ``fmnist-sample``, ``synthetic:N``, a folder) into a pretraining data set."""
+"""Turn a data spec (:mod:`clmae.data.spec`) into a pretraining data set."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, fmnist_root, load_fashion_mnist, to_float
+from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from .fashion_mnist import MEAN as FMNIST_MEAN
 from .fashion_mnist import STD as FMNIST_STD
 from .imagefolder import ImageFolderImages
 from .sampler import SeededDataset
+from .spec import SPECS, parse_data_spec
 from .synthetic import SyntheticImages
 from .transforms import eval_transform, pretrain_transform
-
-SPECS = "fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N or an ImageNet-style folder ROOT/CLASS/IMAGE"
 
 
 @dataclass
@@ -63,9 +61,10 @@ def build_pretraining_data(spec: str, in_chans: int, img_size: int | Sequence[in
     """The data set named by ``spec``, checked against the model's input.
 
     Args:
-        spec: ``fmnist`` (Debian's Fashion-MNIST training split), ``fmnist-sample`` (the 1,000 bundled images),
-            ``fmnist:FOLDER`` (IDX files in FOLDER), ``synthetic:N`` (N smooth random images of the model's size)
-            or a folder ``ROOT/CLASS/IMAGE`` (RGB; MAE's augmentation).
+        spec: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST training split),
+            ``fmnist-sample`` (the 1,000 bundled images), ``fmnist:FOLDER`` (IDX files in FOLDER), ``synthetic:N`` (N
+            smooth random images of the model's size) or ``imagefolder:FOLDER`` / ``FOLDER`` (``FOLDER/CLASS/IMAGE``,
+            RGB; MAE's augmentation).
         in_chans: the model's input channels.
         img_size: the model's input size.
         seed: seed of the synthetic set.
@@ -74,23 +73,21 @@ def build_pretraining_data(spec: str, in_chans: int, img_size: int | Sequence[in
         A :class:`PretrainingData`.
     """
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    root = fmnist_root(spec)
-    if root is not None:
+    parsed = parse_data_spec(spec)
+    if parsed.kind == "fmnist":
+        root = parsed.root
         images, _ = load_fashion_mnist("train", root=root)
         _check_shape(spec, (1, *images.shape[1:]), in_chans, size)
         ds = SeededDataset(_TensorImages(to_float(images)))
         where = {SAMPLE_ROOT: "bundled sample", DEBIAN_ROOT: "Debian's dataset-fashion-mnist"}.get(root, root)
         return PretrainingData(ds, ds, (FMNIST_MEAN,), (FMNIST_STD,), f"Fashion-MNIST train ({where}), {len(ds)}")
-    if spec.startswith("synthetic:"):
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"synthetic data needs a count, e.g. synthetic:256, got {spec!r}") from None
+    if parsed.kind == "synthetic":
+        n = parsed.count
         ds = SeededDataset(SyntheticImages(n, (in_chans, *size), seed))
         return PretrainingData(ds, ds, (0.0,) * in_chans, (1.0,) * in_chans, f"{n} synthetic images")
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"data {spec!r} is not a folder that exists, nor one of: {SPECS}")
+    path = parsed.root
+    if not path.is_dir():
+        raise FileNotFoundError(f"data {spec!r}: {path} is not a folder that exists; give one of: {SPECS}")
     if in_chans != 3 or size[0] != size[1]:
         raise ValueError(f"image folders give square RGB images; model {in_chans} channels, {size} px does not fit")
     source = ImageFolderImages(path)

@@ -27,11 +27,13 @@ def eval_transform(
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
     crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
 ) -> T.Compose:
-    """MAE's evaluation transform: resize to ``img_size / crop_pct`` (256 for 224), center-crop ``img_size``."""
+    """MAE's evaluation transform: resize to ``img_size / crop_pct`` (256 for 224) with the ``interpolation`` filter,
+    center-crop ``img_size``."""
     return T.Compose(
         [
-            T.Resize(int(img_size / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
+            T.Resize(int(img_size / crop_pct), interpolation=T.InterpolationMode(interpolation)),
             T.CenterCrop(img_size),
             T.ToTensor(),
             T.Normalize(mean, std),

@@ -1,4 +1,4 @@
-"""``clmae eval knn|linear|finetune``: the command line of the evaluation harness."""
+"""``clmae eval knn|linear|finetune`` and ``clmae extract``: the command line of evaluation and inference."""
 
 from __future__ import annotations
 
@@ -37,8 +37,26 @@ def _handler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from .extract import extract_folder
+
+    out = extract_folder(
+        args.model,
+        args.images,
+        args.out,
+        features=tuple(args.features.split(",")),
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        revision=args.revision,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``eval`` (with sub-commands ``knn``, ``linear``, ``finetune``) to the ``clmae`` sub-commands."""
+    """Add ``eval`` (sub-commands ``knn``, ``linear``, ``finetune``) and ``extract`` to the ``clmae`` sub-commands."""
     ev = subparsers.add_parser("eval", help="evaluate an encoder: kNN, linear probe or fine-tuning")
     protocols = ev.add_subparsers(dest="protocol", required=True, metavar="{knn,linear,finetune}")
     for name in PROTOCOLS:
@@ -59,3 +77,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--out", default=None, help="result JSON file (default: print it)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="options and hyper-parameters")
         p.set_defaults(func=_handler)
+
+    p = subparsers.add_parser("extract", help="encode a folder of images with a pretrained encoder")
+    p.add_argument("model", help="registry name/alias, hf-hub:org/repo[@rev], local-dir:/path or a weights folder")
+    p.add_argument("images", help="folder of images (searched recursively)")
+    p.add_argument("out", help="output .safetensors file (tensors per feature, file names in its metadata)")
+    p.add_argument("--features", default="pooled", help="comma list of pooled,cls,avg,patch (default: pooled)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--num-workers", type=int, default=0, help="image decoding processes (default: 0)")
+    p.add_argument("--revision", help="Hub revision (default: the registry's pinned commit)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_extract)

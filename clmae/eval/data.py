@@ -25,12 +25,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from ..data.fashion_mnist import CLASSES, MEAN, STD, fmnist_root, load_fashion_mnist
+from ..data.fashion_mnist import CLASSES, load_fashion_mnist
+from ..data.spec import parse_data_spec
+from ..models._registry import FMNIST_CFG, SMALL_RGB_CFG
 
 SPLITS = ("train", "val")
-# Preprocessing of raw pixels (no model to ask): the whole image, normalised.
-_FMNIST_CFG = {"input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (MEAN,), "std": (STD,), "crop_pct": 1.0}
-_FOLDER_CFG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 1.0}
+# Preprocessing of raw pixels (no model to ask): the whole image, normalised, as the small architectures'.
+_FMNIST_CFG, _FOLDER_CFG = FMNIST_CFG, SMALL_RGB_CFG
 
 
 class TensorImages(Dataset):
@@ -121,12 +122,12 @@ def _fingerprint(files: list[Path], root: Path) -> str:
 
 def resolve_data(spec: str) -> EvalData:
     """Resolve a data spec (see the module docstring) into an :class:`EvalData`; clear errors for bad specs."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError("--data must be 'fmnist', 'fmnist:/folder', 'fmnist-sample' or 'imagefolder:/folder'")
-    root = fmnist_root(spec)
-    if root is not None:
-        return _fmnist(spec, root)
-    root = Path(spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec)
+    parsed = parse_data_spec(spec)
+    if parsed.kind == "fmnist":
+        return _fmnist(spec, parsed.root)
+    if parsed.kind == "synthetic":
+        raise ValueError(f"{spec!r} has no labels to evaluate with; use fmnist, fmnist-sample or imagefolder:FOLDER")
+    root = parsed.root
     if not root.is_dir():
         raise FileNotFoundError(
             f"data {spec!r}: {root} is not a folder. Use 'fmnist', 'fmnist-sample' or an ImageFolder root that holds "

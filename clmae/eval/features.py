@@ -31,6 +31,7 @@ from .model import ResolvedModel
 
 FEATURE_VERSION = 1  # bump when what is extracted changes, so that old cache entries are not reused
 POOLS = ("cls", "avg")
+FEATURES = ("cls", "avg", "pooled", "patch")
 
 
 @dataclass
@@ -70,11 +71,8 @@ def eval_transform_for(cfg: dict[str, Any]) -> T.Compose:
             f"{cfg['input_size']} with crop_mode {crop_mode!r}: set a square input_size and crop_mode 'center' in "
             "its config.json"
         )
-    tf = eval_transform(size[0], **{k: cfg[k] for k in ("mean", "std", "crop_pct") if cfg.get(k) is not None})
-    resize = tf.transforms[0]
-    assert isinstance(resize, T.Resize), "clmae.data.eval_transform starts with the resize"
-    resize.interpolation = T.InterpolationMode(cfg.get("interpolation") or "bicubic")  # the model's filter
-    return tf
+    keys = ("mean", "std", "crop_pct", "interpolation")
+    return eval_transform(size[0], **{k: cfg[k] for k in keys if cfg.get(k)})
 
 
 def pil_mode(cfg: dict[str, Any]) -> str:
@@ -87,42 +85,64 @@ def extract_features(
     encoder: nn.Module | None,
     dataset: Dataset,
     batch_size: int = 256,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     num_workers: int = 0,
     desc: str | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Features of every item of ``dataset`` (``(image [C, H, W], label)`` pairs), in order.
+    features: tuple[str, ...] = ("cls", "avg"),
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Features of every item of ``dataset``, in order: the one extraction loop of evaluation, the demo and
+    ``clmae extract``.
 
     Args:
-        encoder: a timm ``VisionTransformer``, or ``None`` for raw pixels.
-        dataset: the images.
+        encoder: a timm ``VisionTransformer``, or ``None`` for raw pixels (every feature is the flattened image).
+        dataset: ``(image [C, H, W], label)`` pairs, or images alone.
         batch_size: images per forward pass.
         device: where the encoder runs.
         num_workers: data-loading processes.
         desc: show a progress bar (on a terminal only) with this title.
+        features: any of :data:`FEATURES`: ``cls`` (class token after the final norm, MAE's linear probe),
+            ``avg`` (mean of the patch tokens, CL-MAE's kNN), ``pooled`` (the model's own pooling,
+            ``forward_head(pre_logits=True)``) and ``patch`` (all patch tokens, ``[N, L, D]``).
 
     Returns:
-        ``({"cls": [N, D], "avg": [N, D]}, labels [N])``, float32 on the CPU.
+        ``({feature: float32 tensor on the CPU}, labels [N] or None)``.
     """
+    bad = [f for f in features if f not in FEATURES]
+    if bad or not features:
+        raise ValueError(f"features must be among {FEATURES}, got {list(features)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device)
     if encoder is not None:
         encoder = encoder.to(dev).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    cls, avg, labels = [], [], []
+    out: dict[str, list[torch.Tensor]] = {f: [] for f in features}
+    labels = []
     # disable=None: the bar shows on a terminal only, never in logs or tests
-    for x, y in tqdm(loader, desc=desc, unit="batch", disable=None if desc else True):
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=None if desc else True):
+        x, y = batch if isinstance(batch, (list, tuple)) else (batch, None)
+        if y is not None:
+            labels.append(y)
         if encoder is None:
-            cls.append(x.flatten(1))
-        else:
-            tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
+            for f in features:
+                out[f].append(x.flatten(1).float())
+            continue
+        tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
+        patches = tokens[:, encoder.num_prefix_tokens :]
+        for f in features:
+            if f == "cls":
+                value = tokens[:, 0]
+            elif f == "avg":
+                value = patches.mean(1)
+            elif f == "pooled":
+                value = encoder.forward_head(tokens, pre_logits=True)
+            else:
+                value = patches
             # clone: a slice is a view that would keep the whole [B, L, D] batch alive
-            cls.append(tokens[:, 0].float().cpu().clone())
-            avg.append(tokens[:, encoder.num_prefix_tokens :].mean(1).float().cpu())
-        labels.append(y)
-    if not labels:
+            out[f].append(value.float().cpu().clone())
+    if not out[features[0]]:
         raise ValueError("the data set is empty: there are no images to extract features from")
-    cls_t = torch.cat(cls)
-    return {"cls": cls_t, "avg": cls_t if encoder is None else torch.cat(avg)}, torch.cat(labels).long()
+    return {f: torch.cat(v) for f, v in out.items()}, torch.cat(labels).long() if labels else None
 
 
 def cache_key(model: ResolvedModel, data: EvalData, cfg: dict[str, Any], limits: dict[str, Any]) -> str:

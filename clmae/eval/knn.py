@@ -15,6 +15,8 @@ Tie rules (documented, tested):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 REFERENCE_K = 5  # CL-MAE reference: k = 5, Euclidean, majority vote on globally pooled patch tokens
@@ -156,3 +158,45 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
     hits = order == labels[:, None]
     n = max(labels.shape[0], 1)
     return {f"top{k}": hits[:, :k].any(1).sum().item() / n for k in ks if k <= scores.shape[1]}
+
+
+def knn_metrics(
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    val: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    *,
+    k: int = 5,
+    k_weighted: int = 20,
+    temperature: float = 0.07,
+    variant: str = "both",
+    chunk_size: int = 1024,
+) -> dict[str, Any]:
+    """kNN accuracy of validation features against training features, with both votes (docs/method.md §7).
+
+    Args:
+        train: training features ``[N, D]``.
+        train_labels: ``[N]``.
+        val: validation features ``[M, D]``.
+        val_labels: ``[M]``.
+        num_classes: C.
+        k: neighbours of CL-MAE's majority vote (Euclidean).
+        k_weighted: neighbours of the weighted cosine vote.
+        temperature: temperature of the weighted vote.
+        variant: ``both``, ``reference`` (majority vote) or ``weighted``.
+        chunk_size: validation rows per distance matrix product.
+
+    Returns:
+        ``{"reference": {"top1": ...}, "weighted": {"top1": ..., "top5": ...}, "top1": ...}`` (``top1``: the
+        reference vote's when it ran).
+    """
+    metrics: dict[str, Any] = {}
+    if variant in ("both", "reference"):
+        votes = knn_majority_vote(train, train_labels, val, num_classes, k, chunk_size)
+        metrics["reference"] = topk_accuracy(votes, val_labels, (1,))
+    if variant in ("both", "weighted"):
+        scores = knn_weighted_scores(train, train_labels, val, num_classes, k_weighted, temperature, chunk_size)
+        metrics["weighted"] = topk_accuracy(scores, val_labels)
+    metrics["top1"] = metrics["reference" if "reference" in metrics else "weighted"]["top1"]
+    return metrics

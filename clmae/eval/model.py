@@ -73,7 +73,8 @@ class ResolvedModel:
             optional: key prefixes of ``model`` the weights may lack (a fresh head).
         """
         state = self.state_dict if state is None else state
-        return load_encoder_state(model, state or {}, repr(self.spec), optional)
+        fix = "pass arch=NAME (and model_kwargs.KEY=VALUE overrides) to match how it was built"
+        return load_encoder_state(model, state or {}, repr(self.spec), optional, fix)
 
 
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from .features import (
     train_transform,
 )
 from .finetune import FinetuneConfig, finetune
-from .knn import knn_majority_vote, knn_weighted_scores, topk_accuracy
+from .knn import knn_metrics
 from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
 from .model import resolve_model
 from .results import EvalResult, device_name
@@ -100,6 +100,8 @@ class KnnConfig:
 
 
 _CONFIGS = {"knn": KnnConfig, "linear": LinearProbeConfig, "finetune": FinetuneConfig}
+
+
 def parse_options(protocol: str, options: dict[str, Any]) -> tuple[CommonConfig, Any, dict[str, Any]]:
     """Split ``options`` into the common config, the protocol's config and ``model_kwargs.*`` encoder arguments.
 
@@ -108,7 +110,8 @@ def parse_options(protocol: str, options: dict[str, Any]) -> tuple[CommonConfig,
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    (common, proto), model_overrides = split_options(options, [CommonConfig, _CONFIGS[protocol]], f"clmae eval {protocol}")
+    configs = [CommonConfig, _CONFIGS[protocol]]
+    (common, proto), model_overrides = split_options(options, configs, f"clmae eval {protocol}")
     check_encoder_kwargs(model_overrides)
     return CommonConfig(**common), _CONFIGS[protocol](**proto), model_overrides
 
@@ -164,7 +167,19 @@ def run_eval(
         feature_info = {"cache_file": feats.cache_file, "reused": cached_before}
         sizes = (feats.train_labels.numel(), feats.val_labels.numel())
         if protocol == "knn":
-            metrics = _knn(feats, dataset.num_classes, cfg)
+            p = cfg.pool
+            metrics = knn_metrics(
+                feats.train[p],
+                feats.train_labels,
+                feats.val[p],
+                feats.val_labels,
+                dataset.num_classes,
+                k=cfg.k,
+                k_weighted=cfg.k_weighted,
+                temperature=cfg.temperature,
+                variant=cfg.variant,
+                chunk_size=cfg.chunk_size,
+            )
         elif cfg.mode == "cached":
             p = cfg.pool
             metrics = linear_probe_cached(
@@ -233,21 +248,6 @@ def _cache_exists(resolved, dataset, prep, common: CommonConfig) -> bool:
     limits = {"train": common.train_limit, "val": common.val_limit}
     folder = Path(common.cache_dir) if common.cache_dir else default_cache_dir()
     return (folder / f"{cache_key(resolved, dataset, prep, limits)}.safetensors").is_file()
-
-
-def _knn(feats, num_classes: int, cfg: KnnConfig) -> dict[str, Any]:
-    train, val = feats.train[cfg.pool], feats.val[cfg.pool]
-    metrics: dict[str, Any] = {}
-    if cfg.variant in ("both", "reference"):
-        votes = knn_majority_vote(train, feats.train_labels, val, num_classes, cfg.k, cfg.chunk_size)
-        metrics["reference"] = topk_accuracy(votes, feats.val_labels, (1,))
-    if cfg.variant in ("both", "weighted"):
-        scores = knn_weighted_scores(
-            train, feats.train_labels, val, num_classes, cfg.k_weighted, cfg.temperature, cfg.chunk_size
-        )
-        metrics["weighted"] = topk_accuracy(scores, feats.val_labels)
-    metrics["top1"] = metrics["reference" if "reference" in metrics else "weighted"]["top1"]
-    return metrics
 
 
 def summary(result: EvalResult) -> str:

@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from .._io import CARD_NAME
 from ..models import METHOD_TITLES
 
+
 def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any], checksums: dict[str, str]) -> Path:
     """Write ``folder/README.md``.
 

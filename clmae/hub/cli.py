@@ -1,4 +1,4 @@
-"""The ``convert``, ``extract``, ``push`` and ``pretrained`` subcommands of the ``clmae`` command line."""
+"""The ``convert``, ``push`` and ``pretrained`` subcommands of the ``clmae`` command line."""
 
 from __future__ import annotations
 
@@ -19,24 +19,6 @@ def _convert(args: argparse.Namespace) -> int:
         metadata=meta,
     )
     print(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
-    return 0
-
-
-def _extract(args: argparse.Namespace) -> int:
-    from .extract import extract_folder
-
-    out = extract_folder(
-        args.model,
-        args.images,
-        args.out,
-        features=tuple(args.features.split(",")),
-        batch_size=args.batch_size,
-        device=args.device,
-        num_workers=args.num_workers,
-        progress=not args.quiet,
-        revision=args.revision,
-    )
-    print(f"wrote {out}")
     return 0
 
 
@@ -61,7 +43,7 @@ def _pretrained(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``convert``, ``extract``, ``push`` and ``pretrained`` to the ``clmae`` command's subparsers."""
+    """Add ``convert``, ``push`` and ``pretrained`` to the ``clmae`` command's subparsers."""
     p = subparsers.add_parser("convert", help="reference CL-MAE/MAE checkpoint (.pth) -> Hub-ready weights folder")
     p.add_argument("checkpoint", help="reference training checkpoint {model, optimizer, epoch, scaler, args}")
     p.add_argument("out", help="output folder (config.json, model.safetensors, pretraining.safetensors, README.md)")
@@ -72,18 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--license", help="licence of the weights for the model card (default: apache-2.0)")
     p.add_argument("--dataset", action="append", help="pretraining dataset for the model card (repeatable)")
     p.set_defaults(func=_convert)
-
-    p = subparsers.add_parser("extract", help="encode a folder of images with a pretrained encoder")
-    p.add_argument("model", help="registry name/alias, hf-hub:org/repo[@rev], local-dir:/path or a weights folder")
-    p.add_argument("images", help="folder of images (searched recursively)")
-    p.add_argument("out", help="output .safetensors file (tensors per feature, file names in its metadata)")
-    p.add_argument("--features", default="pooled", help="comma list of pooled,cls,avg,patch (default: pooled)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--num-workers", type=int, default=0, help="image decoding processes (default: 0)")
-    p.add_argument("--revision", help="Hub revision (default: the registry's pinned commit)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_extract)
 
     p = subparsers.add_parser("push", help="upload a weights folder to the Hugging Face Hub, print its registry entry")
     p.add_argument("folder", help="a folder written by clmae.save_pretrained or clmae convert")

@@ -9,8 +9,8 @@ from typing import Any
 import timm
 import torch
 
-from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
 from .._io import check_state, load_torch_checkpoint
+from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
 from .save import save_pretrained
 
 # Reference (facebookresearch/mae, CL-MAE) key prefix -> clmae's. Longest prefixes first; encoder keys are the

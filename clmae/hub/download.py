@@ -14,8 +14,8 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 
-from .._version import __version__
 from .._io import sha256_file
+from .._version import __version__
 
 
 class ChecksumError(ValueError):

@@ -15,8 +15,6 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
-from . import registry
 from .._io import (
     CONFIG_NAME,
     PRETRAINING_NAME,
@@ -25,6 +23,8 @@ from .._io import (
     read_config,
     read_safetensors,
 )
+from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
+from . import registry
 from .download import check_sha256, fetch
 
 TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
@@ -83,8 +83,9 @@ class Source:
 def _not_published(entry: registry.WeightEntry) -> ValueError:
     recipe = entry.recipe or "<recipe>"
     cmd = TRAIN_COMMAND.format(recipe=recipe)
+    aliases = ", ".join(entry.aliases) or "-"
     return ValueError(
-        f"{entry.name!r} (alias {', '.join(entry.aliases) or '-'}) is not yet published: {entry.notes or 'no weights are released yet'} "
+        f"{entry.name!r} (alias {aliases}) is not yet published: {entry.notes or 'no weights are released yet'} "
         f"Train it yourself with:\n  {cmd}\nthen load the weights folder it exports: "
         f"clmae.load_pretrained('runs/{recipe}/export'). Weights available now:\n{registry.describe_available()}"
     )
@@ -206,7 +207,11 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
 
 
 def load_encoder_state(
-    model: VisionTransformer, state: dict[str, torch.Tensor], where: str, optional: tuple[str, ...] = ("head.",)
+    model: VisionTransformer,
+    state: dict[str, torch.Tensor],
+    where: str,
+    optional: tuple[str, ...] = ("head.",),
+    fix: str | None = None,
 ) -> VisionTransformer:
     """Load encoder weights (timm keys) into ``model``; positions are resampled when its ``img_size`` differs.
 
@@ -215,6 +220,7 @@ def load_encoder_state(
         state: the weights.
         where: the weights' origin, for the error message.
         optional: key prefixes of ``model`` the weights may lack (a fresh classifier head).
+        fix: what the error message tells to do about a mismatch.
 
     Returns:
         ``model``.
@@ -228,7 +234,7 @@ def load_encoder_state(
         prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
         grid = list(model.patch_embed.grid_size)
         state = {**state, "pos_embed": resample_abs_pos_embed(pos, grid, num_prefix_tokens=prefix)}
-    check_state(model, state, where, optional=optional)
+    check_state(model, state, where, optional=optional, fix=fix)
     model.load_state_dict(state, strict=False)
     return model
 

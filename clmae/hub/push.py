@@ -8,8 +8,8 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
-from .._version import __version__
 from .._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, read_safetensors, sha256_file
+from .._version import __version__
 
 
 def manifest_entry(folder: str | Path, repo_id: str, commit: str) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._version import __version__
 from .._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, check_state, sha256_file
+from .._version import __version__
 from ..models import CLMAE, PretrainingConfig, get_arch, list_models
 from ..models._registry import default_pretrained_cfg
 from .card import write_model_card

@@ -4,7 +4,7 @@ from torch import nn
 
 
 def init_linear_and_norm(module: nn.Module) -> None:
-    """MAE's init of every sub-module: ``nn.Linear`` xavier-uniform with zero bias, ``nn.LayerNorm`` weight 1, bias 0."""
+    """MAE's init of every sub-module: ``nn.Linear`` xavier-uniform, zero bias; ``nn.LayerNorm`` weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)

@@ -21,7 +21,6 @@ from .pos_embed import sincos_2d
 from .pretrainer import CLMAE
 
 
-
 def _set_sincos(encoder: VisionTransformer) -> None:
     grid = encoder.patch_embed.grid_size
     if grid[0] != grid[1]:

@@ -7,11 +7,11 @@ A checkpoint ``OUT/checkpoint-EEEE.pt`` (EEEE = epochs completed) holds::
     masker_optimizer  AdamW state of the masking module (None for MAE)
     epoch             epochs completed (the next epoch to run)
     step              optimizer updates completed (the schedule's position)
-    lam               lambda_cl of the last completed epoch; curriculum: {"epoch", "epochs", "lam"}
+    global_batch      images per update (a resume must keep it)
     config            the TrainConfig as a plain dict
-    rng               rank 0's random states: torch, cuda, numpy, python
-    rng_ranks         every process's random states, in rank order (restored when the process count matches)
-    metrics           the per-epoch records so far (for plots)
+    rng_ranks         every process's random states (torch, cuda, numpy, python), in rank order: each process
+                      restores its own when the process count matches, else rank 0's carry over
+    metrics           the per-epoch records so far (lambda_cl, losses; for plots)
 
 The data order, the augmentations and MAE's random masks are functions of (seed, epoch, position), so resuming at
 an epoch boundary continues exactly as an uninterrupted run.

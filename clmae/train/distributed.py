@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._device import resolve_device
 from ..models.pretrainer import CLMAE
 
 
@@ -52,18 +53,16 @@ def init_distributed(device: str = "auto") -> DistInfo:
     NCCL on CUDA, gloo on CPU. Without ``torchrun`` (no ``WORLD_SIZE``) this is a single process.
 
     Args:
-        device: ``auto`` (CUDA when available), ``cuda`` or ``cpu``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (one process only).
     """
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = resolve_device(device)
+    use_cuda = dev.type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+        if world_size > 1 or dev.index is None:  # under torchrun each process takes its local GPU
+            dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, local_rank, world_size, dev)

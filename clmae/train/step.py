@@ -7,7 +7,7 @@ AdamW step every iteration. clmae does not reproduce that side effect.
 Gradient accumulation: pass the batch as a list of micro-batches. The MAE accumulates its gradient over all of them
 and takes one update; then the masking module accumulates over the same micro-batches (through the just-updated
 encoder and decoder) and takes one update. The masking module's KL and diversity terms are statistics of each
-micro-batch, exactly as they are statistics of each GPU's batch under data parallelism (method.md section 4).
+micro-batch, exactly as they are statistics of each GPU's batch under data parallelism (docs/method.md §4).
 """
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ def build_optimizers(
     return mae, masker
 
 
+def compile_in_place(model: CLMAE) -> CLMAE:
+    """``torch.compile`` the encoder blocks, the decoder and the masking module in place: parameter names (and so
+    checkpoints) stay those of the plain model."""
+    for module in (model.encoder.blocks, model.decoder, model.masker):
+        if module is not None:
+            module.compile()
+    return model
+
+
 def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (no gradient scaler needed); full precision elsewhere."""
     if enabled and device.type == "cuda":
@@ -70,7 +79,7 @@ def train_step(
     sync_masker_grads: Callable[[nn.Module], None] | None = None,
     return_masks: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """One full iteration (method.md section 4): MAE update, then masking-module update, on ``images``.
+    """One full iteration (docs/method.md §4): MAE update, then masking-module update, on ``images``.
 
     No value is copied to the host: the returned scalars are detached device tensors, to ``.item()`` only when
     logging.

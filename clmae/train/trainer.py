@@ -20,7 +20,7 @@ Commands (``--resume auto`` continues from the newest checkpoint in ``--out``; `
 
 Per batch: one MAE update, then one masking-module update (:func:`clmae.train.train_step`), two AdamW optimizers on
 one per-iteration warm-up + cosine schedule, LR = base_lr * effective batch / 256, lambda_cl per epoch
-(method.md sections 4-6). Outputs in ``--out``: ``config.yaml``, ``metrics.jsonl``, ``checkpoint-EEEE.pt``,
+(docs/method.md §4-6). Outputs in ``--out``: ``config.yaml``, ``metrics.jsonl``, ``checkpoint-EEEE.pt``,
 ``vis/masks-EEEE.png``, ``history.png`` and, at the end, ``export/`` (Hub-ready weights). In ``metrics.jsonl`` the
 records every ``log_every`` updates are rank 0's own values (its last micro-batch for the mask statistics); the
 ``"type": "epoch"`` records are means over the epoch and over all processes.
@@ -42,6 +42,7 @@ from tqdm import tqdm
 from ..curriculum import curriculum_factor, curriculum_phase
 from ..data import GlobalBatchSampler, build_pretraining_data, item_seed
 from ..models import create_pretraining_model
+from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
     find_resume,
@@ -65,8 +66,8 @@ from .distributed import (
 from .export import export_pretrained
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .schedule import lr_at, peak_lr, set_lr
-from .step import build_optimizers, train_step
-from .visualize import mask_picture, plot_history
+from .step import build_optimizers, compile_in_place, train_step
+from .visualize import plot_history
 
 LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
 # Fields that may change when a run is resumed; any other difference is an error.
@@ -144,9 +145,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
 
     # Model: the same initialisation on every process (DDP broadcasts rank 0's weights anyway).
     torch.manual_seed(cfg.seed)
-    model = create_pretraining_model(
-        cfg.model, cfg.method, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, **cfg.model_kwargs
-    ).to(device)
+    model = create_pretraining_model(cfg.pretraining_config()).to(device)
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
 
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
@@ -184,17 +183,15 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if masker_opt is not None:
             masker_opt.load_state_dict(state["masker_optimizer"])
         start_epoch, step, history, last_ckpt = state["epoch"], state["step"], list(state["metrics"]), ckpt
-        per_rank = state.get("rng_ranks") or []
+        per_rank = state["rng_ranks"]
         if len(per_rank) == info.world_size:  # every process continues its own random streams
             set_rng_state(per_rank[info.rank])
         elif master:  # another process count: only rank 0's streams carry over
-            set_rng_state(state["rng"])
+            set_rng_state(per_rank[0])
         if master:
             print(f"resumed from {ckpt}: {start_epoch} epochs, {step} updates done")
-    if cfg.compile:  # in place: parameter names (and checkpoints) stay those of the plain model
-        for module in (model.encoder.blocks, model.decoder, model.masker):
-            if module is not None:
-                module.compile()
+    if cfg.compile:
+        compile_in_place(model)
     ddp = wrap_ddp(model, info)
     sync_masker = all_reduce_grads if info.distributed else None
 
@@ -274,10 +271,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                         "epoch": epoch + 1,
                         "step": step,
                         "global_batch": global_batch,
-                        "lam": lam,
-                        "curriculum": {"epoch": epoch, "epochs": cfg.epochs, "lam": lam},
                         "config": cfg.to_dict(),
-                        "rng": rng_ranks[0],
                         "rng_ranks": rng_ranks,
                         "metrics": history,
                     },

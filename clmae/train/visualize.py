@@ -1,18 +1,16 @@
-"""Pictures of a run: learned masks and reconstructions (:func:`clmae.viz.mask_grid`), and a plot of lambda_cl and
-the losses over training, drawn with Pillow (no plotting library needed)."""
+"""Pictures of a run: a plot of lambda_cl and the losses over training (Pillow, no plotting library needed), and
+``clmae visualize`` (a checkpoint's masks through :func:`clmae.viz.mask_picture`, and its history)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
 
-from ..models.pretrainer import CLMAE
-from ..viz import mask_grid
+from ..viz import mask_picture
 
 # (key in the epoch records, label, colour)
 _LOSSES = [
@@ -21,19 +19,6 @@ _LOSSES = [
     ("masker_loss", "masker loss", (44, 160, 44)),
 ]
 _LAMBDA = [("lam", "lambda_cl", (214, 39, 40))]
-
-
-@torch.no_grad()
-def mask_picture(model: CLMAE, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
-    """Grid of ``images`` (normalised ``[N, C, H, W]`` on the model's device): the image, hidden patches, visible
-    part, reconstruction and (CL-MAE) keep-scores, one column per image."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():  # a picture: no autograd graph
-        out = model.forward_mae(images, torch.Generator(images.device).manual_seed(0))
-        scores = model.masker(model.embed(images)) if model.masker is not None else None
-    model.train(was_training)
-    return mask_grid(images, out["mask"], out["pred"], model.patch_size, mean, std, scores, model.norm_pix_loss)
 
 
 def _panel(
@@ -106,17 +91,12 @@ def visualize_checkpoint(
     from ..data import build_pretraining_data
     from ..models import create_pretraining_model
     from .checkpoint import load_checkpoint
+    from .config import TrainConfig
 
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
-    model = create_pretraining_model(
-        cfg["model"],
-        cfg["method"],
-        mask_ratio=cfg["mask_ratio"],
-        norm_pix_loss=cfg["norm_pix_loss"],
-        **cfg["model_kwargs"],
-    )
+    model = create_pretraining_model(TrainConfig.from_dict(cfg).pretraining_config())
     model.load_state_dict(state["model"])
     pdata = build_pretraining_data(data or cfg["data"], model.in_chans, model.img_size, cfg["seed"])
     n = min(num_images, len(pdata.preview))

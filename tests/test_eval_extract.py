@@ -1,4 +1,4 @@
-"""clmae extract (and the hub CLI wiring): features of a folder of images, checked against a manual computation."""
+"""clmae extract (and its CLI wiring): features of a folder of images, checked against a manual computation."""
 
 import argparse
 import json
@@ -10,13 +10,16 @@ from conftest import tiny_pretrainer
 from PIL import Image
 from safetensors import safe_open
 
+from clmae.eval.cli import register as register_eval
 from clmae.hub import save_pretrained
-from clmae.hub.cli import register
+from clmae.hub.cli import register as register_hub
 
 
 def _run(argv):
     parser = argparse.ArgumentParser(prog="clmae")
-    register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_eval(sub)  # extract
+    register_hub(sub)  # pretrained
     args = parser.parse_args(argv)
     return args.func(args)
 
