@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import clmae
 from benchmarks._results import write_result
+from clmae._device import resolve_device
+from clmae.train import compile_in_place
 
 GPU_CONFIGS = [
     "vit_base_patch16_224:clmae:256",
@@ -84,10 +86,8 @@ def bench(
     """Time ``clmae.train_step`` on random images already on the device (the model step alone, no data loading)."""
     torch.manual_seed(0)
     model = clmae.create_pretraining_model(name, method, **model_kwargs).to(device)
-    if compile:  # as `clmae train --compile`: the blocks, decoder and masking module, compiled in place
-        for module in (model.encoder.blocks, model.decoder, model.masker):
-            if module is not None:
-                module.compile()
+    if compile:  # as `clmae train --compile`
+        compile_in_place(model)
     opts = clmae.build_optimizers(model, lr=1e-4)
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     if device.type == "cuda":
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
 
-    device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
+    device = resolve_device("cpu" if args.cpu_smoke else "auto")
     on_gpu = device.type == "cuda"
     configs = args.config or (GPU_CONFIGS if on_gpu else CPU_CONFIGS)
     model_kwargs = {} if on_gpu else CPU_TINY

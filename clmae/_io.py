@@ -109,8 +109,10 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: this is no checkpoint, or a damaged one
-            raise ValueError(f"{path} is not a torch checkpoint (not the zip archive torch.save writes) or it is "
-                             "truncated or corrupt") from e  # fmt: skip
+            raise ValueError(
+                f"{path} is not a torch checkpoint (not the zip archive torch.save writes) or it is "
+                "truncated or corrupt"
+            ) from e
         old_torch = ""
         if safe_globals is None and add_safe_globals is None:
             old_torch = (

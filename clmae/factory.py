@@ -11,9 +11,9 @@ from typing import Any
 from timm.models.vision_transformer import VisionTransformer
 
 from ._io import CONFIG_NAME, read_config
-from .hub import build_from_config, load_pretrained, resolve
+from .hub import build_from_config, load_pretrained, resolve_weight_or_explain
 from .hub.registry import find
-from .models import create_encoder, get_arch, list_models
+from .models import create_encoder, list_models
 
 
 def create_model(name: str | os.PathLike, pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
@@ -43,12 +43,5 @@ def create_model(name: str | os.PathLike, pretrained: bool = False, **kwargs: An
         model = create_encoder(entry.arch, **kwargs)
         model.pretrained_cfg.update(tag=entry.tag, method=entry.method, source=entry.name)
         return model
-    try:
-        src = resolve(name)
-    except (ValueError, FileNotFoundError) as weights_error:
-        try:
-            get_arch(name)  # raises with close architecture names
-        except ValueError as arch_error:
-            raise ValueError(f"{arch_error} Nor is it a weight: {weights_error}") from None
-        raise
+    src = resolve_weight_or_explain(name)
     return build_from_config(read_config(src.file(CONFIG_NAME, None, None)), **kwargs)

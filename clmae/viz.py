@@ -15,7 +15,7 @@ from .models import CLMAE
 from .models.patches import patchify, unpatchify
 
 ROW_LABELS = ("image", "hidden", "visible", "reconstruction", "keep-scores")
-_LABEL_WIDTH = 100  # pixels left of the tiles for the row labels
+ROW_LABEL_WIDTH = 100  # pixels left of the tiles for the row labels
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def mask_grid(
         rows.append(unpatchify(sc, patch_size, c))
     tiles = [_to_uint8(r) for r in rows]
     tile_h, tile_w = h * scale + pad, w * scale + pad
-    left = _LABEL_WIDTH if labels else 0
+    left = ROW_LABEL_WIDTH if labels else 0
     canvas = Image.new("RGB", (left + n * tile_w + pad, len(tiles) * tile_h + pad), "white")
     draw = ImageDraw.Draw(canvas)
     for r, row in enumerate(tiles):

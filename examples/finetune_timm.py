@@ -37,8 +37,9 @@ def main():
 
     # Average pooling of the patch tokens and drop-path 0.1, as MAE fine-tunes (fc_norm=False keeps the pretrained final
     # norm in place: MAE's fresh fc_norm has no weights in the checkpoint, so a strict load would refuse it).
-    model = timm.create_model(args.model, pretrained=True, num_classes=10, global_pool="avg", fc_norm=False,
-                              drop_path_rate=0.1)  # fmt: skip
+    model = timm.create_model(
+        args.model, pretrained=True, num_classes=10, global_pool="avg", fc_norm=False, drop_path_rate=0.1
+    )
     cfg = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**cfg)
     mode = "L" if cfg["input_size"][0] == 1 else "RGB"

@@ -12,7 +12,7 @@ _spec.loader.exec_module(bench_step)
 
 @pytest.mark.parametrize(("method", "gflop"), [("clmae", 210.4), ("mae", 58.5)])
 def test_flop_count_matches_the_method_cost(method, gflop):
-    # method.md section 9: about 210 GFLOP per image per CL-MAE iteration for ViT-B/16, 58 for plain MAE.
+    # docs/method.md §9: about 210 GFLOP per image per CL-MAE iteration for ViT-B/16, 58 for plain MAE.
     flops = bench_step.count_flops("vit_base_patch16_224", method, 2, {})
     assert flops / 2 / 1e9 == pytest.approx(gflop, rel=0.01)
 

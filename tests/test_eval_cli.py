@@ -49,8 +49,21 @@ def test_same_seed_same_number(tmp_path):
     def run(name: str, *opts: str) -> dict:
         out = tmp_path / f"{name}.json"
         argv = ["--model", "vit_tiny_patch4_28", "--data", "fmnist-sample", "--out", str(out), *TINY]
-        assert clmae_eval("linear", *argv, "train_limit=300", "val_limit=200", "epochs=3", "warmup_epochs=1",
-                          "batch_size=64", f"cache_dir={tmp_path / 'cache'}", "device=cpu", *opts) == 0  # fmt: skip
+        assert (
+            clmae_eval(
+                "linear",
+                *argv,
+                "train_limit=300",
+                "val_limit=200",
+                "epochs=3",
+                "warmup_epochs=1",
+                "batch_size=64",
+                f"cache_dir={tmp_path / 'cache'}",
+                "device=cpu",
+                *opts,
+            )
+            == 0
+        )
         return json.loads(out.read_text())
 
     a, b = run("a", "mode=cached", "seed=1"), run("b", "mode=cached", "seed=1")

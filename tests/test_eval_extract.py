@@ -48,8 +48,20 @@ def image_dir(tmp_path):
 def test_extract_matches_manual_features(model_dir, image_dir, tmp_path, capsys):
     folder, encoder = model_dir
     root, arrays = image_dir
-    rc = _run(["extract", str(folder), str(root), str(tmp_path / "feats"), "--features", "pooled,avg,patch",
-               "--batch-size", "3", "--device", "cpu"])  # fmt: skip
+    rc = _run(
+        [
+            "extract",
+            str(folder),
+            str(root),
+            str(tmp_path / "feats"),
+            "--features",
+            "pooled,avg,patch",
+            "--batch-size",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and "wrote" in capsys.readouterr().out
     with safe_open(tmp_path / "feats.safetensors", "pt") as f:
         files = json.loads(f.metadata()["files"])

@@ -90,9 +90,21 @@ def _image_folder(root, per_class: dict[str, int], shuffle: bool = False, seed: 
     return f"imagefolder:{root}"
 
 
-FT = {"epochs": "12", "warmup_epochs": "1", "batch_size": "32", "base_lr": "0.02", "mixup": "0", "cutmix": "0",
-      "auto_augment": "none", "reprob": "0", "smoothing": "0", "drop_path": "0", "crop_min": "1", "hflip": "0",
-      "device": "cpu"}  # fmt: skip
+FT = {
+    "epochs": "12",
+    "warmup_epochs": "1",
+    "batch_size": "32",
+    "base_lr": "0.02",
+    "mixup": "0",
+    "cutmix": "0",
+    "auto_augment": "none",
+    "reprob": "0",
+    "smoothing": "0",
+    "drop_path": "0",
+    "crop_min": "1",
+    "hflip": "0",
+    "device": "cpu",
+}
 
 
 @pytest.mark.integration

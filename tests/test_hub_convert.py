@@ -1,4 +1,4 @@
-"""clmae convert: reference CL-MAE / MAE checkpoints (method.md §8 key layout) -> weights folders."""
+"""clmae convert: reference CL-MAE / MAE checkpoints (docs/method.md §8 key layout) -> weights folders."""
 
 import argparse
 
@@ -11,7 +11,7 @@ from clmae.hub.convert import convert_checkpoint, load_reference_checkpoint
 
 
 def _to_reference(model) -> dict[str, torch.Tensor]:
-    """Our state dict written with the reference code's key names (method.md §8), independently of convert.py."""
+    """Our state dict written with the reference code's key names (docs/method.md §8), independently of convert.py."""
     out = {}
     for k, v in model.state_dict().items():
         if k.startswith("encoder."):
@@ -122,8 +122,21 @@ def test_convert_command(tmp_path, images, capsys):
     ckpt = _save_reference(model, tmp_path / "ref.pth", mask_ratio=0.75, norm_pix_loss=False)
     parser = ap.ArgumentParser(prog="clmae")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert", str(ckpt), str(tmp_path / "out"), "--num-heads", "2", "--decoder-num-heads",
-                              "2", "--license", "cc-by-nc-4.0", "--dataset", "imagenet-1k"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "convert",
+            str(ckpt),
+            str(tmp_path / "out"),
+            "--num-heads",
+            "2",
+            "--decoder-num-heads",
+            "2",
+            "--license",
+            "cc-by-nc-4.0",
+            "--dataset",
+            "imagenet-1k",
+        ]
+    )
     assert args.func(args) == 0
     assert "pretraining.safetensors" in capsys.readouterr().out
     card = (tmp_path / "out" / "README.md").read_text()

@@ -51,7 +51,7 @@ def test_large_encoders_match_timm_keys_and_shapes(name):
 
 
 def test_vit_b_sizes_match_the_method():
-    # method.md section 3: encoder 85.8 M, decoder 26.1 M, masking module 35.6 M parameters.
+    # docs/method.md §3: encoder 85.8 M, decoder 26.1 M, masking module 35.6 M parameters.
     with torch.device("meta"):
         model = clmae.create_pretraining_model("vit_base_patch16_224")
     assert round(_count(model.encoder) / 1e6, 1) == 85.8

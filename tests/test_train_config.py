@@ -7,16 +7,32 @@ from clmae.train.config import TrainConfig, apply_overrides, list_recipes, load_
 
 def test_shipped_recipes_follow_the_method():
     assert {"clmae_vit_b16_in1k", "mae_vit_b16_in1k", "clmae_fmnist_tiny"} <= set(list_recipes())
-    # method.md section 6: the reference CL-MAE script.
+    # docs/method.md §6: the reference CL-MAE script.
     ref = resolve_config("clmae_vit_b16_in1k")
     assert (ref.model, ref.method, ref.base_lr, ref.epochs, ref.warmup_epochs) == (
-        "vit_base_patch16_224", "clmae", 1e-3, 200, 40)  # fmt: skip
+        "vit_base_patch16_224",
+        "clmae",
+        1e-3,
+        200,
+        40,
+    )
     assert (ref.batch_size, ref.mask_ratio, ref.norm_pix_loss, ref.weight_decay, ref.betas) == (
-        256, 0.75, False, 0.05, (0.9, 0.95))  # fmt: skip
+        256,
+        0.75,
+        False,
+        0.05,
+        (0.9, 0.95),
+    )
     # MAE's ImageNet recipe: blr 1.5e-4, batch 4096, 800 epochs, 40 warm-up, norm_pix_loss.
     mae = resolve_config("mae_vit_b16_in1k")
     assert (mae.method, mae.base_lr, mae.global_batch, mae.epochs, mae.warmup_epochs, mae.norm_pix_loss) == (
-        "mae", 1.5e-4, 4096, 800, 40, True)  # fmt: skip
+        "mae",
+        1.5e-4,
+        4096,
+        800,
+        40,
+        True,
+    )
     tiny = resolve_config("clmae_fmnist_tiny")
     assert tiny.model == "vit_tiny_patch4_28" and tiny.data.startswith("fmnist")
     assert load_recipe("clmae_fmnist_tiny")["recipe"] == "clmae_fmnist_tiny"
@@ -67,17 +83,21 @@ def test_recipe_files(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["epoch=3"], "unknown config key 'epoch'.*Did you mean: epochs"),
-        (["epochs=three"], "'epochs' expects"),
-        (["epochs=2.5"], "'epochs' expects"),
-        (["amp=maybe"], "'amp' expects bool"),
+        (["epoch=3"], "unknown option 'epoch'.*Did you mean: epochs"),
+        (["epochs=three"], "epochs='three': expected int"),
+        (["epochs=2.5"], "epochs='2.5': expected int"),
+        (["amp=maybe"], "amp='maybe': expected bool"),
+        (["model_kwargs.dpeth=2"], r"unknown model argument 'dpeth' \(did you mean depth"),
+        (["model.dpeth=2"], r"unknown model argument 'dpeth'"),
+        (["model_kwargs.mask_ratio=0.5"], "not as model_kwargs.mask_ratio"),
+        (["device=tpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (["epochs"], "key=value"),
         (["method=byol"], "method must be one of"),
         (["mask_ratio=1.0"], r"mask_ratio must be in \(0, 1\)"),
         (["batch_size=0"], "batch_size must be >= 1"),
         (["warmup_epochs=20", "epochs=10"], "warmup_epochs"),
         (["global_batch=250", "batch_size=100"], "not a multiple"),
-        (["betas=0.9"], "'betas' expects"),
+        (["betas=0.9"], "betas='0.9': expected tuple"),
     ],
 )
 def test_bad_config_is_explained(overrides, message):

@@ -22,8 +22,10 @@ def _steps(n, batch_size, accum, world, epoch=0, seed=0):
         assert len(idx) == len(s)
         per_rank.append([idx[k : k + batch_size] for k in range(0, len(idx), batch_size)])
     steps = len(per_rank[0]) // accum
-    return [sorted(tuple(sorted(per_rank[r][t * accum + a])) for r in range(world) for a in range(accum))
-            for t in range(steps)]  # fmt: skip
+    return [
+        sorted(tuple(sorted(per_rank[r][t * accum + a])) for r in range(world) for a in range(accum))
+        for t in range(steps)
+    ]
 
 
 def test_sampler_does_not_depend_on_the_split():

@@ -12,16 +12,38 @@ import torch
 
 from clmae.train.checkpoint import list_checkpoints, load_checkpoint
 
-TINY = ["model_kwargs.embed_dim=32", "model_kwargs.depth=2", "model_kwargs.num_heads=2",
-        "model_kwargs.decoder_embed_dim=32", "model_kwargs.decoder_depth=1", "model_kwargs.decoder_num_heads=2",
-        "model_kwargs.masker_depth=1"]  # fmt: skip
+TINY = [
+    "model_kwargs.embed_dim=32",
+    "model_kwargs.depth=2",
+    "model_kwargs.num_heads=2",
+    "model_kwargs.decoder_embed_dim=32",
+    "model_kwargs.decoder_depth=1",
+    "model_kwargs.decoder_num_heads=2",
+    "model_kwargs.masker_depth=1",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _train_args(out, *overrides):
-    return ["-m", "clmae", "train", "--data", "synthetic:64", "--out", str(out), "model=vit_tiny_patch4_28",
-            "warmup_epochs=1", "base_lr=1e-3", "vis_every=0", "export=false", "progress=false", "log_every=4",
-            "device=cpu", *TINY, *overrides]  # fmt: skip
+    return [
+        "-m",
+        "clmae",
+        "train",
+        "--data",
+        "synthetic:64",
+        "--out",
+        str(out),
+        "model=vit_tiny_patch4_28",
+        "warmup_epochs=1",
+        "base_lr=1e-3",
+        "vis_every=0",
+        "export=false",
+        "progress=false",
+        "log_every=4",
+        "device=cpu",
+        *TINY,
+        *overrides,
+    ]
 
 
 def _free_port():
@@ -43,8 +65,17 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     # (GlobalBatchSampler), the same MAE masks (seeded per chunk), the masker's KL/diversity per chunk in both.
     common = [f"method={method}", "epochs=2", "batch_size=4", "base_lr=1e-2"]
     port = _free_port()
-    ddp = _run(["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                f"--master_port={port}", *_train_args(tmp_path / "ddp", *common, "accum_iter=1")])  # fmt: skip
+    ddp = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=1",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            *_train_args(tmp_path / "ddp", *common, "accum_iter=1"),
+        ]
+    )
     assert "2 process(es) on cpu, global batch 8 (4 x 1 accumulation x 2)" in ddp.stdout
     _run(_train_args(tmp_path / "single", *common, "accum_iter=2"))
     a = load_checkpoint(tmp_path / "ddp" / "checkpoint-0002.pt")
@@ -63,8 +94,12 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     epochs = ["epochs=12", "batch_size=8"]
     _run(_train_args(tmp_path / "ref", *epochs))
-    proc = subprocess.Popen([sys.executable, *_train_args(tmp_path / "run", *epochs)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, *_train_args(tmp_path / "run", *epochs)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while not any(int(p.stem.split("-")[1]) >= 2 for p in list_checkpoints(tmp_path / "run")):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
@@ -78,8 +113,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     a = load_checkpoint(tmp_path / "ref" / "checkpoint-0012.pt")
     b = load_checkpoint(tmp_path / "run" / "checkpoint-0012.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert a["metrics"] == [dict(r, seconds=a["metrics"][i]["seconds"], images_per_s=a["metrics"][i]["images_per_s"])
-                            for i, r in enumerate(b["metrics"])]  # fmt: skip
+    assert a["metrics"] == [
+        dict(r, seconds=a["metrics"][i]["seconds"], images_per_s=a["metrics"][i]["images_per_s"])
+        for i, r in enumerate(b["metrics"])
+    ]
 
 
 @pytest.mark.integration
@@ -89,8 +126,18 @@ def test_two_process_resume_restores_every_ranks_random_state(tmp_path):
     common = ["epochs=2", "batch_size=4", "model_kwargs.drop_path_rate=0.5"]
 
     def torchrun(out, *extra):
-        return _run(["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                     f"--master_port={_free_port()}", *_train_args(out, *common), *extra])  # fmt: skip
+        return _run(
+            [
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=1",
+                "--nproc_per_node=2",
+                "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}",
+                *_train_args(out, *common),
+                *extra,
+            ]
+        )
 
     torchrun(tmp_path / "ref")
     torchrun(tmp_path / "run")

@@ -1,7 +1,6 @@
 import argparse
 import json
 import shutil
-import sys
 
 import pytest
 import torch
@@ -18,14 +17,34 @@ from clmae.train.metrics import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1,
-        "decoder_num_heads": 2, "masker_depth": 1}  # fmt: skip
+TINY = {
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+    "masker_depth": 1,
+}
 
 
 def tiny_config(out, **overrides) -> TrainConfig:
-    values = {"model": "vit_tiny_patch4_28", "model_kwargs": TINY, "data": "synthetic:48", "epochs": 2,
-              "warmup_epochs": 1, "batch_size": 8, "base_lr": 1e-3, "out": str(out), "log_every": 2, "vis_every": 0,
-              "vis_images": 4, "keep_checkpoints": 0, "export": False, "progress": False}  # fmt: skip
+    values = {
+        "model": "vit_tiny_patch4_28",
+        "model_kwargs": TINY,
+        "data": "synthetic:48",
+        "epochs": 2,
+        "warmup_epochs": 1,
+        "batch_size": 8,
+        "base_lr": 1e-3,
+        "out": str(out),
+        "log_every": 2,
+        "vis_every": 0,
+        "vis_images": 4,
+        "keep_checkpoints": 0,
+        "export": False,
+        "progress": False,
+    }
     return TrainConfig.from_dict({**values, **overrides})
 
 
@@ -48,7 +67,18 @@ def test_resume_is_bit_identical(tmp_path, method):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ca, cb = load_checkpoint(second), load_checkpoint(resumed / second.name)
     assert ca["mae_optimizer"]["state"][0]["exp_avg"].equal(cb["mae_optimizer"]["state"][0]["exp_avg"])
-    assert (ca["epoch"], ca["lam"], ca["curriculum"]) == (2, -1.0, {"epoch": 1, "epochs": 2, "lam": -1.0})
+    assert ca["epoch"] == 2 and [r["lam"] for r in ca["metrics"]] == [1.0, -1.0]  # the curriculum, per epoch
+    assert set(ca) == {
+        "model",
+        "mae_optimizer",
+        "masker_optimizer",
+        "epoch",
+        "step",
+        "global_batch",
+        "config",
+        "rng_ranks",
+        "metrics",
+    }
     assert isinstance(ca["config"], dict) and ca["config"]["method"] == method
     # the metrics file of the resumed run continues the checkpoint's history
     epochs = [r["epoch"] for r in read_metrics(resumed / "metrics.jsonl") if r.get("type") == "epoch"]
@@ -109,8 +139,18 @@ def _cli(argv):
 
 def test_absurd_learning_rate_stops_the_command_with_a_clear_message(tmp_path, capsys):
     overrides = [f"model_kwargs.{k}={v}" for k, v in TINY.items()]
-    argv = ["train", "--data", "synthetic:32", "--out", str(tmp_path), "lr=1e30", "warmup_epochs=0", "batch_size=8",
-            "progress=false", *overrides]  # fmt: skip
+    argv = [
+        "train",
+        "--data",
+        "synthetic:32",
+        "--out",
+        str(tmp_path),
+        "lr=1e30",
+        "warmup_epochs=0",
+        "batch_size=8",
+        "progress=false",
+        *overrides,
+    ]
     assert _cli(argv) == 1
     assert "stopped: the loss became NaN or inf in epoch 0" in capsys.readouterr().err
     assert list_checkpoints(tmp_path) == [] and not (tmp_path / "export").exists()
@@ -120,8 +160,22 @@ def test_absurd_learning_rate_stops_the_command_with_a_clear_message(tmp_path, c
 def test_fashion_mnist_run_learns_and_is_observable(tmp_path):
     out = tmp_path / "run"
     overrides = [f"model_kwargs.{k}={v}" for k, v in TINY.items()]
-    argv = ["train", "--recipe", "clmae_fmnist_tiny", "--data", "fmnist-sample", "--out", str(out), "epochs=3",
-            "batch_size=50", "base_lr=5e-3", "log_every=5", "vis_every=1", "progress=false", *overrides]  # fmt: skip
+    argv = [
+        "train",
+        "--recipe",
+        "clmae_fmnist_tiny",
+        "--data",
+        "fmnist-sample",
+        "--out",
+        str(out),
+        "epochs=3",
+        "batch_size=50",
+        "base_lr=5e-3",
+        "log_every=5",
+        "vis_every=1",
+        "progress=false",
+        *overrides,
+    ]
     assert _cli(argv) == 0
     records = read_metrics(out / "metrics.jsonl")
     steps = [r for r in records if r.get("type") != "epoch"]
@@ -129,8 +183,20 @@ def test_fashion_mnist_run_learns_and_is_observable(tmp_path):
     assert [r["lam"] for r in epochs] == [1.0, pytest.approx(1 / 3), -1.0]  # curriculum_factor(e, 3)
     # the reconstruction loss falls: first logged window vs the last epoch's mean
     assert epochs[-1]["mae_loss"] < 0.8 * steps[0]["mae_loss"]
-    for key in ("masker_loss", "rec", "gauss", "kl", "div", "score_mean", "lr", "images_per_s", "position_bias",
-                "mask_diversity", "score_to_keep", "score_binary"):  # fmt: skip
+    for key in (
+        "masker_loss",
+        "rec",
+        "gauss",
+        "kl",
+        "div",
+        "score_mean",
+        "lr",
+        "images_per_s",
+        "position_bias",
+        "mask_diversity",
+        "score_to_keep",
+        "score_binary",
+    ):
         assert key in steps[-1], key
     assert (out / "config.yaml").is_file() and (out / "history.png").is_file()
     assert sorted(p.name for p in (out / "vis").iterdir()) == ["masks-0001.png", "masks-0002.png", "masks-0003.png"]
@@ -150,19 +216,23 @@ def test_fashion_mnist_run_learns_and_is_observable(tmp_path):
     }
 
 
-def test_export_without_the_hub_module(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "clmae.hub", None)  # as if clmae.hub were missing: the fallback files
+def test_export_writes_a_weights_folder_that_rebuilds_the_model(tmp_path):
     torch.manual_seed(0)
     model = clmae.create_pretraining_model("vit_tiny_patch4_28", **TINY)
     folder = export_pretrained(model, tmp_path / "export", tiny_config(tmp_path).to_dict())
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "model.safetensors", "pretraining.safetensors", "train_config.json"]  # fmt: skip
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "pretraining.safetensors",
+        "train_config.json",
+    ]
     encoder = clmae.create_model("vit_tiny_patch4_28", **{k: TINY[k] for k in ("embed_dim", "depth", "num_heads")})
     encoder.load_state_dict(load_file(folder / "model.safetensors"))
     assert torch.equal(encoder.blocks[0].attn.qkv.weight, model.encoder.blocks[0].attn.qkv.weight)
-    full = load_file(folder / "pretraining.safetensors")
-    assert full.keys() == model.state_dict().keys()
-    assert json.loads((folder / "config.json").read_text())["clmae"]["name"] == "vit_tiny_patch4_28"
+    full = clmae.load_pretraining_model(folder)
+    assert full.config == model.config
+    assert json.loads((folder / "config.json").read_text())["clmae"]["config"]["arch"] == "vit_tiny_patch4_28"
 
 
 def test_checkpoint_files_are_written_atomically_and_pruned(tmp_path):

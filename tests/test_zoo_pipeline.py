@@ -1,11 +1,11 @@
-"""The scripts that train, evaluate and package the zoo's weights (weights/train_fmnist.py, publish_fmnist.py), and
+"""The pipeline that trains, evaluates and packages the zoo's weights (clmae.zoo.fmnist, clmae.zoo.publish), and
 the documents that report their results."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,20 +14,11 @@ import pytest
 import torch
 
 from clmae.cli import main
-from clmae.hub import save_pretrained
+from clmae.hub import registry, save_pretrained
+from clmae.models import METHODS
+from clmae.zoo import fmnist, publish
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "weights" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_fmnist = _module("train_fmnist")
-publish_fmnist = _module("publish_fmnist")
 SUMMARY = json.loads((ROOT / "weights" / "fmnist_results" / "summary.json").read_text())
 
 
@@ -41,15 +32,19 @@ def _gone(pid: int) -> bool:
 
 def test_run_all_stops_jobs_and_their_children_at_the_deadline(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
-    sleeper = [sys.executable, "-c", f"import subprocess, pathlib; p = subprocess.Popen(['sleep', '60']); "
-               f"pathlib.Path({str(pid_file)!r}).write_text(str(p.pid)); p.wait()"]  # fmt: skip
+    sleeper = [
+        sys.executable,
+        "-c",
+        f"import subprocess, pathlib; p = subprocess.Popen(['sleep', '60']); "
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(p.pid)); p.wait()",
+    ]
     quick = [sys.executable, "-c", "print('hello')"]
     jobs = [("sleeper", sleeper, tmp_path / "s.log"), ("waiting", quick, tmp_path / "w.log")]
-    status = train_fmnist._run_all(jobs, 1, time.time() + 5)  # one at a time: "waiting" never gets its turn
+    status = fmnist._run_all(jobs, 1, time.time() + 5)  # one at a time: "waiting" never gets its turn
     assert status == {"sleeper": None, "waiting": None}
     assert not (tmp_path / "w.log").exists()
     assert _gone(int(pid_file.read_text()))  # the whole process group was stopped, not only the direct child
-    assert train_fmnist._run_all([("quick", quick, tmp_path / "q.log")], 1, time.time() + 60) == {"quick": 0}
+    assert fmnist._run_all([("quick", quick, tmp_path / "q.log")], 1, time.time() + 60) == {"quick": 0}
     assert (tmp_path / "q.log").read_text().strip() == "hello"
 
 
@@ -60,20 +55,20 @@ def test_summary_leaves_out_a_failed_evaluation_and_says_so(tmp_path):
         (tmp_path / "eval" / f"{name}.knn.json").write_text(
             json.dumps({"metrics": {"reference": {"top1": top1}, "weighted": {"top1": top1 + 0.1}}})
         )
-    summary = train_fmnist.summarize(tmp_path, {"A": ["a_s0", "a_s1", "a_s2"]}, {"epochs": 1})
+    summary = fmnist.summarize(tmp_path, {"A": ["a_s0", "a_s1", "a_s2"]}, {"epochs": 1})
     row = summary["results"]["A"]
     assert row["knn_reference"]["by_model"] == values
     assert row["knn_reference"]["mean"] == pytest.approx(0.6)
     assert row["knn_reference"]["std"] == pytest.approx(0.1414213562)  # sample std of 0.5 and 0.7
     assert "linear" not in row
-    assert publish_fmnist.by_model(row, "knn_weighted") == {"a_s0": 0.6, "a_s1": 0.7999999999999999}
-    table = publish_fmnist.results_table(summary)
+    assert publish.by_model(row, "knn_weighted") == {"a_s0": 0.6, "a_s1": 0.7999999999999999}
+    table = publish.results_table(summary)
     assert "| A | 3 | 60.00 ± 14.14 (n=2) | 70.00 ± 14.14 (n=2) | - |" in table
 
 
 def test_documents_report_the_recorded_results():
     """Every place that states the results carries the numbers of weights/fmnist_results/summary.json."""
-    table = publish_fmnist.results_table(SUMMARY)
+    table = publish.results_table(SUMMARY)
     assert (ROOT / "weights" / "fmnist_results" / "summary.md").read_text().strip() == table
     for name in ("vit_tiny_patch4_28.clmae_fmnist", "vit_tiny_patch4_28.mae_fmnist"):
         assert table in (ROOT / "weights" / name / "README.md").read_text()
@@ -89,9 +84,18 @@ def test_documents_report_the_recorded_results():
 def test_save_pretrained_in_float16_writes_nothing_when_a_value_does_not_fit(tmp_path):
     from clmae.models import create_pretraining_model
 
-    model = create_pretraining_model("vit_tiny_patch4_28", "clmae", embed_dim=32, depth=1, num_heads=2,
-                                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, masker_depth=1,
-                                     masker_num_heads=2)  # fmt: skip
+    model = create_pretraining_model(
+        "vit_tiny_patch4_28",
+        "clmae",
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        masker_depth=1,
+        masker_num_heads=2,
+    )
     with torch.no_grad():
         model.masker.cls_token.fill_(1e6)  # beyond float16's 65504, in the masker: after the encoder is converted
     folder = tmp_path / "w"
@@ -123,3 +127,44 @@ def test_model_card_fine_tuning_numbers_are_the_recorded_ones():
         assert record["protocol"] == "finetune" and record["data"]["train_size"] == 5000
         assert record["data"]["val_size"] == 10_000
         assert re.search(rf"{re.escape(label)}\s+{100 * record['metrics']['top1']:.2f}\b", card), label
+
+
+def test_recorded_throughput_is_the_pipelines_formula_on_the_run_records(tmp_path):
+    """summary.json's images/s of each published run is ``run_throughput`` of that run's records in weights/, and
+    benchmarks/results/fmnist_zoo_h100.json quotes the same figures."""
+    bench = json.loads((ROOT / "benchmarks" / "results" / "fmnist_zoo_h100.json").read_text())
+    for method in METHODS:
+        records, run = ROOT / "weights" / publish.NAMES[method], tmp_path / method
+        (run / "export").mkdir(parents=True)
+        shutil.copy(records / "metrics.jsonl", run / "metrics.jsonl")
+        shutil.copy(records / "train_config.json", run / "export" / "train_config.json")
+        measured = fmnist.run_throughput(run)
+        assert SUMMARY["runs"][f"{method}_s0"] == pytest.approx(measured, rel=1e-12)
+    for name, run in SUMMARY["runs"].items():
+        assert run["images_per_s"] == pytest.approx(bench["runs"][name]["images_per_s"], abs=0.05)
+        assert run["seconds"] == pytest.approx(bench["runs"][name]["seconds"], abs=0.05)
+
+
+def test_publish_updates_the_one_manifest_in_format_2_and_keeps_the_aliases(tmp_path):
+    assert not (ROOT / "weights" / "manifest.json").exists()  # the registry is clmae/hub/manifest.json alone
+    assert publish.card_names(registry.MANIFEST) == {e.name: (e.aliases or (e.name,))[0] for e in registry.entries()}
+    manifest = tmp_path / "manifest.json"
+    shutil.copy(registry.MANIFEST, manifest)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "summary.json").write_text(json.dumps(SUMMARY))
+    before = json.loads(manifest.read_text())
+    name = publish.NAMES["mae"]
+    shas = {name: {f: f"{i}" * 64 for i, f in enumerate(publish.FILES)}}
+    publish.update_manifest(manifest, shas, zoo, 0)
+    after = json.loads(manifest.read_text())
+    assert after["format"] == 2
+    for old, new in zip(before["weights"], after["weights"], strict=True):
+        if old["name"] != name:
+            assert new == old
+            continue
+        assert new["aliases"] == old["aliases"] == ["mae_vit_t_fmnist"]
+        assert new["files"] == shas[name] and new["status"] == "bundled"
+        assert new["metrics"] == old["metrics"]  # recomputed from the same summary: unchanged
+    with pytest.raises(ValueError, match="no entry for"):
+        publish.update_manifest(manifest, {"vit_tiny_patch4_28.other": shas[name]}, zoo, 0)

@@ -35,13 +35,20 @@ def test_there_are_bundled_cl_mae_and_mae_weights_of_the_same_architecture():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bundled_files_match_the_registry_and_the_weights_folder(name):
+def test_bundled_files_match_the_registry_and_are_the_only_copy(name):
     entry = registry.find(name)
     folder = registry.bundled_folder(entry)
+    assert folder == ROOT / "clmae" / "hub" / "bundled" / name
     assert set(entry.files) == {"config.json", "model.safetensors", "pretraining.safetensors"}
+    records = ROOT / "weights" / name  # what documents the weight, never the weight files themselves
     for filename, sha in entry.files.items():
         assert sha256_file(folder / filename) == sha
-        assert sha256_file(ROOT / "weights" / name / filename) == sha  # the Hub-ready folder holds the same bytes
+        assert not (records / filename).exists()
+    assert {"README.md", "golden.safetensors", "metrics.jsonl", "train_config.json"} <= {
+        f.name for f in records.iterdir()
+    }
+    card = (records / "README.md").read_text()  # the model card lists the bundled files' sha256
+    assert all(f"| `{filename}` | `{sha}` |" in card for filename, sha in entry.files.items())
     assert entry.license == "apache-2.0"
     assert set(entry.metrics) >= {"fmnist_test_knn_reference_top1", "fmnist_test_linear_top1"}
 
@@ -49,7 +56,7 @@ def test_bundled_files_match_the_registry_and_the_weights_folder(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_golden_outputs(name, one_thread):
     """Fixed input -> stored outputs. A change to the model code, the loader or the preprocessing fails here."""
-    golden = load_file(ROOT / "weights" / name / "golden.safetensors")
+    golden = load_file(ROOT / "weights" / name / "golden.safetensors")  # outputs of the bundled files, at publishing
     x = golden["input"]
     assert x.shape == (8, 1, 28, 28)
     # the stored input is the first eight bundled test images, normalised as the model expects
@@ -129,7 +136,7 @@ def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_registry_refuses_a_bundled_entry_without_checksums(tmp_path, monkeypatch):
-    entry = json.loads((ROOT / "weights" / "manifest.json").read_text())["weights"][0]
+    entry = json.loads((ROOT / "clmae" / "hub" / "manifest.json").read_text())["weights"][0]
     assert entry["status"] == "bundled"
     entry["files"] = {**entry["files"], "model.safetensors": None}
     path = tmp_path / "manifest.json"

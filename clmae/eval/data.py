@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..data.fashion_mnist import CLASSES, load_fashion_mnist
 from ..data.spec import parse_data_spec
-from ..models._registry import FMNIST_CFG, SMALL_RGB_CFG
+from ..models import FMNIST_CFG, SMALL_RGB_CFG
 
 SPLITS = ("train", "val")
 # Preprocessing of raw pixels (no model to ask): the whole image, normalised, as the small architectures'.

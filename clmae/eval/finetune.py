@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._compat import param_groups_layer_decay
-from ..train.schedule import lr_at, peak_lr
+from ..train.schedule import check_schedule, lr_at, peak_lr
 from ..train.step import autocast_for
 from .knn import topk_accuracy
 from .model import ResolvedModel
@@ -65,10 +65,7 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(
-                f"need epochs >= 1 and 0 <= warmup_epochs <= epochs, got {self.epochs}, {self.warmup_epochs}"
-            )
+        check_schedule(self.epochs, self.warmup_epochs)
         if self.batch_size < 2 or self.batch_size % 2:
             raise ValueError(f"batch_size must be even and at least 2 (mixup pairs images), got {self.batch_size}")
         if not 0 < self.layer_decay <= 1:

@@ -19,7 +19,7 @@ from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..train.schedule import lr_at, peak_lr, set_lr
+from ..train.schedule import check_schedule, lr_at, peak_lr, set_lr
 from .knn import topk_accuracy
 
 
@@ -56,10 +56,7 @@ class LinearProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(
-                f"need epochs >= 1 and 0 <= warmup_epochs <= epochs, got {self.epochs}, {self.warmup_epochs}"
-            )
+        check_schedule(self.epochs, self.warmup_epochs)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs it), got {self.batch_size}")
         if self.pool not in ("cls", "avg"):

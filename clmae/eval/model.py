@@ -24,7 +24,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .._io import load_torch_checkpoint, read_config, read_safetensors, sha256_file
-from ..hub import build_from_config, load_encoder_state, resolve
+from ..hub import build_from_config, load_encoder_state, resolve_weight_or_explain
 from ..models import PretrainingConfig, create_encoder, create_pretraining_model, get_arch, list_models
 
 RAW_PIXELS = "raw-pixels"
@@ -123,7 +123,7 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
     The hub downloads (and, for registry weights, verifies) ``config.json`` and ``model.safetensors``; they are
     then read like a local weights folder.
     """
-    src = resolve(spec, revision)
+    src = resolve_weight_or_explain(spec, revision)
     config, weights = src.file("config.json", None, None), src.file("model.safetensors", None, None)
     resolved = _from_files(spec, "hub", Path(config), Path(weights), overrides)
     resolved.info.update(repo_id=src.repo_id, revision=src.revision)
@@ -208,11 +208,4 @@ def resolve_model(
         return _from_hub(spec, revision, overrides)
     if "/" in spec or spec.endswith((".safetensors", ".pt", ".pth")):
         raise FileNotFoundError(f"--model {spec!r}: no such file or folder")
-    try:
-        return _from_hub(spec, revision, overrides)  # a registry name (arch.tag) or alias
-    except (ValueError, FileNotFoundError) as hub_error:
-        try:
-            get_arch(spec)  # raises with close architecture names
-        except ValueError as arch_error:
-            raise ValueError(f"{arch_error} Nor is it published weights: {hub_error}") from None
-        raise
+    return _from_hub(spec, revision, overrides)  # a registry name (arch.tag) or alias

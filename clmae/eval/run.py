@@ -166,14 +166,11 @@ def run_eval(
         )
         feature_info = {"cache_file": feats.cache_file, "reused": cached_before}
         sizes = (feats.train_labels.numel(), feats.val_labels.numel())
+        p = cfg.pool
+        frozen = (feats.train[p], feats.train_labels, feats.val[p], feats.val_labels, dataset.num_classes)
         if protocol == "knn":
-            p = cfg.pool
             metrics = knn_metrics(
-                feats.train[p],
-                feats.train_labels,
-                feats.val[p],
-                feats.val_labels,
-                dataset.num_classes,
+                *frozen,
                 k=cfg.k,
                 k_weighted=cfg.k_weighted,
                 temperature=cfg.temperature,
@@ -181,16 +178,7 @@ def run_eval(
                 chunk_size=cfg.chunk_size,
             )
         elif cfg.mode == "cached":
-            p = cfg.pool
-            metrics = linear_probe_cached(
-                feats.train[p],
-                feats.train_labels,
-                feats.val[p],
-                feats.val_labels,
-                dataset.num_classes,
-                cfg,
-                str(device),
-            )
+            metrics = linear_probe_cached(*frozen, cfg, str(device))
         else:
             tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip)
             train_ds = dataset.dataset("train", tf, pil_mode(prep), common.train_limit)

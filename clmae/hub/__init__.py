@@ -8,6 +8,7 @@ from .load import (
     load_pretraining,
     load_pretraining_model,
     resolve,
+    resolve_weight_or_explain,
 )
 from .push import push_to_hub
 from .registry import WeightEntry, get_weight, list_pretrained
@@ -25,5 +26,6 @@ __all__ = [
     "load_pretraining_model",
     "push_to_hub",
     "resolve",
+    "resolve_weight_or_explain",
     "save_pretrained",
 ]

@@ -99,8 +99,9 @@ def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
             raise ValueError(
                 f"{entry.name} ships inside the package and has no Hub revision; drop revision={revision!r}"
             )
-        return Source(entry.name, folder=registry.bundled_folder(entry), sha256=dict(entry.files), entry=entry,
-                      pinned=True)  # fmt: skip
+        return Source(
+            entry.name, folder=registry.bundled_folder(entry), sha256=dict(entry.files), entry=entry, pinned=True
+        )
     rev = revision or entry.revision
     if entry.status == registry.UNVERIFIED:
         warnings.warn(
@@ -173,6 +174,19 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Sou
         f"hf-hub:org/repo[@revision], local-dir:/path or a folder. Registry (clmae.list_pretrained()):\n"
         + "\n".join(f"  {e.name}: {e.status}" for e in registry.entries())
     )
+
+
+def resolve_weight_or_explain(name: str, revision: str | None = None) -> Source:
+    """:func:`resolve` for a name that is not an architecture; if it is no weight either, the ``ValueError`` names
+    the close architectures as well as the close weights."""
+    try:
+        return resolve(name, revision)
+    except (ValueError, FileNotFoundError) as weights_error:
+        try:
+            get_arch(name)  # raises with close architecture names
+        except ValueError as arch_error:
+            raise ValueError(f"{arch_error} Nor is it a weight: {weights_error}") from None
+        raise
 
 
 def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:

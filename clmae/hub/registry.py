@@ -77,9 +77,11 @@ class WeightEntry:
         """True when the revision is a commit id and every file has a sha256."""
         rev = self.revision or ""
         return (
-            len(rev) == 40 and all(c in "0123456789abcdef" for c in rev) and bool(self.files)
+            len(rev) == 40
+            and all(c in "0123456789abcdef" for c in rev)
+            and bool(self.files)
             and all(self.files.values())
-        )  # fmt: skip
+        )
 
 
 def bundled_folder(entry: WeightEntry) -> Path:

@@ -16,16 +16,35 @@ from torch import nn
 
 from .._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, check_state, sha256_file
 from .._version import __version__
-from ..models import CLMAE, PretrainingConfig, get_arch, list_models
-from ..models._registry import default_pretrained_cfg
+from ..models import CLMAE, PretrainingConfig, default_pretrained_cfg, get_arch, list_models
 from .card import write_model_card
 
 # Encoder arguments that only change training (regularisation), never the weights' layout: left out of config.json.
-_TRAINING_ONLY_ARGS = ("drop_rate", "drop_path_rate", "proj_drop_rate", "attn_drop_rate", "pos_drop_rate",
-                       "patch_drop_rate", "pretrained_cfg", "pretrained_cfg_overlay")  # fmt: skip
+_TRAINING_ONLY_ARGS = (
+    "drop_rate",
+    "drop_path_rate",
+    "proj_drop_rate",
+    "attn_drop_rate",
+    "pos_drop_rate",
+    "patch_drop_rate",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+)
 # The keys of timm's pretrained_cfg that describe preprocessing and provenance (timm's own config.json keys).
-_CFG_KEYS = ("input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes",
-             "pool_size", "first_conv", "classifier", "license")  # fmt: skip
+_CFG_KEYS = (
+    "input_size",
+    "fixed_input_size",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "mean",
+    "std",
+    "num_classes",
+    "pool_size",
+    "first_conv",
+    "classifier",
+    "license",
+)
 DEFAULT_LICENSE = "apache-2.0"
 
 

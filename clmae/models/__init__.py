@@ -3,7 +3,7 @@
 This package knows architectures only; names of published weights are the weights registry's (:mod:`clmae.hub`).
 """
 
-from ._registry import ArchSpec, get_arch, list_models
+from ._registry import FMNIST_CFG, SMALL_RGB_CFG, ArchSpec, default_pretrained_cfg, get_arch, list_models
 from .checks import check_input
 from .config import METHOD_TITLES, METHODS, PretrainingConfig
 from .decoder import MAEDecoder
@@ -16,8 +16,10 @@ from .pretrainer import CLMAE
 
 __all__ = [
     "CLMAE",
+    "FMNIST_CFG",
     "METHODS",
     "METHOD_TITLES",
+    "SMALL_RGB_CFG",
     "ArchSpec",
     "MAEDecoder",
     "MaskingModule",
@@ -25,6 +27,7 @@ __all__ = [
     "check_input",
     "create_encoder",
     "create_pretraining_model",
+    "default_pretrained_cfg",
     "get_arch",
     "list_models",
     "num_keep",

@@ -44,8 +44,13 @@ class ArchSpec:
 
 # Preprocessing of the small-image models: whole image, no crop. 28 px: Fashion-MNIST training-split mean/std of
 # pixel values in [0, 1]; 32 px: ImageNet's mean/std (timm's default). Raw-pixel evaluation uses the same values.
-FMNIST_CFG = {"input_size": (1, 28, 28), "mean": (FMNIST_MEAN,), "std": (FMNIST_STD,), "crop_pct": 1.0,
-              "interpolation": "bilinear"}  # fmt: skip
+FMNIST_CFG = {
+    "input_size": (1, 28, 28),
+    "mean": (FMNIST_MEAN,),
+    "std": (FMNIST_STD,),
+    "crop_pct": 1.0,
+    "interpolation": "bilinear",
+}
 SMALL_RGB_CFG = {"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bicubic"}
 
 

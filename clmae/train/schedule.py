@@ -12,6 +12,12 @@ from collections.abc import Iterable
 import torch
 
 
+def check_schedule(epochs: float, warmup_epochs: float) -> None:
+    """A ``ValueError`` unless ``epochs >= 1`` and ``0 <= warmup_epochs <= epochs``."""
+    if epochs < 1 or not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"need epochs >= 1 and 0 <= warmup_epochs <= epochs, got {epochs}, {warmup_epochs}")
+
+
 def peak_lr(base_lr: float, effective_batch: int, lr: float | None = None) -> float:
     """``lr`` if given, else the linear scaling rule ``base_lr * effective_batch / 256`` (MAE, Goyal et al.)."""
     return lr if lr is not None else base_lr * effective_batch / 256

@@ -72,9 +72,24 @@ from .visualize import plot_history
 LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
 # Fields that may change when a run is resumed; any other difference is an error.
 # batch_size/accum_iter/global_batch may change with the number of processes as long as the global batch stays.
-RESUMABLE_CHANGES = {"recipe", "data", "num_workers", "device", "compile", "out", "save_every", "keep_checkpoints",
-                     "log_every", "vis_every", "vis_images", "export", "progress", "batch_size", "accum_iter",
-                     "global_batch"}  # fmt: skip
+RESUMABLE_CHANGES = {
+    "recipe",
+    "data",
+    "num_workers",
+    "device",
+    "compile",
+    "out",
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "vis_every",
+    "vis_images",
+    "export",
+    "progress",
+    "batch_size",
+    "accum_iter",
+    "global_batch",
+}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -209,8 +224,15 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
             f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
         )
     vis_images = torch.stack([data.preview[i] for i in range(min(cfg.vis_images, len(data.preview)))]).to(device)
-    bar = tqdm(total=total_steps * global_batch, initial=step * global_batch, unit="img", unit_scale=True,
-               disable=not (master and cfg.progress), dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    bar = tqdm(
+        total=total_steps * global_batch,
+        initial=step * global_batch,
+        unit="img",
+        unit_scale=True,
+        disable=not (master and cfg.progress),
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
 
     model.train()
     bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
@@ -229,8 +251,18 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                 chunks = [(s * accum + a) * info.world_size + info.rank for a in range(accum)]
                 gens = [torch.Generator(device).manual_seed(item_seed(cfg.seed, epoch, -1 - c)) for c in chunks]
             log_now = (step + 1) % cfg.log_every == 0
-            stats = train_step(model, micro, lam, mae_opt, masker_opt, amp=cfg.amp, generator=gens, ddp=ddp,
-                               sync_masker_grads=sync_masker, return_masks=log_now)  # fmt: skip
+            stats = train_step(
+                model,
+                micro,
+                lam,
+                mae_opt,
+                masker_opt,
+                amp=cfg.amp,
+                generator=gens,
+                ddp=ddp,
+                sync_masker_grads=sync_masker,
+                return_masks=log_now,
+            )
             bad += ~torch.isfinite(stats["mae_loss"] + stats.get("masker_loss", 0.0))
             for k in LOSS_KEYS:
                 if k in stats:
@@ -253,9 +285,16 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         _stop_if_not_finite(bad, epoch, step, out)
         means = all_reduce_mean(torch.stack([sums[k] for k in LOSS_KEYS if k in sums]) / steps_per_epoch).tolist()
         seconds = time.perf_counter() - t_epoch
-        record = {"epoch": epoch, "step": step, "lam": lam, "phase": curriculum_phase(lam), "lr": lr,
-                  **dict(zip([k for k in LOSS_KEYS if k in sums], means)),
-                  "images_per_s": steps_per_epoch * global_batch / seconds, "seconds": seconds}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "lam": lam,
+            "phase": curriculum_phase(lam),
+            "lr": lr,
+            **dict(zip([k for k in LOSS_KEYS if k in sums], means)),
+            "images_per_s": steps_per_epoch * global_batch / seconds,
+            "seconds": seconds,
+        }
         history.append(record)
         last = epoch + 1 == cfg.epochs
         save_now = (epoch + 1) % cfg.save_every == 0 or last

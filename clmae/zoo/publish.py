@@ -1,13 +1,14 @@
-"""Package the first seed of each method of a ``train_fmnist.py`` run as the zoo's Fashion-MNIST weights.
+"""Package the first seed of each method of a ``clmae.zoo.fmnist`` run as the zoo's Fashion-MNIST weights.
 
-    python weights/publish_fmnist.py runs/fmnist_zoo
+    python -m clmae.zoo.publish runs/fmnist_zoo
 
-For CL-MAE and MAE (seed ``--seed``) it writes ``weights/<name>/``: the Hub-ready folder (``config.json``,
-``model.safetensors``, ``pretraining.safetensors``, ``README.md``) rebuilt from the run's float16 weights and checked
-to be byte-identical to the files that were evaluated, plus the run's config, metrics, pictures and evaluation
-results, and ``golden.safetensors`` (the regression test's fixed input and expected outputs). It then copies the
-weight files into the package (``clmae/hub/bundled/<name>/``) and records their sha256 and the measured results in
-``weights/manifest.json`` (and its packaged copy).
+For CL-MAE and MAE (seed ``--seed``) it rebuilds the Hub-ready folder from the run's float16 weights, checks that its
+files are byte-identical to the files that were evaluated, and splits it: the weight files (``config.json``,
+``model.safetensors``, ``pretraining.safetensors``) go into the package, ``clmae/hub/bundled/<name>/``, the only copy
+in the repository; what documents them goes into ``weights/<name>/``: the model card (``README.md``), the run's
+config, metrics and pictures, and ``golden.safetensors`` (the regression test's fixed input and expected outputs).
+The evaluation results go into ``weights/fmnist_results/``, and the files' sha256 and the measured results into the
+registry's entries in ``clmae/hub/manifest.json`` (their names and aliases are kept). Run it from a source checkout.
 """
 
 from __future__ import annotations
@@ -16,25 +17,22 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "weights")]
+from clmae._io import sha256_file
+from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
+from clmae.hub import load_pretrained, load_pretraining_model, registry, save_pretrained
+from clmae.models import METHOD_TITLES, METHODS
+from clmae.zoo.fmnist import ARCH, run_throughput
 
-from train_fmnist import run_throughput  # noqa: E402
-
-from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float  # noqa: E402
-from clmae.hub import load_pretraining_model, save_pretrained  # noqa: E402
-from clmae._io import sha256_file  # noqa: E402
-
-NAMES = {"clmae": "vit_tiny_patch4_28.clmae_fmnist", "mae": "vit_tiny_patch4_28.mae_fmnist"}
-TITLES = {"clmae": "CL-MAE", "mae": "MAE"}
-ALIASES = {"clmae": "vit_t_fmnist", "mae": "mae_vit_t_fmnist"}
-FILES = ("config.json", "model.safetensors", "pretraining.safetensors")
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout: weights/ is beside clmae/
+NAMES = {method: f"{ARCH}.{method}_fmnist" for method in METHODS}
+FILES = ("config.json", "model.safetensors", "pretraining.safetensors")  # the weight files, bundled in the package
 GOLDEN_IMAGES = 8  # the first bundled Fashion-MNIST test images
 
 
@@ -47,8 +45,6 @@ def golden_input() -> torch.Tensor:
 @torch.no_grad()
 def golden_outputs(folder: Path) -> dict[str, torch.Tensor]:
     """Outputs of the weights in ``folder`` on :func:`golden_input`, in float32 on the CPU."""
-    from clmae.hub import load_pretrained
-
     x = golden_input()
     encoder = load_pretrained(folder)
     out = {"input": x, "features": encoder.forward_features(x), "pooled": encoder(x)}
@@ -81,19 +77,21 @@ def results_table(summary: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|")
     for group, row in summary["results"].items():
         n = len(row["models"])
-        lines.append(f"| {group} | {n} | {_pct(row.get('knn_reference'), n)} | {_pct(row.get('knn_weighted'), n)} | "
-                     f"{_pct(row.get('linear'), n)} |")  # fmt: skip
+        lines.append(
+            f"| {group} | {n} | {_pct(row.get('knn_reference'), n)} | {_pct(row.get('knn_weighted'), n)} | "
+            f"{_pct(row.get('linear'), n)} |"
+        )
     return "\n".join(lines)
 
 
 def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: int, command: str, alias: str) -> str:
     s = summary
-    title = TITLES[method]
+    title = METHOD_TITLES[method]
     rows = s["results"]
     delta = {
-        k: 100 * (rows["CL-MAE"][k]["mean"] - rows["MAE"][k]["mean"])
+        k: 100 * (rows[METHOD_TITLES["clmae"]][k]["mean"] - rows[METHOD_TITLES["mae"]][k]["mean"])
         for k in ("knn_reference", "linear")
-        if k in rows["CL-MAE"] and k in rows["MAE"]
+        if k in rows[METHOD_TITLES["clmae"]] and k in rows[METHOD_TITLES["mae"]]
     }
     figure = (
         "\n\n## The curriculum\n\nLearned masks of this run after epochs 1, 3, 5, 7 and 9 (rows per block: image, "
@@ -113,7 +111,7 @@ def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: 
         "The weights are stored in float16; the results below were measured on exactly these files.\n\n"
         f'It ships inside the `clmae` package: `clmae.load_pretrained("{alias}")` loads it with no network.\n\n'
         f"Test-split top-1 accuracy (%), mean ± std over the {len(s['seeds'])} seeds of "
-        "`python weights/train_fmnist.py` (this weight is seed 0; per-seed values in `weights/fmnist_results`):\n\n"
+        "`python -m clmae.zoo.fmnist` (this weight is seed 0; per-seed values in `weights/fmnist_results`):\n\n"
         f"{results_table(summary)}\n\n"
         f"At this short {s['epochs']}-epoch schedule CL-MAE is behind MAE: "
         f"{delta.get('knn_reference', float('nan')):+.2f} points of kNN and {delta.get('linear', float('nan')):+.2f} "
@@ -126,14 +124,27 @@ def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: 
     )
 
 
-def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[str, dict[str, str]]:
+def card_names(manifest: Path) -> dict[str, str]:
+    """``{weight name: the name its card tells users to load}`` (the first alias, else the name) of ``manifest``."""
+    entries = json.loads(manifest.read_text())["weights"]
+    return {e["name"]: (e.get("aliases") or [e["name"]])[0] for e in entries}
+
+
+def publish(
+    zoo: Path, seed: int, weights_dir: Path, bundle_root: Path, load_names: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
+    """Write each method's weight files into ``bundle_root/<name>/`` and its documentation into
+    ``weights_dir/<name>/``, and the evaluation results into ``weights_dir/fmnist_results/``.
+
+    Returns ``{name: {file: sha256}}`` of the bundled files.
+    """
     summary = json.loads((zoo / "summary.json").read_text())
+    load_names = load_names or {}
     shas = {}
     for method, name in NAMES.items():
         run = zoo / "runs" / f"{method}_s{seed}"
         published = run / "published"
-        dest = weights_dir / name
-        dest.mkdir(parents=True, exist_ok=True)
+        load_name = load_names.get(name, name)
         train_config = json.loads((run / "export" / "train_config.json").read_text())
         command = (
             "clmae train --recipe clmae_fmnist_tiny --method {method} --data fmnist --out runs/{method} seed={seed} "
@@ -141,7 +152,7 @@ def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[
             "save_every={save_every} keep_checkpoints=1 log_every=50"
         ).format(**train_config)
         model = load_pretraining_model(published)
-        row = summary["results"][TITLES[method]]
+        row = summary["results"][METHOD_TITLES[method]]
         metrics = {
             f"{key}_top1": by_model(row, key)[f"{method}_s{seed}"]
             for key in ("knn_reference", "knn_weighted", "linear")
@@ -152,28 +163,32 @@ def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[
             "datasets": ["fashion_mnist"],
             "metrics": metrics,
             "tags": ["fashion-mnist"],
-            "load_name": ALIASES[method],
-            "description": _card(method, summary, run_throughput(run), seed, command, ALIASES[method]),
+            "load_name": load_name,
+            "description": _card(method, summary, run_throughput(run), seed, command, load_name),
         }
-        save_pretrained(model, dest, metadata=metadata, dtype=torch.float16)
-        # The files must be the bytes that were evaluated: the evaluation records the encoder file's sha256.
-        evaluated = json.loads((zoo / "eval" / f"{method}_s{seed}.knn.json").read_text())["model"].get("sha256")
-        if sha256_file(dest / "model.safetensors") != evaluated:
-            raise RuntimeError(f"{dest / 'model.safetensors'} is not the evaluated file (sha256 {evaluated}); stopped")
-        if sha256_file(dest / "pretraining.safetensors") != sha256_file(published / "pretraining.safetensors"):
-            raise RuntimeError(f"{dest / 'pretraining.safetensors'} differs from {published}; stopped")
+        bundle, dest = bundle_root / name, weights_dir / name
+        with tempfile.TemporaryDirectory() as tmp:
+            hub = save_pretrained(model, Path(tmp) / name, metadata=metadata, dtype=torch.float16)
+            # The files must be the bytes that were evaluated: the evaluation records the encoder file's sha256.
+            evaluated = json.loads((zoo / "eval" / f"{method}_s{seed}.knn.json").read_text())["model"].get("sha256")
+            if sha256_file(hub / "model.safetensors") != evaluated:
+                raise RuntimeError(f"the rebuilt model.safetensors of {name} is not the evaluated file; stopped")
+            if sha256_file(hub / "pretraining.safetensors") != sha256_file(published / "pretraining.safetensors"):
+                raise RuntimeError(f"the rebuilt pretraining.safetensors of {name} differs from {published}; stopped")
+            bundle.mkdir(parents=True, exist_ok=True)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in FILES:
+                shutil.copy(hub / f, bundle / f)
+                (dest / f).unlink(missing_ok=True)  # one copy of each weight file: the bundled one
+            shutil.copy(hub / "README.md", dest / "README.md")
         (dest / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
         shutil.copy(run / "metrics.jsonl", dest / "metrics.jsonl")
         shutil.copy(run / "history.png", dest / "history.png")
         if method == "clmae" and (zoo / "curriculum.png").is_file():
             shutil.copy(zoo / "curriculum.png", dest / "curriculum.png")
-        save_file(golden_outputs(dest), dest / "golden.safetensors")
-        bundle = bundle_root / name
-        bundle.mkdir(parents=True, exist_ok=True)
-        for f in FILES:
-            shutil.copy(dest / f, bundle / f)
-        shas[name] = {f: sha256_file(dest / f) for f in FILES}
-        print(f"{name}: {dest} and {bundle}; metrics {metrics}")
+        save_file(golden_outputs(bundle), dest / "golden.safetensors")
+        shas[name] = {f: sha256_file(bundle / f) for f in FILES}
+        print(f"{name}: weights in {bundle}, records in {dest}; metrics {metrics}")
     results = weights_dir / "fmnist_results"
     results.mkdir(exist_ok=True)
     shutil.copy(zoo / "summary.json", results / "summary.json")
@@ -183,28 +198,39 @@ def publish(zoo: Path, seed: int, weights_dir: Path, bundle_root: Path) -> dict[
 
 
 def update_manifest(path: Path, shas: dict[str, dict[str, str]], zoo: Path, seed: int) -> None:
+    """Record the bundled files' sha256 and the measured results in the registry's existing entries (format 2)."""
     data = json.loads(path.read_text())
+    if data.get("format") != 2:
+        raise ValueError(f"{path}: expected a format-2 manifest, got format {data.get('format')!r}")
     summary = json.loads((zoo / "summary.json").read_text())
+    missing = set(shas) - {entry["name"] for entry in data["weights"]}
+    if missing:
+        raise ValueError(f"{path} has no entry for {sorted(missing)}: add them (name, aliases, ...) first")
     for entry in data["weights"]:
         if entry["name"] in shas:
             method = entry["method"]
-            row = summary["results"][TITLES[method]]
+            row = summary["results"][METHOD_TITLES[method]]
             entry["files"] = shas[entry["name"]]
-            entry["status"] = "bundled"
-            entry["metrics"] = {f"fmnist_test_{k}_top1": round(by_model(row, k)[f"{method}_s{seed}"], 4)
-                                for k in ("knn_reference", "knn_weighted", "linear") if k in row}  # fmt: skip
+            entry["status"] = registry.BUNDLED
+            entry["metrics"] = {
+                f"fmnist_test_{k}_top1": round(by_model(row, k)[f"{method}_s{seed}"], 4)
+                for k in ("knn_reference", "knn_weighted", "linear")
+                if k in row
+            }
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("zoo", help="the --out folder of weights/train_fmnist.py")
+    p.add_argument("zoo", help="the --out folder of python -m clmae.zoo.fmnist")
     p.add_argument("--seed", type=int, default=0, help="which seed's weights to publish")
     args = p.parse_args(argv)
     zoo = Path(args.zoo)
-    shas = publish(zoo, args.seed, ROOT / "weights", ROOT / "clmae" / "hub" / "bundled")
-    update_manifest(ROOT / "weights" / "manifest.json", shas, zoo, args.seed)
-    shutil.copy(ROOT / "weights" / "manifest.json", ROOT / "clmae" / "hub" / "manifest.json")
+    if not (ROOT / "weights").is_dir():
+        p.error(f"{ROOT} is not a source checkout of clmae (no weights/ folder beside clmae/)")
+    manifest = registry.MANIFEST  # the package's registry, never $CLMAE_WEIGHTS_MANIFEST
+    shas = publish(zoo, args.seed, ROOT / "weights", registry.BUNDLED_ROOT, card_names(manifest))
+    update_manifest(manifest, shas, zoo, args.seed)
     return 0
 
 

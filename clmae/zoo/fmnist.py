@@ -1,9 +1,9 @@
 """Train, evaluate and package the zoo's Fashion-MNIST weights: CL-MAE and the MAE baseline, several seeds each.
 
 The published weights and every number in ``weights/*fmnist*/`` and MODEL_CARD.md come from
-``bash weights/run_gpu_fmnist.sh`` on one H100, where ``--epochs auto`` chose 9 epochs; the same schedule again::
+``bash benchmarks/run_gpu_fmnist.sh`` on one H100, where ``--epochs auto`` chose 9 epochs; the same schedule again::
 
-    python weights/train_fmnist.py --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs 9 --device cuda
+    python -m clmae.zoo.fmnist --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs 9 --device cuda
 
 Steps (each a plain ``clmae`` command, run as concurrent processes on one device):
 
@@ -18,7 +18,8 @@ Steps (each a plain ``clmae`` command, run as concurrent processes on one device
    first CL-MAE run at several points of its curriculum, and its loss curves).
 
 Nothing here is specific to a GPU: ``--device cpu --data fmnist-sample --epochs 2 --linear-epochs 2`` runs the same
-steps on the bundled 1,000 images in minutes.
+steps on the bundled 1,000 images in minutes. ``python -m clmae.zoo.publish OUT`` then packages the first seed of each
+method as the bundled weights.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-METHODS = ("clmae", "mae")
+from clmae.models import METHOD_TITLES, METHODS
+
 ARCH = "vit_tiny_patch4_28"
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    root = str(Path(__file__).resolve().parents[1])  # run from a source checkout without installing
+    root = str(Path(__file__).resolve().parents[2])  # the jobs import this clmae, installed or not
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
     return env
 
@@ -137,8 +139,17 @@ def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    out.write_text(json.dumps({"method": method, "batch": batch, "steps": steps, "seconds": seconds,
-                               "images_per_s": steps * batch / seconds}))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "method": method,
+                "batch": batch,
+                "steps": steps,
+                "seconds": seconds,
+                "images_per_s": steps * batch / seconds,
+            }
+        )
+    )
 
 
 def calibrate(args: argparse.Namespace, out: Path, deadline: float) -> dict[str, Any]:
@@ -149,8 +160,19 @@ def calibrate(args: argparse.Namespace, out: Path, deadline: float) -> dict[str,
     for method in METHODS:
         for seed in args.seeds:
             f = out / "calibration" / f"{method}_s{seed}.json"
-            cmd = [sys.executable, __file__, "--calibrate-child", method, "--batch-size", str(args.batch_size),
-                   "--device", args.device, "--out", str(f)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "clmae.zoo.fmnist",
+                "--calibrate-child",
+                method,
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                args.device,
+                "--out",
+                str(f),
+            ]
             jobs.append((f"calibrate {method} s{seed}", cmd, f.with_suffix(".log")))
     _run_all(jobs, len(jobs), deadline)
     rates: dict[str, float] = {}
@@ -181,12 +203,28 @@ def run_throughput(run: Path) -> dict[str, float]:
 def train_command(args: argparse.Namespace, method: str, seed: int, epochs: int, run: Path) -> list[str]:
     """The ``clmae train`` command of one run."""
     return _clmae(
-        "train", "--recipe", "clmae_fmnist_tiny", "--method", method, "--data", args.data, "--out", str(run),
-        f"seed={seed}", f"epochs={epochs}", f"warmup_epochs={max(1, epochs // 10)}",
-        f"batch_size={args.batch_size}", f"base_lr={args.base_lr}", f"num_workers={args.workers}",
-        f"device={args.device}", "log_every=50", "vis_every=1", f"save_every={max(1, epochs // 4)}",
-        "keep_checkpoints=1", "progress=false",
-    )  # fmt: skip
+        "train",
+        "--recipe",
+        "clmae_fmnist_tiny",
+        "--method",
+        method,
+        "--data",
+        args.data,
+        "--out",
+        str(run),
+        f"seed={seed}",
+        f"epochs={epochs}",
+        f"warmup_epochs={max(1, epochs // 10)}",
+        f"batch_size={args.batch_size}",
+        f"base_lr={args.base_lr}",
+        f"num_workers={args.workers}",
+        f"device={args.device}",
+        "log_every=50",
+        "vis_every=1",
+        f"save_every={max(1, epochs // 4)}",
+        "keep_checkpoints=1",
+        "progress=false",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,7 +239,7 @@ def store_half(run: Path, method: str, epochs: int, command: str) -> Path:
     from clmae.hub import load_pretraining_model, save_pretrained
 
     model = load_pretraining_model(run / "export")
-    title = "CL-MAE" if method == "clmae" else "MAE"
+    title = METHOD_TITLES[method]
     metadata = {
         "license": "apache-2.0",
         "datasets": ["fashion_mnist"],
@@ -220,19 +258,56 @@ def eval_jobs(args: argparse.Namespace, models: dict[str, str], out: Path, with_
     jobs = []
     for name, spec in models.items():
         extra = [f"init_seed={name.rsplit('_s', 1)[1]}"] if name.startswith("random") else []
-        knn = _clmae("eval", "knn", "--model", spec, "--data", args.eval_data,
-                     "--out", str(out / "eval" / f"{name}.knn.json"), *common, *extra)  # fmt: skip
-        linear = _clmae("eval", "linear", "--model", spec, "--data", args.eval_data,
-                        "--out", str(out / "eval" / f"{name}.linear.json"), "mode=cached",
-                        f"epochs={args.linear_epochs}", f"warmup_epochs={max(1, args.linear_epochs // 9)}",
-                        *common, *extra)  # fmt: skip
-        jobs += [(f"knn {name}", knn, out / "logs" / f"{name}.knn.log"),
-                 (f"linear {name}", linear, out / "logs" / f"{name}.linear.log")]  # fmt: skip
+        knn = _clmae(
+            "eval",
+            "knn",
+            "--model",
+            spec,
+            "--data",
+            args.eval_data,
+            "--out",
+            str(out / "eval" / f"{name}.knn.json"),
+            *common,
+            *extra,
+        )
+        linear = _clmae(
+            "eval",
+            "linear",
+            "--model",
+            spec,
+            "--data",
+            args.eval_data,
+            "--out",
+            str(out / "eval" / f"{name}.linear.json"),
+            "mode=cached",
+            f"epochs={args.linear_epochs}",
+            f"warmup_epochs={max(1, args.linear_epochs // 9)}",
+            *common,
+            *extra,
+        )
+        jobs += [
+            (f"knn {name}", knn, out / "logs" / f"{name}.knn.log"),
+            (f"linear {name}", linear, out / "logs" / f"{name}.linear.log"),
+        ]
         if with_finetune and name != "raw-pixels":
-            ft = _clmae("eval", "finetune", "--model", spec, "--data", args.eval_data,
-                        "--out", str(out / "eval" / f"{name}.finetune.json"), f"epochs={args.finetune_epochs}",
-                        f"warmup_epochs={max(1, args.finetune_epochs // 10)}", "batch_size=256", "base_lr=1e-3",
-                        f"workers={args.workers}", "cache=false", *common, *extra)  # fmt: skip
+            ft = _clmae(
+                "eval",
+                "finetune",
+                "--model",
+                spec,
+                "--data",
+                args.eval_data,
+                "--out",
+                str(out / "eval" / f"{name}.finetune.json"),
+                f"epochs={args.finetune_epochs}",
+                f"warmup_epochs={max(1, args.finetune_epochs // 10)}",
+                "batch_size=256",
+                "base_lr=1e-3",
+                f"workers={args.workers}",
+                "cache=false",
+                *common,
+                *extra,
+            )
             jobs.append((f"finetune {name}", ft, out / "logs" / f"{name}.finetune.log"))
     return jobs
 
@@ -314,8 +389,9 @@ def curriculum_figure(run: Path, path: Path, points: int = 5) -> Path:
         lam = curriculum_factor(e - 1, epochs)
         img = Image.open(by_epoch[e]).convert("RGB")
         label = Image.new("RGB", (img.width, 18), "white")
-        ImageDraw.Draw(label).text((4, 3), f"after epoch {e}/{epochs}: lambda_cl {lam:+.2f} ({curriculum_phase(lam)})",
-                                   fill=(0, 0, 0))  # fmt: skip
+        ImageDraw.Draw(label).text(
+            (4, 3), f"after epoch {e}/{epochs}: lambda_cl {lam:+.2f} ({curriculum_phase(lam)})", fill=(0, 0, 0)
+        )
         panels += [label, img]
     history = run / "history.png"
     if history.is_file():
@@ -364,9 +440,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     deadline = start + (args.deadline or 1e9)
     out.mkdir(parents=True, exist_ok=True)
-    info: dict[str, Any] = {"arch": ARCH, "seeds": args.seeds, "batch_size": args.batch_size,
-                            "base_lr": args.base_lr, "data": args.data, "device": args.device,
-                            "linear_epochs": args.linear_epochs, "finetune_epochs": args.finetune_epochs}  # fmt: skip
+    info: dict[str, Any] = {
+        "arch": ARCH,
+        "seeds": args.seeds,
+        "batch_size": args.batch_size,
+        "base_lr": args.base_lr,
+        "data": args.data,
+        "device": args.device,
+        "linear_epochs": args.linear_epochs,
+        "finetune_epochs": args.finetune_epochs,
+    }
     if args.device.startswith("cuda"):
         import torch
 
@@ -388,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     # 2. training
     t0 = time.time()
     runs = {f"{m}_s{s}": (m, s, out / "runs" / f"{m}_s{s}") for m in METHODS for s in args.seeds}
-    jobs = [(name, train_command(args, m, s, epochs, run), out / "logs" / f"{name}.train.log")
-            for name, (m, s, run) in runs.items()]  # fmt: skip
+    jobs = [
+        (name, train_command(args, m, s, epochs, run), out / "logs" / f"{name}.train.log")
+        for name, (m, s, run) in runs.items()
+    ]
     train_status = _run_all(jobs, len(jobs), deadline)
     info["train_seconds"] = time.time() - t0
     info["train_status"] = train_status
@@ -416,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         info["finetune_seconds"] = time.time() - t0
 
     # 4. summary and figure
-    groups = {m.upper() if m == "mae" else "CL-MAE": [f"{m}_s{s}" for s in args.seeds] for m in METHODS}
+    groups = {METHOD_TITLES[m]: [f"{m}_s{s}" for s in args.seeds] for m in METHODS}
     groups["random init"] = [f"random_s{s}" for s in args.seeds]
     groups["raw pixels"] = ["raw-pixels"]
     info["total_seconds"] = time.time() - start

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Train, evaluate and package the Fashion-MNIST weights on one GPU (weights/train_fmnist.py), then run the CUDA-only
-# tests. Expects the four Fashion-MNIST IDX .gz files in $FMNIST (default .fmnist). Writes to $OUT (default
-# runs/gpu_out): log.txt, results.tar.gz (summaries, eval JSON, metrics, pictures; no weights), gpu.txt,
-# cuda_tests.txt and the float16 pretraining weights of the first seed of each method, split into 15 MB parts
-# (`cat NAME.part-* > pretraining.safetensors` joins them); weights/publish_fmnist.py turns them into weights/.
+# Train, evaluate and package the Fashion-MNIST weights on one GPU (python -m clmae.zoo.fmnist), then run the
+# CUDA-only tests. Usage, from the repository root: `bash benchmarks/run_gpu_fmnist.sh`. Expects the four
+# Fashion-MNIST IDX .gz files in $FMNIST (default .fmnist). Writes to $OUT (default runs/gpu_out): log.txt,
+# results.tar.gz (summaries, eval JSON, metrics, pictures; no weights), gpu.txt, cuda_tests.txt and the float16
+# pretraining weights of the first seed of each method, split into 15 MB parts (`cat NAME.part-* >
+# pretraining.safetensors` joins them). `python -m clmae.zoo.publish ZOO_DIR` turns the pipeline's folder into the
+# bundled weights (clmae/hub/bundled/), their records (weights/<name>/, weights/fmnist_results/) and the manifest
+# entries (clmae/hub/manifest.json); the run's throughput and device records belong in benchmarks/results/.
 # Knobs: SEEDS (default "0 1 2"), TRAIN_SECONDS (time for the training step), DEADLINE (seconds for the whole
 # pipeline), FT_EPOCHS (fine-tuning epochs, 0 for none).
 set -u -o pipefail
+cd "$(dirname "$0")/.." || exit 1  # the repository root: PYTHONPATH, tests/ and the default paths are relative to it
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CLMAE_CACHE=/tmp/clmae_cache
 OUT=${OUT:-runs/gpu_out}
 FMNIST=${FMNIST:-.fmnist}
@@ -20,7 +24,7 @@ start=$(date +%s)
 } >"$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-python3 weights/train_fmnist.py --data "fmnist:$FMNIST" --out "$ZOO" --seeds ${SEEDS:-0 1 2} --epochs auto \
+python3 -m clmae.zoo.fmnist --data "fmnist:$FMNIST" --out "$ZOO" --seeds ${SEEDS:-0 1 2} --epochs auto \
   --train-seconds "${TRAIN_SECONDS:-270}" --deadline "${DEADLINE:-500}" --device cuda --workers 2 \
   --finetune-epochs "${FT_EPOCHS:-5}" 2>&1 | tee "$OUT/log.txt"
 

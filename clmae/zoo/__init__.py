@@ -1,0 +1,1 @@
+"""The Fashion-MNIST zoo pipeline: train, evaluate, summarise and publish the bundled weights."""
