@@ -27,10 +27,32 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .._io import load_torch_checkpoint
+from .config import TrainConfig
 
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
+# Fields that may change when a run is resumed; any other difference is an error.
+# batch_size/accum_iter/global_batch may change with the number of processes as long as the global batch stays.
+RESUMABLE_CHANGES = {
+    "recipe",
+    "data",
+    "num_workers",
+    "device",
+    "compile",
+    "out",
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "vis_every",
+    "vis_images",
+    "export",
+    "progress",
+    "batch_size",
+    "accum_iter",
+    "global_batch",
+}
 
 
 def checkpoint_path(out: str | os.PathLike, epoch: int) -> Path:
@@ -95,9 +117,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def find_resume(resume: str | None, out: str | os.PathLike) -> Path | None:
-    """The checkpoint to resume from: ``None``/``""`` (start fresh), ``auto`` (the newest in ``out``, if any) or a
-    path."""
+    """The checkpoint to resume from: ``None``/``""`` (start fresh, refused if ``out`` holds checkpoints), ``auto``
+    (the newest in ``out``, if any) or a path."""
     if not resume:
+        if list_checkpoints(out):
+            raise ValueError(
+                f"{out} already holds checkpoints of a run; pass --resume auto to continue it, or choose another --out"
+            )
         return None
     if resume == "auto":
         found = list_checkpoints(out)
@@ -117,3 +143,78 @@ def prune_checkpoints(out: str | os.PathLike, keep: int) -> None:
     if keep > 0:
         for old in list_checkpoints(out)[:-keep]:
             old.unlink(missing_ok=True)
+
+
+def training_state(
+    model: nn.Module,
+    mae_optimizer: torch.optim.Optimizer,
+    masker_optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+    step: int,
+    global_batch: int,
+    config: TrainConfig,
+    rng_ranks: list[dict[str, Any]],
+    metrics: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The checkpoint dict (see the module docstring)."""
+    return {
+        "model": model.state_dict(),
+        "mae_optimizer": mae_optimizer.state_dict(),
+        "masker_optimizer": None if masker_optimizer is None else masker_optimizer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "global_batch": global_batch,
+        "config": config.to_dict(),
+        "rng_ranks": rng_ranks,
+        "metrics": metrics,
+    }
+
+
+def restore(
+    path: str | os.PathLike,
+    model: nn.Module,
+    mae_optimizer: torch.optim.Optimizer,
+    masker_optimizer: torch.optim.Optimizer | None,
+    config: TrainConfig,
+    global_batch: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Continue a run from a checkpoint: model, optimizers and this process's random states, after checking that
+    ``config`` may resume it.
+
+    Returns:
+        ``(epochs done, updates done, per-epoch records so far)``.
+
+    Raises:
+        ValueError: the config or the global batch differs from the checkpoint's in a way that changes the run.
+    """
+    device = next(model.parameters()).device
+    state = load_checkpoint(path, map_location=device)
+    _check_resumable(state["config"], config, global_batch, state["global_batch"])
+    model.load_state_dict(state["model"])
+    mae_optimizer.load_state_dict(state["mae_optimizer"])
+    if masker_optimizer is not None:
+        masker_optimizer.load_state_dict(state["masker_optimizer"])
+    per_rank = state["rng_ranks"]
+    if len(per_rank) == world_size:  # every process continues its own random streams
+        set_rng_state(per_rank[rank])
+    elif rank == 0:  # another process count: only rank 0's streams carry over
+        set_rng_state(per_rank[0])
+    return state["epoch"], state["step"], list(state["metrics"])
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:
+    now = cfg.to_dict()
+    diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"cannot resume: the config differs from the checkpoint's ({changes}); use the same recipe and "
+            "overrides, or start a new run in another --out folder"
+        )
+    if saved_batch != global_batch:
+        raise ValueError(
+            f"cannot resume: the checkpoint was trained with a global batch of {saved_batch}, this run has "
+            f"{global_batch}; set global_batch={saved_batch} (or batch_size/accum_iter) for this number of processes"
+        )

@@ -46,12 +46,11 @@ from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
     find_resume,
-    list_checkpoints,
-    load_checkpoint,
     prune_checkpoints,
+    restore,
     rng_state,
     save_checkpoint,
-    set_rng_state,
+    training_state,
 )
 from .config import TrainConfig, save_config
 from .distributed import (
@@ -70,26 +69,6 @@ from .step import build_optimizers, compile_in_place, train_step
 from .visualize import plot_history
 
 LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
-# Fields that may change when a run is resumed; any other difference is an error.
-# batch_size/accum_iter/global_batch may change with the number of processes as long as the global batch stays.
-RESUMABLE_CHANGES = {
-    "recipe",
-    "data",
-    "num_workers",
-    "device",
-    "compile",
-    "out",
-    "save_every",
-    "keep_checkpoints",
-    "log_every",
-    "vis_every",
-    "vis_images",
-    "export",
-    "progress",
-    "batch_size",
-    "accum_iter",
-    "global_batch",
-}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -107,22 +86,6 @@ def accum_steps(cfg: TrainConfig, world_size: int) -> int:
             "processes; change batch_size or the number of processes"
         )
     return cfg.global_batch // per_update
-
-
-def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:
-    now = cfg.to_dict()
-    diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise ValueError(
-            f"cannot resume: the config differs from the checkpoint's ({changes}); use the same recipe and "
-            "overrides, or start a new run in another --out folder"
-        )
-    if saved_batch != global_batch:
-        raise ValueError(
-            f"cannot resume: the checkpoint was trained with a global batch of {saved_batch}, this run has "
-            f"{global_batch}; set global_batch={saved_batch} (or batch_size/accum_iter) for this number of processes"
-        )
 
 
 def _stop_if_not_finite(bad: torch.Tensor, epoch: int, step: int, out: Path) -> None:
@@ -186,23 +149,11 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     # Resume: model, both optimizers, schedule position, curriculum, RNG states; config checked against the saved.
     start_epoch, step, history, last_ckpt = 0, 0, [], None
     ckpt = find_resume(resume, out)
-    if ckpt is None and list_checkpoints(out):
-        raise ValueError(
-            f"{out} already holds checkpoints of a run; pass --resume auto to continue it, or choose another --out"
-        )
     if ckpt is not None:
-        state = load_checkpoint(ckpt, map_location=device)
-        _check_resumable(state["config"], cfg, global_batch, state["global_batch"])
-        model.load_state_dict(state["model"])
-        mae_opt.load_state_dict(state["mae_optimizer"])
-        if masker_opt is not None:
-            masker_opt.load_state_dict(state["masker_optimizer"])
-        start_epoch, step, history, last_ckpt = state["epoch"], state["step"], list(state["metrics"]), ckpt
-        per_rank = state["rng_ranks"]
-        if len(per_rank) == info.world_size:  # every process continues its own random streams
-            set_rng_state(per_rank[info.rank])
-        elif master:  # another process count: only rank 0's streams carry over
-            set_rng_state(per_rank[0])
+        start_epoch, step, history = restore(
+            ckpt, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size
+        )
+        last_ckpt = ckpt
         if master:
             print(f"resumed from {ckpt}: {start_epoch} epochs, {step} updates done")
     if cfg.compile:
@@ -302,20 +253,10 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if master:
             log.log({"type": "epoch", **record}, step, prefix="epoch")
             if save_now:
-                last_ckpt = save_checkpoint(
-                    {
-                        "model": model.state_dict(),
-                        "mae_optimizer": mae_opt.state_dict(),
-                        "masker_optimizer": None if masker_opt is None else masker_opt.state_dict(),
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "global_batch": global_batch,
-                        "config": cfg.to_dict(),
-                        "rng_ranks": rng_ranks,
-                        "metrics": history,
-                    },
-                    checkpoint_path(out, epoch + 1),
+                state = training_state(
+                    model, mae_opt, masker_opt, epoch + 1, step, global_batch, cfg, rng_ranks, history
                 )
+                last_ckpt = save_checkpoint(state, checkpoint_path(out, epoch + 1))
                 prune_checkpoints(out, cfg.keep_checkpoints)
             if last or (cfg.vis_every and (epoch + 1) % cfg.vis_every == 0):
                 mask_picture(model, vis_images, data.mean, data.std).save(out / "vis" / f"masks-{epoch + 1:04d}.png")
