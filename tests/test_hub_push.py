@@ -40,7 +40,7 @@ def test_save_push_load_roundtrip(hub, tmp_path, monkeypatch, capsys, images):
 
     # The printed entry, pasted into a manifest, pins and verifies the download.
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"format": 1, "weights": [{**entry, "alias": "demo"}]}))
+    manifest.write_text(json.dumps({"format": 2, "weights": [{**entry, "aliases": ["demo"]}]}))
     monkeypatch.setenv("CLMAE_WEIGHTS_MANIFEST", str(manifest))
     encoder = load_pretrained("demo", cache_dir=tmp_path / "c")
     ref = load_file(folder / "model.safetensors")

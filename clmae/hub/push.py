@@ -13,9 +13,10 @@ from .._version import __version__
 
 
 def manifest_entry(folder: str | Path, repo_id: str, commit: str) -> dict[str, Any]:
-    """The ``weights/manifest.json`` entry for ``folder`` published as ``repo_id`` at ``commit``.
+    """The ``clmae/hub/manifest.json`` entry for ``folder`` published as ``repo_id`` at ``commit``.
 
-    ``alias`` and ``recipe`` are left for the reviewer to fill in.
+    ``aliases`` and ``recipe`` are left for the reviewer to fill in (a CL-MAE weight's aliases start with
+    ``clmae_``, an MAE weight's with ``mae_``).
     """
     folder = Path(folder)
     cfg = read_config(folder)
@@ -25,7 +26,7 @@ def manifest_entry(folder: str | Path, repo_id: str, commit: str) -> dict[str, A
     files = [f for f in (CONFIG_NAME, WEIGHTS_NAME, PRETRAINING_NAME) if (folder / f).is_file()]
     return {
         "name": repo_name if repo_name.startswith(arch + ".") else f"{arch}.{repo_name}",
-        "alias": None,
+        "aliases": [],
         "method": info.get("method"),
         "arch": arch,
         "hub_repo": repo_id,
@@ -87,6 +88,6 @@ def push_to_hub(
     print(f"commit {info.oid}  {info.commit_url}")
     for name, digest in entry["files"].items():
         print(f"{digest}  {name}")  # sha256sum format
-    print("registry entry for weights/manifest.json:")
+    print("registry entry for clmae/hub/manifest.json:")
     print(json.dumps(entry, indent=2))
     return entry
