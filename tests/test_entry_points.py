@@ -50,6 +50,8 @@ def test_model_argument_typos_are_refused_by_train_and_eval():
             resolve_config("clmae_fmnist_tiny", [f"{prefix}dpeth=1"])
         with pytest.raises(ValueError, match=r"unknown model argument 'dpeth' \(did you mean depth"):
             parse_options("knn", {f"{prefix}dpeth": "1"})
+    with pytest.raises(ValueError, match=r"unknown model argument 'dpeth' \(did you mean depth"):
+        clmae.load_pretrained("vit_t_fmnist", dpeth=1)
     cfg = resolve_config("clmae_fmnist_tiny", ["model_kwargs.depth=1", "model.decoder_depth=1"])
     assert cfg.model_kwargs == {"depth": 1, "decoder_depth": 1}
     assert parse_options("knn", {"model_kwargs.depth": "1"})[2] == {"depth": 1}

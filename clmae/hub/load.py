@@ -24,6 +24,7 @@ from .._io import (
     read_safetensors,
 )
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
+from ..models.config import check_encoder_kwargs
 from . import registry
 from .download import check_sha256, fetch
 
@@ -200,6 +201,7 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
         cfg: the ``config.json`` content (:func:`clmae._io.read_config`).
         **kwargs: timm arguments that override the config's (``num_classes``, ``img_size``, ``drop_path_rate``...).
     """
+    check_encoder_kwargs({k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay")})
     arch = cfg["architecture"]
     args = {**cfg.get("model_args", {}), "num_classes": cfg.get("num_classes", 0), **kwargs}
     if not timm.is_model(arch) and arch in list_models():
