@@ -160,6 +160,22 @@ def test_wrong_config_errors(folder):
         load_pretrained(folder)
 
 
+def test_a_clmae_built_from_its_modules_saves_and_loads(tmp_path, images):
+    from clmae.models import MAEDecoder, MaskingModule
+
+    torch.manual_seed(3)
+    encoder = clmae.create_model("vit_tiny_patch4_28", embed_dim=32, depth=1, num_heads=2)
+    decoder = MAEDecoder(49, 32, decoder_embed_dim=16, depth=1, num_heads=2, patch_size=4, in_chans=1)
+    model = clmae.CLMAE(encoder, decoder, MaskingModule(49, 32, depth=1, num_heads=2)).eval()
+    loaded = load_pretraining_model(save_pretrained(model, tmp_path / "w"))
+    assert loaded.config.arch == "vit_tiny_patch4_28" and loaded.config.decoder_embed_dim == 16
+    named = load_pretraining_model(save_pretrained(model, tmp_path / "named", name="vit_tiny_patch4_28"))
+    assert named.config == loaded.config
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_masker(images, 1.0)["loss"], model.forward_masker(images, 1.0)["loss"])
+
+
 def test_wrong_image_size_error_from_the_explicit_check(folder):
     model = load_pretrained(folder)
     assert not model._forward_pre_hooks and not model._forward_hooks  # a plain timm model: no hidden hook

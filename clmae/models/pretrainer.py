@@ -47,6 +47,20 @@ def _frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def _module_sizes(decoder: MAEDecoder, masker: MaskingModule | None) -> dict:
+    """The :class:`PretrainingConfig` decoder and masking-module fields of built modules."""
+    sizes = {"decoder_embed_dim": decoder.embed.out_features, "decoder_depth": len(decoder.blocks)}
+    if len(decoder.blocks):
+        sizes["decoder_num_heads"] = decoder.blocks[0].attn.num_heads
+    if masker is not None:
+        sizes["masker_depth"] = len(masker.blocks)
+        if len(masker.blocks):
+            sizes["masker_num_heads"] = masker.blocks[0].attn.num_heads
+            sizes["masker_mlp_ratio"] = masker.blocks[0].mlp.fc1.out_features / masker.embed_dim
+            sizes["masker_norm_eps"] = masker.blocks[0].norm1.eps
+    return sizes
+
+
 class CLMAE(nn.Module):
     """CL-MAE (or plain MAE) pretraining wrapper around a timm ``VisionTransformer``.
 
@@ -88,8 +102,8 @@ class CLMAE(nn.Module):
                 "the pooled feature); pretrain with the default global_pool='token', or pass fc_norm=False"
             )
         method = "mae" if masker is None else "clmae"
-        if config is None:
-            config = PretrainingConfig(arch="", method=method)
+        if config is None:  # the reference values, and the sizes read off the modules
+            config = PretrainingConfig(arch="", method=method, **_module_sizes(decoder, masker))
         elif config.method != method:
             raise ValueError(f"config.method is {config.method!r} but the model is {method!r} (masker={masker!r})")
         self.encoder = encoder
