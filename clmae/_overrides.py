@@ -44,9 +44,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return coerce(value, next(a for a in args if a is not type(None)), key)
     try:
         if tp is bool:
-            text = str(value).strip().lower()
             if isinstance(value, bool):
                 return value
+            text = str(value).strip().lower()
             if text not in _TRUE + _FALSE:
                 raise ValueError
             return text in _TRUE

@@ -16,7 +16,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         baseline = None if args.baseline.lower() == "none" else args.baseline
         data = parse_data_spec(args.data)
-        if data.kind == "imagefolder" and data.spec.startswith("imagefolder:"):
+        if data.kind == "synthetic" or data.spec.startswith("imagefolder:"):
             raise ValueError(f"the demo reads Fashion-MNIST (fmnist, fmnist-sample, fmnist:FOLDER), not {data.spec}")
         run_demo(args.out, weights=args.weights, baseline=baseline, data_root=data.root)  # a bare IDX folder works too
     return 0

@@ -38,7 +38,7 @@ def create_model(name: str | os.PathLike, pretrained: bool = False, **kwargs: An
         return load_pretrained(name, **kwargs).train()
     if name in list_models():
         return create_encoder(name, **kwargs)
-    entry = find(name) if isinstance(name, str) and name else None
+    entry = find(name)
     if entry is not None:  # random weights, the weight's architecture and preprocessing (no file is read)
         model = create_encoder(entry.arch, **kwargs)
         model.pretrained_cfg.update(tag=entry.tag, method=entry.method, source=entry.name)

@@ -175,3 +175,9 @@ def test_the_package_has_no_import_cycle_and_models_know_nothing_of_hub():
 
     for node in sorted(graph):
         visit(node, [])
+
+
+def test_the_demo_takes_only_fashion_mnist_specs(tmp_path, capsys):
+    for spec in ("synthetic:8", f"imagefolder:{tmp_path}"):
+        assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--data", spec]) == 2
+        assert "the demo reads Fashion-MNIST" in capsys.readouterr().err

@@ -131,15 +131,15 @@ def extract_features(
         patches = tokens[:, encoder.num_prefix_tokens :]
         for f in features:
             if f == "cls":
-                value = tokens[:, 0]
+                # clone: a slice is a view that would keep the whole [B, L, D] batch alive
+                value = tokens[:, 0].clone()
             elif f == "avg":
                 value = patches.mean(1)
             elif f == "pooled":
                 value = encoder.forward_head(tokens, pre_logits=True)
             else:
                 value = patches
-            # clone: a slice is a view that would keep the whole [B, L, D] batch alive
-            out[f].append(value.float().cpu().clone())
+            out[f].append(value.float().cpu())
     if not out[features[0]]:
         raise ValueError("the data set is empty: there are no images to extract features from")
     return {f: torch.cat(v) for f, v in out.items()}, torch.cat(labels).long() if labels else None

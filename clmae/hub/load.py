@@ -190,6 +190,11 @@ def resolve_weight_or_explain(name: str, revision: str | None = None) -> Source:
         raise
 
 
+def _preprocessing(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json``'s ``pretrained_cfg`` as timm keeps it (JSON lists back to tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("pretrained_cfg") or {}).items()}
+
+
 def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
     """A randomly initialised encoder as a weights folder's ``config.json`` describes it.
 
@@ -201,7 +206,7 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
         cfg: the ``config.json`` content (:func:`clmae._io.read_config`).
         **kwargs: timm arguments that override the config's (``num_classes``, ``img_size``, ``drop_path_rate``...).
     """
-    check_encoder_kwargs({k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay")})
+    check_encoder_kwargs(kwargs)
     arch = cfg["architecture"]
     args = {**cfg.get("model_args", {}), "num_classes": cfg.get("num_classes", 0), **kwargs}
     if not timm.is_model(arch) and arch in list_models():
@@ -209,8 +214,7 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
         arch, args = spec.timm_arch, {**spec.model_args, **args}
     if not timm.is_model(arch):
         raise ValueError(f"config.json names architecture {arch!r}, which neither timm nor clmae knows")
-    pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("pretrained_cfg") or {}).items()}
-    args.setdefault("pretrained_cfg", {**pcfg, "architecture": arch})
+    args.setdefault("pretrained_cfg", {**_preprocessing(cfg), "architecture": arch})
     try:
         model = timm.create_model(arch, pretrained=False, **args)
     except (RuntimeError, TypeError, ValueError, AssertionError) as e:
@@ -285,8 +289,7 @@ def load_pretrained(
     weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only)
     state = read_safetensors(weights)
     model = load_encoder_state(build_from_config(cfg, **kwargs), state, str(weights))
-    pcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["pretrained_cfg"].items()}
-    pcfg.update(architecture=cfg["architecture"], source=src.name)
+    pcfg = {**_preprocessing(cfg), "architecture": cfg["architecture"], "source": src.name}
     if src.repo_id is not None:
         pcfg.update(hf_hub_id=src.repo_id, revision=src.revision)
     if src.entry is not None:

@@ -116,10 +116,7 @@ def _encoder_and_config(
     model: nn.Module, name: str | None
 ) -> tuple[VisionTransformer, str | None, PretrainingConfig | None]:
     if isinstance(model, CLMAE):
-        config = model.config
-        if name is not None and config.arch != name:
-            config = dataclasses.replace(config, arch=name)
-        return model.encoder, config.arch or None, config
+        return model.encoder, name or model.config.arch or None, model.config
     if isinstance(model, VisionTransformer):
         return model, name, None
     raise ValueError(
@@ -190,7 +187,6 @@ def save_pretrained(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating-point torch.dtype (e.g. torch.float16), got {dtype!r}")
     model = _unwrap(model)
-    from_modules = isinstance(model, CLMAE) and not model.config.arch  # built from its modules: no architecture named
     encoder, name, config = _encoder_and_config(model, name)
     try:
         json.dumps([config.to_dict() if config else None, metadata, model_args])
@@ -210,7 +206,7 @@ def save_pretrained(
         args.update({k: v for k, v in config.encoder_kwargs.items() if k not in args})
     args.update(model_args or {})
     args = {k: v for k, v in args.items() if k not in _TRAINING_ONLY_ARGS}
-    if from_modules:  # record the encoder as it is, so that load_pretraining_model rebuilds it
+    if config is not None and not config.arch:  # built from its modules: record the encoder as it is, to rebuild it
         if not name:
             raise ValueError("cannot tell which clmae architecture this encoder is; pass name=<clmae.list_models()>")
         config = dataclasses.replace(config, arch=name, encoder_kwargs={**args, **config.encoder_kwargs})

@@ -115,8 +115,9 @@ class PretrainingConfig:
 
 
 def check_encoder_kwargs(kwargs: dict[str, Any]) -> None:
-    """A ``ValueError`` naming the closest valid names if a key is not a timm ``VisionTransformer`` argument."""
-    valid = encoder_arguments()
+    """A ``ValueError`` naming the closest valid names if a key is neither a timm ``VisionTransformer`` argument nor
+    one of ``timm.create_model``'s ``pretrained_cfg`` / ``pretrained_cfg_overlay``."""
+    valid = [*encoder_arguments(), "pretrained_cfg", "pretrained_cfg_overlay"]
     unknown = [k for k in kwargs if k not in valid]
     if not unknown:
         return

@@ -44,7 +44,7 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
         The timm ``VisionTransformer``, in train mode.
     """
     spec = get_arch(name)
-    check_encoder_kwargs({k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay")})
+    check_encoder_kwargs(kwargs)
     args = {**spec.model_args, "num_classes": 0, **kwargs}
     args.setdefault("pretrained_cfg", spec.full_pretrained_cfg())
     model = timm.create_model(spec.timm_arch, pretrained=False, **args)
