@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_pretrainer
 
 from clmae.cli import main
 from clmae.hub import registry, save_pretrained
@@ -82,20 +83,7 @@ def test_documents_report_the_recorded_results():
 
 
 def test_save_pretrained_in_float16_writes_nothing_when_a_value_does_not_fit(tmp_path):
-    from clmae.models import create_pretraining_model
-
-    model = create_pretraining_model(
-        "vit_tiny_patch4_28",
-        "clmae",
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        decoder_embed_dim=16,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        masker_depth=1,
-        masker_num_heads=2,
-    )
+    model = tiny_pretrainer(masker_num_heads=2)
     with torch.no_grad():
         model.masker.cls_token.fill_(1e6)  # beyond float16's 65504, in the masker: after the encoder is converted
     folder = tmp_path / "w"
