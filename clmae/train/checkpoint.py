@@ -43,6 +43,7 @@ RESUMABLE_CHANGES = {
     "compile",
     "out",
     "save_every",
+    "save_every_steps",
     "keep_checkpoints",
     "log_every",
     "vis_every",

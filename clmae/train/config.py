@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ class TrainConfig:
             ``model_kwargs.depth=4``. Names are checked.
         data: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the
             bundled 1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, or ``imagefolder:FOLDER`` / ``FOLDER``.
+        skip_unreadable: leave out image files that cannot be decoded (their count is logged) instead of stopping
+            at the first one.
+        epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
+        init: weights to start from instead of a random initialisation: an encoder (a registry name, ``hf-hub:``,
+            ``local-dir:``, a weights folder, a ``.safetensors`` file) with a fresh decoder and masking module, or a
+            full pretraining file (``pretraining.safetensors``, or a folder holding one).
         num_workers: DataLoader worker processes per GPU.
         epochs: passes over the data; also the length of the curriculum.
         warmup_epochs: linear LR warm-up, in epochs (stepped per iteration).
@@ -56,6 +63,8 @@ class TrainConfig:
         compile: ``torch.compile`` the encoder blocks, the decoder and the masking module.
         out: output folder.
         save_every: write a checkpoint every this many epochs (and always at the end).
+        save_every_steps: also write a checkpoint every this many updates inside an epoch (0: only at epoch ends);
+            a run resumed from one continues exactly where it stopped.
         keep_checkpoints: how many of the newest checkpoints to keep (0 keeps all).
         log_every: log metrics every this many iterations (the only host syncs of the loop).
         vis_every: save a picture of masks and reconstructions every this many epochs (0: only at the end).
@@ -71,6 +80,9 @@ class TrainConfig:
     norm_pix_loss: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     data: str = "fmnist-sample"
+    skip_unreadable: bool = False
+    epoch_size: int | None = None
+    init: str = ""
     num_workers: int = 0
     epochs: int = 10
     warmup_epochs: float = 1.0
@@ -88,6 +100,7 @@ class TrainConfig:
     compile: bool = False
     out: str = "runs/clmae"
     save_every: int = 1
+    save_every_steps: int = 0
     keep_checkpoints: int = 2
     log_every: int = 20
     vis_every: int = 1
@@ -101,7 +114,21 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accum_iter", "save_every", "log_every", "vis_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "warmup_epochs", "min_lr", "weight_decay", "keep_checkpoints", "vis_every"):
+        for name in ("epochs", "warmup_epochs", "base_lr", "lr", "min_lr", "weight_decay", "mask_ratio"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if self.epoch_size is not None and self.epoch_size < 1:
+            raise ValueError(f"epoch_size must be >= 1 (or none for the whole data set), got {self.epoch_size}")
+        for name in (
+            "num_workers",
+            "warmup_epochs",
+            "min_lr",
+            "weight_decay",
+            "save_every_steps",
+            "keep_checkpoints",
+            "vis_every",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup_epochs > self.epochs:
