@@ -5,7 +5,10 @@ split: every epoch draws one permutation of the data set (seed + epoch, as ``Dis
 micro-batch chunks of ``batch_size``, and hands chunk ``c = (step * accum_iter + a) * world_size + rank`` to micro-
 batch ``a`` of process ``rank``. One GPU with ``accum_iter = 8`` sees the same chunks in each update as 8 GPUs with
 ``accum_iter = 1``, so a run can move between machines and give the same result up to floating-point rounding.
-The incomplete last global batch of each epoch is dropped (as MAE's ``drop_last``).
+The incomplete last global batch of each epoch is dropped (as MAE's ``drop_last``). With ``epoch_size`` an epoch
+reads only the first ``epoch_size`` images of its permutation (for data sets too large to pass over), and
+:meth:`GlobalBatchSampler.set_epoch` can start an epoch at any update, so a run resumed inside an epoch reads exactly
+the images it had not read yet.
 
 It yields ``(index, seed)`` pairs: :class:`SeededDataset` applies its random transform under that seed, so
 augmentations do not depend on worker processes or on where a run was resumed.
@@ -36,6 +39,7 @@ class GlobalBatchSampler(DistributedSampler):
         rank: this process (default: its rank in the process group, else 0).
         seed: run seed; the permutation of epoch e uses ``seed + e``.
         shuffle: draw a new permutation every epoch (else data set order).
+        epoch_size: images per epoch (default: the whole data set).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class GlobalBatchSampler(DistributedSampler):
         rank: int | None = None,
         seed: int = 0,
         shuffle: bool = True,
+        epoch_size: int | None = None,
     ) -> None:
         if num_replicas is None:
             dist = torch.distributed
@@ -55,15 +60,24 @@ class GlobalBatchSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank or 0, shuffle=shuffle, seed=seed)
         self.batch_size, self.accum_iter = batch_size, accum_iter
         self.global_batch = batch_size * accum_iter * self.num_replicas
-        self.steps_per_epoch = len(dataset) // self.global_batch
+        size = len(dataset) if epoch_size is None else min(epoch_size, len(dataset))
+        self.steps_per_epoch = size // self.global_batch
         if self.steps_per_epoch == 0:
+            what = f"the data set has {len(dataset)} images" if size == len(dataset) else f"epoch_size is {size}"
             raise ValueError(
-                f"the data set has {len(dataset)} images, fewer than one global batch of {self.global_batch} "
-                f"(batch_size {batch_size} x accum_iter {accum_iter} x {self.num_replicas} processes); lower "
-                "batch_size or use more data"
+                f"{what}, fewer than one global batch of {self.global_batch} (batch_size {batch_size} x accum_iter "
+                f"{accum_iter} x {self.num_replicas} processes); lower batch_size or use more data"
             )
         self.num_samples = self.steps_per_epoch * accum_iter * batch_size
         self.total_size = self.num_samples * self.num_replicas
+        self.start_step = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch's permutation; the next iteration begins at update ``start_step`` of that epoch."""
+        if not 0 <= start_step <= self.steps_per_epoch:
+            raise ValueError(f"start_step must be in [0, {self.steps_per_epoch}], got {start_step}")
+        super().set_epoch(epoch)
+        self.start_step = start_step
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         n = len(self.dataset)
@@ -72,13 +86,13 @@ class GlobalBatchSampler(DistributedSampler):
         else:
             order = list(range(n))
         b, w = self.batch_size, self.num_replicas
-        for k in range(self.steps_per_epoch * self.accum_iter):
+        for k in range(self.start_step * self.accum_iter, self.steps_per_epoch * self.accum_iter):
             start = (k * w + self.rank) * b
             for pos in range(start, start + b):
                 yield order[pos], item_seed(self.seed, self.epoch, pos)
 
     def __len__(self) -> int:
-        return self.num_samples
+        return (self.steps_per_epoch - self.start_step) * self.accum_iter * self.batch_size
 
 
 class SeededDataset(Dataset):

@@ -1,27 +1,37 @@
-"""Training checkpoints: one flat dict per file, written atomically, read with ``torch.load(weights_only=True)``.
+"""Training checkpoints: one flat dict per file, written atomically, verified by a digest, read with
+``torch.load(weights_only=True)``.
 
-A checkpoint ``OUT/checkpoint-EEEE.pt`` (EEEE = epochs completed) holds::
+``OUT/checkpoint-EEEE.pt`` is written at the end of an epoch (EEEE = epochs completed);
+``OUT/checkpoint-EEEE-SSSSSSSS.pt`` inside epoch EEEE (0-based) after SSSSSSSS updates in all (``save_every_steps``).
+Each holds::
 
     model             state dict of the whole pretraining model (encoder, decoder, masking module)
     mae_optimizer     AdamW state of the encoder + decoder
     masker_optimizer  AdamW state of the masking module (None for MAE)
-    epoch             epochs completed (the next epoch to run)
+    epoch             epochs completed (the epoch to run or to continue)
     step              optimizer updates completed (the schedule's position)
+    epoch_step        updates already done inside ``epoch`` (0 at an epoch's end)
+    epoch_sums        every process's running sums of that epoch's losses (for its means), in rank order
     global_batch      images per update (a resume must keep it)
     config            the TrainConfig as a plain dict
     rng_ranks         every process's random states (torch, cuda, numpy, python), in rank order: each process
                       restores its own when the process count matches, else rank 0's carry over
     metrics           the per-epoch records so far (lambda_cl, losses; for plots)
+    digest            SHA-256 over every entry above (keys, tensor dtypes, shapes and bytes, plain values)
 
 The data order, the augmentations and MAE's random masks are functions of (seed, epoch, position), so resuming at
-an epoch boundary continues exactly as an uninterrupted run.
+any update continues exactly as an uninterrupted run. The digest is checked before a checkpoint is used: a damaged
+file is refused, and ``--resume auto`` falls back to the newest intact checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +42,13 @@ from torch import nn
 from .._io import load_torch_checkpoint
 from .config import TrainConfig
 
-_NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
+_NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
 # Fields that may change when a run is resumed; any other difference is an error.
 # batch_size/accum_iter/global_batch may change with the number of processes as long as the global batch stays.
 RESUMABLE_CHANGES = {
     "recipe",
     "data",
+    "skip_unreadable",
     "num_workers",
     "device",
     "compile",
@@ -56,9 +67,23 @@ RESUMABLE_CHANGES = {
 }
 
 
-def checkpoint_path(out: str | os.PathLike, epoch: int) -> Path:
-    """``OUT/checkpoint-EEEE.pt`` for ``epoch`` epochs completed."""
-    return Path(out) / f"checkpoint-{epoch:04d}.pt"
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file is truncated, corrupt, or its contents do not match its digest."""
+
+
+def checkpoint_path(out: str | os.PathLike, epoch: int, step: int | None = None) -> Path:
+    """``OUT/checkpoint-EEEE.pt`` for ``epoch`` epochs completed, or ``OUT/checkpoint-EEEE-SSSSSSSS.pt`` for
+    ``step`` updates done inside epoch ``epoch``."""
+    name = f"checkpoint-{epoch:04d}" + ("" if step is None else f"-{step:08d}")
+    return Path(out) / f"{name}.pt"
+
+
+def _order(path: Path) -> tuple[int, int] | None:
+    m = _NAME.match(path.name)
+    if m is None:
+        return None
+    # An epoch's end (EEEE epochs done) comes after every checkpoint inside epoch EEEE - 1 and before those in EEEE.
+    return (int(m.group(1)), -1 if m.group(2) is None else int(m.group(2)))
 
 
 def list_checkpoints(out: str | os.PathLike) -> list[Path]:
@@ -66,7 +91,7 @@ def list_checkpoints(out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     if not out.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := _NAME.match(p.name))]
+    found = [(key, p) for p in out.iterdir() if (key := _order(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
@@ -93,13 +118,40 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def state_digest(state: dict[str, Any]) -> str:
+    """SHA-256 over a checkpoint dict: keys, tensor dtypes, shapes and bytes, and plain values, in a fixed order."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            h.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=repr):
+                feed(key)
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(f"L{len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:  # str, int, float, bool, None
+            h.update(f"V{type(value).__name__}:{value!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != "digest"})
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically: to a temporary file in the same folder, flushed, then renamed over ``path``.
+    """Write ``state`` with its digest atomically: to a temporary file in the same folder, flushed, then renamed
+    over ``path``.
 
     A crash at any moment leaves either the previous file or the complete new one, never a partial file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**state, "digest": state_digest(state)}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(state, f)
@@ -110,40 +162,87 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code is unpickled)."""
-    state = load_torch_checkpoint(path, map_location)  # clear errors for missing, truncated or foreign files
+    """Read and verify a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code is unpickled).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DamagedCheckpointError: the file is truncated or corrupt, or its contents do not match its digest.
+        ValueError: the file is not a clmae training checkpoint.
+    """
+    try:
+        state = load_torch_checkpoint(path, map_location)  # clear errors for missing, truncated or foreign files
+    except FileNotFoundError:
+        raise
+    except ValueError as e:
+        raise DamagedCheckpointError(str(e)) from None
+    except Exception as e:  # damaged bytes can fail anywhere inside torch.load
+        raise DamagedCheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
     if "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a clmae training checkpoint (no 'model' and 'config' entries)")
+    saved = state.get("digest")  # checkpoints of clmae < 0.2 have none
+    if saved is not None and saved != state_digest(state):
+        raise DamagedCheckpointError(f"{path} is damaged: its contents do not match the digest written with it")
     return state
 
 
-def find_resume(resume: str | None, out: str | os.PathLike) -> Path | None:
-    """The checkpoint to resume from: ``None``/``""`` (start fresh, refused if ``out`` holds checkpoints), ``auto``
-    (the newest in ``out``, if any) or a path."""
+def find_resume(resume: str | None, out: str | os.PathLike) -> list[Path]:
+    """The checkpoints to try, best first: ``None``/``""`` (start fresh, refused if ``out`` holds checkpoints),
+    ``auto`` (those in ``out``, newest first; none: start fresh) or a path (only that one)."""
     if not resume:
         if list_checkpoints(out):
             raise ValueError(
                 f"{out} already holds checkpoints of a run; pass --resume auto to continue it, or choose another --out"
             )
-        return None
+        return []
     if resume == "auto":
-        found = list_checkpoints(out)
-        return found[-1] if found else None
+        return list_checkpoints(out)[::-1]
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint; use --resume auto or a checkpoint-*.pt path")
-    return path
+    return [path]
+
+
+def load_resume(
+    candidates: list[Path],
+    map_location: str | torch.device = "cpu",
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The first intact checkpoint of ``candidates`` (see :func:`find_resume`) and its contents.
+
+    With several candidates (``--resume auto``) a damaged one is skipped with a one-line warning; a single named
+    checkpoint that is damaged is an error, as is a folder whose checkpoints are all damaged.
+    """
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    for i, path in enumerate(candidates):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except DamagedCheckpointError as e:
+            if len(candidates) == 1:
+                raise DamagedCheckpointError(
+                    f"{e}; resume from an older checkpoint beside it, or use --resume auto"
+                ) from None
+            if i + 1 == len(candidates):
+                raise DamagedCheckpointError(
+                    f"every checkpoint in {path.parent} is damaged (the oldest: {e}); start a new run in another --out"
+                ) from None
+            warn(f"warning: skipping damaged checkpoint {path.name} ({e}); trying {candidates[i + 1].name}")
+    return None, None
 
 
 def prune_checkpoints(out: str | os.PathLike, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints (``keep=0`` keeps all), and temporary files left by a process
-    killed while writing."""
+    """Delete all but the ``keep`` newest end-of-epoch checkpoints (``keep=0`` keeps all), every checkpoint inside
+    an epoch but the newest (and that one too once an epoch ends after it), and temporary files left by a process
+    of this run killed while writing (the run holds ``out``'s lock, see :mod:`clmae.train.lock`)."""
     for stale in Path(out).glob(".checkpoint-*.pt.tmp*"):
         if not stale.name.endswith(f".tmp{os.getpid()}"):
             stale.unlink(missing_ok=True)
-    if keep > 0:
-        for old in list_checkpoints(out)[:-keep]:
-            old.unlink(missing_ok=True)
+    found = list_checkpoints(out)
+    ends = [p for p in found if _order(p)[1] == -1]
+    inside = [p for p in found if _order(p)[1] != -1]
+    doomed = ends[:-keep] if keep > 0 else []
+    doomed += [p for p in inside if p != found[-1]]  # a step checkpoint survives only while it is the newest
+    for old in doomed:
+        old.unlink(missing_ok=True)
 
 
 def training_state(
@@ -156,14 +255,18 @@ def training_state(
     config: TrainConfig,
     rng_ranks: list[dict[str, Any]],
     metrics: list[dict[str, Any]],
+    epoch_step: int = 0,
+    epoch_sums: list[dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict (see the module docstring)."""
+    """The checkpoint dict (see the module docstring), without its digest (:func:`save_checkpoint` adds it)."""
     return {
         "model": model.state_dict(),
         "mae_optimizer": mae_optimizer.state_dict(),
         "masker_optimizer": None if masker_optimizer is None else masker_optimizer.state_dict(),
         "epoch": epoch,
         "step": step,
+        "epoch_step": epoch_step,
+        "epoch_sums": list(epoch_sums or []),
         "global_batch": global_batch,
         "config": config.to_dict(),
         "rng_ranks": rng_ranks,
@@ -172,7 +275,7 @@ def training_state(
 
 
 def restore(
-    path: str | os.PathLike,
+    state: dict[str, Any],
     model: nn.Module,
     mae_optimizer: torch.optim.Optimizer,
     masker_optimizer: torch.optim.Optimizer | None,
@@ -180,18 +283,17 @@ def restore(
     global_batch: int,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[int, int, list[dict[str, Any]]]:
-    """Continue a run from a checkpoint: model, optimizers and this process's random states, after checking that
-    ``config`` may resume it.
+) -> dict[str, Any]:
+    """Continue a run from a loaded checkpoint (:func:`load_resume`): model, optimizers and this process's random
+    states, after checking that ``config`` may resume it.
 
     Returns:
-        ``(epochs done, updates done, per-epoch records so far)``.
+        ``epoch`` (epochs done), ``step`` (updates done), ``epoch_step`` (updates done inside ``epoch``),
+        ``epoch_sums`` (that epoch's running loss sums) and ``history`` (per-epoch records so far).
 
     Raises:
         ValueError: the config or the global batch differs from the checkpoint's in a way that changes the run.
     """
-    device = next(model.parameters()).device
-    state = load_checkpoint(path, map_location=device)
     _check_resumable(state["config"], config, global_batch, state["global_batch"])
     model.load_state_dict(state["model"])
     mae_optimizer.load_state_dict(state["mae_optimizer"])
@@ -202,7 +304,16 @@ def restore(
         set_rng_state(per_rank[rank])
     elif rank == 0:  # another process count: only rank 0's streams carry over
         set_rng_state(per_rank[0])
-    return state["epoch"], state["step"], list(state["metrics"])
+    sums = state.get("epoch_sums") or []
+    if sums and len(sums) != world_size:  # another process count: every process carries the mean of the sums
+        sums = [{k: sum(s[k] for s in sums) / len(sums) for k in sums[0]}] * world_size
+    return {
+        "epoch": state["epoch"],
+        "step": state["step"],
+        "epoch_step": state.get("epoch_step", 0),
+        "epoch_sums": dict(sums[rank]) if sums else {},
+        "history": list(state["metrics"]),
+    }
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:

@@ -45,8 +45,15 @@ def _visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    print(f"weights in {export_checkpoint(args.checkpoint, args.out)}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train`` and ``visualize`` to an argparse ``subparsers`` object (each sets ``func``)."""
+    """Add ``train``, ``export`` and ``visualize`` to an argparse ``subparsers`` object (each sets ``func``)."""
     p = subparsers.add_parser(
         "train",
         help="pretrain CL-MAE or the MAE baseline (one GPU/CPU, or under torchrun)",
@@ -58,12 +65,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, imagefolder:FOLDER or FOLDER")
     p.add_argument("--out", help="output folder for config, metrics, checkpoints, pictures and weights")
     p.add_argument("--method", choices=METHODS, help="CL-MAE (learned masks) or the MAE baseline")
-    p.add_argument("--resume", help="'auto' (newest checkpoint in --out, if any) or a checkpoint file")
+    p.add_argument(
+        "--resume",
+        help="'auto' (newest intact checkpoint in --out, if any; also finishes a run whose export was lost) or a "
+        "checkpoint file",
+    )
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model's blocks")
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=100")
     p.set_defaults(func=_train)
+
+    e = subparsers.add_parser(
+        "export",
+        help="write the Hub-ready weights folder of any training checkpoint",
+        description="Write the weights folder (config.json, model.safetensors, pretraining.safetensors, card) of a "
+        "checkpoint-*.pt written by clmae train; the checkpoint's digest is verified first.",
+    )
+    e.add_argument("checkpoint", help="a checkpoint-*.pt written by clmae train")
+    e.add_argument("out", help="the weights folder to write (replaced whole if it exists)")
+    e.set_defaults(func=_export)
 
     v = subparsers.add_parser("visualize", help="draw a checkpoint's masks, reconstructions and loss history")
     v.add_argument("checkpoint", help="a checkpoint-*.pt written by clmae train")

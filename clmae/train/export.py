@@ -1,19 +1,27 @@
-"""The end of a run: the encoder and the full pretraining model as a Hub-ready weights folder."""
+"""The end of a run: the encoder and the full pretraining model as a Hub-ready weights folder, written whole or not
+at all; and the same folder from any training checkpoint (``clmae export``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..hub import save_pretrained
-from ..models import CLMAE, METHOD_TITLES
+from ..models import CLMAE, METHOD_TITLES, create_pretraining_model
+
+MARKER = "train_config.json"  # written last into the temporary folder; the folder is renamed into place after it
 
 
 def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dict[str, Any]) -> Path:
     """Write ``model`` with :func:`clmae.save_pretrained` (timm ``config.json``, ``model.safetensors`` with the
     encoder, ``pretraining.safetensors`` with the whole model, model card) and the run's ``train_config.json``.
+
+    The files go to a temporary folder beside ``folder``, which then replaces ``folder``: a crash at any moment
+    leaves the previous folder, or no folder (then ``clmae train --resume auto`` or ``clmae export`` writes it),
+    never a partial one.
 
     Args:
         model: the trained pretraining model.
@@ -25,6 +33,48 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
         f"{METHOD_TITLES[model.method]} pretraining of `{train_config['model']}` for {train_config['epochs']} epochs "
         f"on `{train_config.get('data', '')}` with `clmae train` (recipe `{train_config.get('recipe') or 'custom'}`)."
     )
-    save_pretrained(model, folder, name=train_config["model"], metadata={"description": description})
-    (folder / "train_config.json").write_text(json.dumps(train_config, indent=2))
+    if train_config.get("init"):
+        description += f" Training started from the weights `{train_config['init']}`."
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
+    (tmp / MARKER).write_text(json.dumps(train_config, indent=2))
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a process killed while exporting
+        shutil.rmtree(stale, ignore_errors=True)
     return folder
+
+
+def export_complete(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a weights folder written whole by :func:`export_pretrained`."""
+    folder = Path(folder)
+    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", MARKER))
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Write the weights folder of a training checkpoint (``clmae export CHECKPOINT OUT``), verified first.
+
+    Args:
+        checkpoint: a ``checkpoint-*.pt`` written by ``clmae train``.
+        folder: output folder (replaced whole if it exists).
+    """
+    from .checkpoint import load_checkpoint
+    from .config import TrainConfig
+
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = create_pretraining_model(cfg.pretraining_config())
+    model.load_state_dict(state["model"])
+    train_config = cfg.to_dict()
+    train_config["exported_from"] = {
+        "checkpoint": Path(checkpoint).name,
+        "epochs_done": state["epoch"],
+        "updates_done": state["step"],
+        "updates_into_next_epoch": state.get("epoch_step", 0),
+    }
+    return export_pretrained(model.eval(), folder, train_config)

@@ -46,6 +46,7 @@ from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
     find_resume,
+    load_resume,
     prune_checkpoints,
     restore,
     rng_state,
@@ -62,7 +63,8 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .export import export_pretrained
+from .export import export_complete, export_pretrained
+from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .schedule import lr_at, peak_lr, set_lr
 from .step import build_optimizers, compile_in_place, train_step
@@ -104,17 +106,30 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
 
     Args:
         cfg: the run's config.
-        resume: ``None`` (fresh), ``"auto"`` (newest checkpoint in ``cfg.out``, fresh if none) or a checkpoint path.
+        resume: ``None`` (fresh), ``"auto"`` (newest intact checkpoint in ``cfg.out``, fresh if none) or a
+            checkpoint path. A run whose epochs are all done but whose export is missing is finished (export and
+            pictures) without training.
 
     Returns:
-        ``history`` (one record per epoch run here), ``checkpoint`` (the last written), ``export`` (the weights
-        folder or ``None``) and ``step``.
+        ``history`` (one record per epoch run here), ``checkpoint`` (the last written or resumed from), ``export``
+        (the weights folder or ``None``) and ``step``.
     """
     cfg.validate()
     info = init_distributed(cfg.device)
+    lock = RunLock(cfg.out)
     try:
+        error = None
+        if info.is_main:  # one run per --out; the other processes only learn whether rank 0 got the lock
+            try:
+                lock.acquire()
+            except ValueError as e:
+                error = str(e)
+        errors = [e for e in gather_objects(error) if e]
+        if errors:
+            raise ValueError(errors[0])
         return _train(cfg, resume, info)
     finally:
+        lock.release()
         cleanup()
 
 
@@ -129,7 +144,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
     data = build_pretraining_data(cfg.data, model.in_chans, model.img_size, cfg.seed)
     accum = accum_steps(cfg, info.world_size)
-    sampler = GlobalBatchSampler(data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed)
+    sampler = GlobalBatchSampler(
+        data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed, epoch_size=cfg.epoch_size
+    )
     loader = DataLoader(
         data.dataset,
         batch_size=cfg.batch_size,
@@ -146,16 +163,18 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     # Optimizers: one AdamW per module, same hyper-parameters and schedule.
     mae_opt, masker_opt = build_optimizers(model, lr_max, cfg.weight_decay, cfg.betas)
 
-    # Resume: model, both optimizers, schedule position, curriculum, RNG states; config checked against the saved.
-    start_epoch, step, history, last_ckpt = 0, 0, [], None
-    ckpt = find_resume(resume, out)
+    # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked.
+    start_epoch, start_step, step, history, sums, last_ckpt = 0, 0, 0, [], {}, None
+    ckpt, state = load_resume(find_resume(resume, out), device, warn=print if master else lambda line: None)
     if ckpt is not None:
-        start_epoch, step, history = restore(
-            ckpt, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size
-        )
+        resumed = restore(state, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size)
+        del state
+        start_epoch, start_step, step, history = (resumed[k] for k in ("epoch", "epoch_step", "step", "history"))
+        sums = {k: v.to(device) for k, v in resumed["epoch_sums"].items()}
         last_ckpt = ckpt
         if master:
-            print(f"resumed from {ckpt}: {start_epoch} epochs, {step} updates done")
+            where = f" and {start_step} updates into epoch {start_epoch + 1}" if start_step else ""
+            print(f"resumed from {ckpt}: {start_epoch} epochs{where}, {step} updates done")
     if cfg.compile:
         compile_in_place(model)
     ddp = wrap_ddp(model, info)
@@ -185,15 +204,32 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         mininterval=1.0,
     )
 
+    def save(epoch_done: int, epoch_step: int) -> Path | None:
+        """Checkpoint (rank 0 writes; every process takes part in the gathers); never of a NaN state."""
+        _stop_if_not_finite(bad, epoch_done, step, out)
+        rng_ranks = gather_objects(rng_state())
+        sums_ranks = gather_objects({k: v.cpu() for k, v in sums.items()}) if epoch_step else []
+        if not master:
+            return None
+        state = training_state(
+            model, mae_opt, masker_opt, epoch_done, step, global_batch, cfg, rng_ranks, history, epoch_step, sums_ranks
+        )
+        path = save_checkpoint(state, checkpoint_path(out, epoch_done, step if epoch_step else None))
+        prune_checkpoints(out, cfg.keep_checkpoints)
+        return path
+
     model.train()
     bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
     for epoch in range(start_epoch, cfg.epochs):
         lam = curriculum_factor(epoch, cfg.epochs)
-        sampler.set_epoch(epoch)
-        sums: dict[str, torch.Tensor] = {}
-        batches = iter(loader)
+        first = start_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, first)
+        if not first:
+            sums = {}
+        with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
+            batches = iter(loader)
         t_epoch = t_log = time.perf_counter()
-        for s in range(steps_per_epoch):
+        for s in range(first, steps_per_epoch):
             lr = lr_at(step, total_steps, warmup_steps, lr_max, cfg.min_lr)
             set_lr((mae_opt, masker_opt), lr)
             micro = [next(batches).to(device, non_blocking=True) for _ in range(accum)]
@@ -231,9 +267,12 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                 t_log = now
                 log.log(record, step)
                 bar.set_postfix(epoch=epoch, lam=f"{lam:+.2f}", loss=f"{record['mae_loss']:.4f}", refresh=False)
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and s + 1 < steps_per_epoch:
+                last_ckpt = save(epoch, s + 1) or last_ckpt
 
         # End of epoch: means over all processes, then checkpoint and pictures (rank 0).
         _stop_if_not_finite(bad, epoch, step, out)
+        done = steps_per_epoch - first  # updates run in this process for this epoch (sums cover all of them)
         means = all_reduce_mean(torch.stack([sums[k] for k in LOSS_KEYS if k in sums]) / steps_per_epoch).tolist()
         seconds = time.perf_counter() - t_epoch
         record = {
@@ -243,29 +282,32 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
             "phase": curriculum_phase(lam),
             "lr": lr,
             **dict(zip([k for k in LOSS_KEYS if k in sums], means)),
-            "images_per_s": steps_per_epoch * global_batch / seconds,
+            "images_per_s": done * global_batch / seconds,
             "seconds": seconds,
         }
         history.append(record)
         last = epoch + 1 == cfg.epochs
-        save_now = (epoch + 1) % cfg.save_every == 0 or last
-        rng_ranks = gather_objects(rng_state()) if save_now else None  # collective: every process takes part
+        sums = {}
+        if (epoch + 1) % cfg.save_every == 0 or last:
+            last_ckpt = save(epoch + 1, 0) or last_ckpt
         if master:
             log.log({"type": "epoch", **record}, step, prefix="epoch")
-            if save_now:
-                state = training_state(
-                    model, mae_opt, masker_opt, epoch + 1, step, global_batch, cfg, rng_ranks, history
-                )
-                last_ckpt = save_checkpoint(state, checkpoint_path(out, epoch + 1))
-                prune_checkpoints(out, cfg.keep_checkpoints)
             if last or (cfg.vis_every and (epoch + 1) % cfg.vis_every == 0):
                 mask_picture(model, vis_images, data.mean, data.std).save(out / "vis" / f"masks-{epoch + 1:04d}.png")
                 plot_history(history, out / "history.png")
     bar.close()
     log.close()
 
+    # The end: the weights folder, written whole or not at all. A resumed run whose epochs were done but whose
+    # export (or final pictures) was lost to a crash gets them now.
     exported = None
-    if master and cfg.export and start_epoch < cfg.epochs:
+    if master and start_epoch == cfg.epochs and not start_step:
+        final_vis = out / "vis" / f"masks-{cfg.epochs:04d}.png"
+        if not final_vis.is_file():
+            mask_picture(model, vis_images, data.mean, data.std).save(final_vis)
+        if not (out / "history.png").is_file() and history:
+            plot_history(history, out / "history.png")
+    if master and cfg.export and (start_epoch < cfg.epochs or not export_complete(out / "export")):
         exported = export_pretrained(model, out / "export", cfg.to_dict())
         print(f"done: weights in {exported}, checkpoints and metrics in {out}")
     if info.distributed:
