@@ -150,3 +150,46 @@ def test_two_process_resume_restores_every_ranks_random_state(tmp_path):
     a = load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt")["model"]
     b = load_checkpoint(tmp_path / "run" / "checkpoint-0002.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.integration
+def test_two_process_resume_inside_an_epoch_equals_an_uninterrupted_run(tmp_path):
+    common = ["epochs=2", "batch_size=4", "save_every_steps=3", "keep_checkpoints=0"]
+
+    def torchrun(out, *extra):
+        return _run(
+            [
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=1",
+                "--nproc_per_node=2",
+                "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}",
+                *_train_args(out, *common),
+                *extra,
+            ]
+        )
+
+    torchrun(tmp_path / "ref")
+    run = tmp_path / "run"
+    torchrun(run)
+    names = [p.name for p in list_checkpoints(run)]  # 8 updates per epoch: inside epochs after updates 3, 6, 9, ...
+    assert names == [
+        "checkpoint-0000-00000003.pt",
+        "checkpoint-0000-00000006.pt",
+        "checkpoint-0001.pt",
+        "checkpoint-0001-00000009.pt",
+        "checkpoint-0001-00000012.pt",
+        "checkpoint-0001-00000015.pt",
+        "checkpoint-0002.pt",
+    ]
+    for name in names[-3:]:  # back to update 9: one update into the second epoch
+        (run / name).unlink()
+    resumed = torchrun(run, "--resume", "auto")
+    assert "1 epochs and 1 updates into epoch 2, 9 updates done" in resumed.stdout
+    a, b = load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt"), load_checkpoint(run / "checkpoint-0002.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    times = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in times} for r in a["metrics"]] == [
+        {k: v for k, v in r.items() if k not in times} for r in b["metrics"]
+    ]

@@ -230,17 +230,17 @@ def load_resume(
 
 
 def prune_checkpoints(out: str | os.PathLike, keep: int) -> None:
-    """Delete all but the ``keep`` newest end-of-epoch checkpoints (``keep=0`` keeps all), every checkpoint inside
-    an epoch but the newest (and that one too once an epoch ends after it), and temporary files left by a process
-    of this run killed while writing (the run holds ``out``'s lock, see :mod:`clmae.train.lock`)."""
+    """Delete temporary files left by a process of this run killed while writing (the run holds ``out``'s lock, see
+    :mod:`clmae.train.lock`) and, unless ``keep`` is 0 (keep all), all but the ``keep`` newest end-of-epoch
+    checkpoints and every checkpoint inside an epoch but the newest checkpoint."""
     for stale in Path(out).glob(".checkpoint-*.pt.tmp*"):
         if not stale.name.endswith(f".tmp{os.getpid()}"):
             stale.unlink(missing_ok=True)
+    if keep == 0:
+        return
     found = list_checkpoints(out)
     ends = [p for p in found if _order(p)[1] == -1]
-    inside = [p for p in found if _order(p)[1] != -1]
-    doomed = ends[:-keep] if keep > 0 else []
-    doomed += [p for p in inside if p != found[-1]]  # a step checkpoint survives only while it is the newest
+    doomed = ends[:-keep] + [p for p in found if _order(p)[1] != -1 and p != found[-1]]
     for old in doomed:
         old.unlink(missing_ok=True)
 

@@ -65,7 +65,8 @@ class TrainConfig:
         save_every: write a checkpoint every this many epochs (and always at the end).
         save_every_steps: also write a checkpoint every this many updates inside an epoch (0: only at epoch ends);
             a run resumed from one continues exactly where it stopped.
-        keep_checkpoints: how many of the newest checkpoints to keep (0 keeps all).
+        keep_checkpoints: how many of the newest end-of-epoch checkpoints to keep (0 keeps every checkpoint); of
+            those written inside an epoch (``save_every_steps``) only the newest is kept, until a newer one exists.
         log_every: log metrics every this many iterations (the only host syncs of the loop).
         vis_every: save a picture of masks and reconstructions every this many epochs (0: only at the end).
         vis_images: images in that picture.

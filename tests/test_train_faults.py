@@ -1,0 +1,276 @@
+"""Fault tests of ``clmae train``: kills at random moments and inside checkpoint and export writes, damaged
+checkpoints, two runs on one folder, and resuming inside an epoch. Nothing may be lost or loaded silently."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clmae.train import trainer
+from clmae.train.checkpoint import DamagedCheckpointError, list_checkpoints, load_checkpoint
+from clmae.train.config import TrainConfig
+from clmae.train.export import export_checkpoint, export_complete
+from clmae.train.lock import RunLock
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+    "masker_depth": 1,
+}
+TIMES = ("seconds", "images_per_s")
+
+# Run in a fresh interpreter: train with the config given as JSON; optionally die by SIGKILL at a chosen point.
+RUNNER = """
+import io, json, os, signal, sys
+import torch
+torch.set_num_threads(1)
+from clmae.train import export, trainer
+from clmae.train.config import TrainConfig
+
+cfg, resume, kill = TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2] or None, sys.argv[3]
+if kill.startswith("checkpoint:"):  # the n-th checkpoint write dies half-way through the file
+    calls, real = [0], trainer.save_checkpoint
+    def save_checkpoint(state, path):
+        calls[0] += 1
+        if calls[0] == int(kill.split(":")[1]):
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(state, path)
+    trainer.save_checkpoint = save_checkpoint
+if kill == "export":  # the export dies after writing its files, before the folder is moved into place
+    real_save = export.save_pretrained
+    def save_pretrained(*args, **kwargs):
+        real_save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    export.save_pretrained = save_pretrained
+print("started", flush=True)
+trainer.train(cfg, resume=resume)
+"""
+
+
+def tiny_config(out, **overrides) -> TrainConfig:
+    values = {
+        "model": "vit_tiny_patch4_28",
+        "model_kwargs": TINY,
+        "data": "synthetic:64",
+        "epochs": 3,
+        "warmup_epochs": 1,
+        "batch_size": 8,
+        "base_lr": 1e-3,
+        "out": str(out),
+        "log_every": 3,
+        "vis_every": 0,
+        "vis_images": 2,
+        "keep_checkpoints": 2,
+        "device": "cpu",
+        "progress": False,
+    }
+    return TrainConfig.from_dict({**values, **overrides})
+
+
+def _spawn(cfg, resume="", kill=""):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", RUNNER, json.dumps(cfg.to_dict()), resume, kill]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _without_times(records):
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+
+
+def _assert_finished_like(run, ref):
+    """``run`` ended with the same weights, export and per-epoch records as the uninterrupted ``ref``."""
+    assert export_complete(run / "export"), sorted(p.name for p in run.iterdir())
+    for name in ("model.safetensors", "pretraining.safetensors"):
+        assert _same_weights(load_file(ref / "export" / name), load_file(run / "export" / name)), name
+    a, b = load_checkpoint(list_checkpoints(ref)[-1]), load_checkpoint(list_checkpoints(run)[-1])
+    assert _same_weights(a["model"], b["model"]) and _without_times(a["metrics"]) == _without_times(b["metrics"])
+    assert not (run / ".lock").exists() and not list(run.glob(".*tmp*")) and (run / "history.png").is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["clmae", "mae"])
+def test_mid_epoch_resume_is_bit_identical(tmp_path, method, monkeypatch):
+    ref = tmp_path / "ref"
+    trainer.train(tiny_config(ref, method=method, save_every_steps=3, accum_iter=2, batch_size=4))
+    # The same run stopped by an exception after its update 11 (a checkpoint at update 9, 1 update into epoch 2).
+    run, real_step, steps = tmp_path / "run", trainer.train_step, [0]
+
+    def failing_step(*args, **kwargs):
+        steps[0] += 1
+        if steps[0] == 12:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", failing_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tiny_config(run, method=method, save_every_steps=3, accum_iter=2, batch_size=4))
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0001.pt", "checkpoint-0001-00000009.pt"]
+    saved = load_checkpoint(run / "checkpoint-0001-00000009.pt")
+    assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (1, 9, 1)
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    result = trainer.train(tiny_config(run, method=method, save_every_steps=3, accum_iter=2, batch_size=4), "auto")
+    assert result["step"] == 3 * 8
+    _assert_finished_like(run, ref)
+    # the metrics file holds each logged update once, as the uninterrupted run's
+    steps_logged = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    ref_logged = [r["step"] for r in map(json.loads, (ref / "metrics.jsonl").read_text().splitlines())]
+    assert steps_logged == ref_logged
+
+
+@pytest.mark.integration
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    cfg = dict(data="synthetic:128", epochs=4, save_every_steps=3, keep_checkpoints=1)
+    start = time.perf_counter()
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    span = time.perf_counter() - start  # how long a whole run takes here: the kills land anywhere inside it
+    run, rng, kills = tmp_path / "run", random.Random(0), 0
+    for attempt in range(8):
+        proc = _spawn(tiny_config(run, **cfg), resume="auto")
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(rng.uniform(0.0, (0.7 if attempt == 0 else 1.2) * span))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        assert "Traceback" not in proc.stderr.read()
+        if proc.returncode == 0:
+            break
+    else:
+        proc = _spawn(tiny_config(run, **cfg), resume="auto")
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert kills >= 1
+    _assert_finished_like(run, tmp_path / "ref")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kill", ["checkpoint:2", "checkpoint:7", "export"])
+def test_sigkill_inside_a_checkpoint_or_export_write(tmp_path, kill):
+    cfg = dict(epochs=2, save_every_steps=2)
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run = tmp_path / "run"
+    proc = _spawn(tiny_config(run, **cfg), kill=kill)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert not export_complete(run / "export")
+    if kill == "export":  # every epoch was done: resuming only writes the export
+        assert load_checkpoint(list_checkpoints(run)[-1])["epoch"] == 2
+    else:  # the half-written file is a temporary one: never listed, never loaded
+        assert list(run.glob(".checkpoint-*.tmp*"))
+    resumed = trainer.train(tiny_config(run, **cfg), "auto")
+    assert resumed["export"] == run / "export"
+    _assert_finished_like(run, tmp_path / "ref")
+
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "flip":  # 4 KB of flipped bits in the middle, where the tensors are
+        mid = len(data) // 2
+        data[mid : mid + 4096] = bytes(b ^ 0xFF for b in data[mid : mid + 4096])
+    else:
+        data = data[: len(data) // 3]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_damaged_newest_checkpoint_is_skipped_and_a_named_one_refused(tmp_path, how, capsys):
+    cfg = dict(epochs=2, keep_checkpoints=0, export=False)
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, **cfg))
+    newest = run / "checkpoint-0002.pt"
+    _damage(newest, how)
+    with pytest.raises(DamagedCheckpointError, match=r"checkpoint-0002\.pt.*(damaged|truncated|corrupt)"):
+        load_checkpoint(newest)
+    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt.*older checkpoint"):
+        trainer.train(tiny_config(run, **cfg), str(newest))
+    capsys.readouterr()
+    result = trainer.train(tiny_config(run, **cfg), "auto")
+    out = capsys.readouterr().out
+    assert "warning: skipping damaged checkpoint checkpoint-0002.pt" in out and "resumed from" in out
+    assert result["step"] == 2 * 8
+    a, b = load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt"), load_checkpoint(newest)
+    assert _same_weights(a["model"], b["model"])
+
+
+def test_every_checkpoint_damaged_is_an_error(tmp_path):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0, export=False))
+    for path in list_checkpoints(run):
+        _damage(path, "truncate")
+    with pytest.raises(ValueError, match=r"every checkpoint in .* is damaged"):
+        trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0, export=False), "auto")
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    holder = RunLock(out).acquire()  # another run, alive, holds the folder
+    try:
+        with pytest.raises(ValueError, match=rf"--out {out} is in use by process {os.getpid()}"):
+            trainer.train(tiny_config(out, epochs=1))
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written, the holder's lock intact
+    finally:
+        holder.release()
+    assert not (out / ".lock").exists()
+    trainer.train(tiny_config(out, epochs=1, export=False))
+    assert not (out / ".lock").exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = _spawn(tiny_config(out, epochs=50, export=False))
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 60
+    while not list_checkpoints(out):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    with pytest.raises(ValueError, match=rf"in use by process {proc.pid}"):  # alive: refused
+        trainer.train(tiny_config(out, epochs=50, export=False), "auto")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert json.loads((out / ".lock").read_text())["pid"] == proc.pid  # left behind
+    capsys.readouterr()
+    RunLock(out).acquire().release()
+    assert f"taking over {out / '.lock'} from process {proc.pid}" in capsys.readouterr().out
+    assert not (out / ".lock").exists()
+
+
+def test_out_naming_a_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match=r"--out .*file is a file, not a folder"):
+        trainer.train(tiny_config(path, epochs=1))
+    assert path.read_text() == "x"
+
+
+def test_export_command_writes_the_weights_of_any_checkpoint(tmp_path):
+    from clmae.cli import main
+
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0))
+    assert main(["export", str(run / "checkpoint-0002.pt"), str(tmp_path / "again")]) == 0
+    for name in ("model.safetensors", "pretraining.safetensors"):
+        assert _same_weights(load_file(run / "export" / name), load_file(tmp_path / "again" / name))
+    first = export_checkpoint(run / "checkpoint-0001.pt", tmp_path / "first")
+    saved = load_checkpoint(run / "checkpoint-0001.pt")["model"]
+    assert _same_weights({k: v for k, v in saved.items()}, load_file(first / "pretraining.safetensors"))
+    assert json.loads((first / "train_config.json").read_text())["exported_from"]["epochs_done"] == 1
