@@ -64,6 +64,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .export import export_complete, export_pretrained
+from .init import initialize
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .schedule import lr_at, peak_lr, set_lr
@@ -163,7 +164,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     # Optimizers: one AdamW per module, same hyper-parameters and schedule.
     mae_opt, masker_opt = build_optimizers(model, lr_max, cfg.weight_decay, cfg.betas)
 
-    # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked.
+    # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked. A fresh run
+    # with init= starts from existing weights instead (clmae.train.init).
     start_epoch, start_step, step, history, sums, last_ckpt = 0, 0, 0, [], {}, None
     ckpt, state = load_resume(find_resume(resume, out), device, warn=print if master else lambda line: None)
     if ckpt is not None:
@@ -175,6 +177,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if master:
             where = f" and {start_step} updates into epoch {start_epoch + 1}" if start_step else ""
             print(f"resumed from {ckpt}: {start_epoch} epochs{where}, {step} updates done")
+    elif cfg.init:  # continued pretraining: existing weights instead of the random initialisation
+        initialize(model, cfg.init, log=print if master else lambda line: None)
     if cfg.compile:
         compile_in_place(model)
     ddp = wrap_ddp(model, info)
