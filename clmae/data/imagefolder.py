@@ -1,48 +1,60 @@
-"""ImageNet-style folders (``ROOT/CLASS/IMAGE.jpg``) read with torchvision's ``ImageFolder``, images only."""
+"""Folders of images for pretraining: flat or nested to any depth, class folders or not (labels are not used)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from PIL import Image
-from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
-
-_LAYOUT = "an ImageNet-style tree ROOT/CLASS/IMAGE.jpg (e.g. imagenet/train/n01440764/n01440764_10026.JPEG)"
+from .images import IMAGE_EXTENSIONS, ImageSource
 
 
-def _load_rgb(path: str) -> Image.Image:
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-        raise ValueError(f"cannot read image {path}: {e}; remove or replace the file") from None
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """The image files under ``root``, at any depth, in a fixed order.
+
+    Files with an extension of :data:`~clmae.data.images.IMAGE_EXTENSIONS` (any case) count; hidden files and
+    folders (names starting with ``.``) are skipped; symbolic links are followed. The order is that of the paths
+    relative to ``root``, compared folder by folder, so it is the same on every machine.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist, or holds no image file.
+        ValueError: ``root`` is a file.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist; give a folder of images")
+    if not root.is_dir():
+        raise ValueError(f"data {root} is a file, not a folder; give the folder that holds the images")
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(folder).relative_to(root).parts
+        found += [(*rel, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not found:
+        raise FileNotFoundError(
+            f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth, e.g. a flat folder "
+            "or an ImageNet-style ROOT/CLASS/IMAGE.jpg tree)"
+        )
+    return [root.joinpath(*parts) for parts in sorted(found)]
 
 
-class ImageFolderImages(Dataset):
-    """The PIL images of a torchvision ``ImageFolder`` (labels dropped), with errors that name the bad file.
+class ImageFolderImages(ImageSource):
+    """The images of a folder (see :func:`find_images`) as PIL images of ``mode``.
 
     Args:
         root: the folder.
-        check_first: open the first image now, so that an unreadable folder fails before training starts.
+        mode: PIL mode of the images served (``"RGB"`` or ``"L"``).
     """
 
-    def __init__(self, root: str | os.PathLike, check_first: bool = True) -> None:
-        root = Path(root)
-        if not root.exists():
-            raise FileNotFoundError(f"data folder {root} does not exist; expected {_LAYOUT}")
-        if not root.is_dir():
-            raise ValueError(f"data {root} is a file, not a folder; expected {_LAYOUT}")
-        try:
-            self.folder = ImageFolder(str(root), loader=_load_rgb)
-        except FileNotFoundError as e:  # torchvision: no class folder, or no image file in them
-            raise FileNotFoundError(f"no images found in {root} ({e}); expected {_LAYOUT}") from None
-        if check_first:
-            self[0]
+    def __init__(self, root: str | os.PathLike, mode: str = "RGB") -> None:
+        super().__init__(mode)
+        self.root = Path(root)
+        self.files = [str(f) for f in find_images(self.root)]
 
-    def __len__(self) -> int:
-        return len(self.folder)
+    def raw_len(self) -> int:
+        return len(self.files)
 
-    def __getitem__(self, index: int) -> Image.Image:
-        return self.folder[index][0]
+    def read(self, i: int) -> str:
+        return self.files[i]
+
+    def name(self, i: int) -> str:
+        return self.files[i]

@@ -11,11 +11,18 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from .fashion_mnist import MEAN as FMNIST_MEAN
 from .fashion_mnist import STD as FMNIST_STD
+from .hfdataset import HFDatasetImages
 from .imagefolder import ImageFolderImages
+from .images import ImageSource, pil_mode
 from .sampler import SeededDataset
-from .spec import SPECS, parse_data_spec
+from .spec import SPECS, DataSpec, parse_data_spec
 from .synthetic import SyntheticImages
 from .transforms import eval_transform, pretrain_transform
+from .webdataset import WebDatasetImages
+
+# 1-channel models on image files: the means of ImageNet's per-channel statistics (images converted with PIL "L")
+GREY_MEAN = (sum(IMAGENET_DEFAULT_MEAN) / 3,)
+GREY_STD = (sum(IMAGENET_DEFAULT_STD) / 3,)
 
 
 @dataclass
@@ -57,17 +64,24 @@ def _check_shape(spec: str, shape: tuple[int, int, int], in_chans: int, img_size
         )
 
 
-def build_pretraining_data(spec: str, in_chans: int, img_size: int | Sequence[int], seed: int = 0) -> PretrainingData:
+def build_pretraining_data(
+    spec: str, in_chans: int, img_size: int | Sequence[int], seed: int = 0, *, skip_unreadable: bool = False
+) -> PretrainingData:
     """The data set named by ``spec``, checked against the model's input.
 
     Args:
         spec: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST training split),
             ``fmnist-sample`` (the 1,000 bundled images), ``fmnist:FOLDER`` (IDX files in FOLDER), ``synthetic:N`` (N
-            smooth random images of the model's size) or ``imagefolder:FOLDER`` / ``FOLDER`` (``FOLDER/CLASS/IMAGE``,
-            RGB; MAE's augmentation).
+            smooth random images of the model's size), ``imagefolder:FOLDER`` / ``FOLDER`` (every image file under
+            FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging Face data
+            set). Image files are converted to the model's channels (RGB, or greyscale for 1 channel) and get MAE's
+            augmentation.
         in_chans: the model's input channels.
         img_size: the model's input size.
         seed: seed of the synthetic set.
+        skip_unreadable: image files only: decode every image once now and leave out those that fail (their count
+            is in the description); by default only the first image is checked now and a bad one stops the run
+            when it is read, naming the file.
 
     Returns:
         A :class:`PretrainingData`.
@@ -85,17 +99,36 @@ def build_pretraining_data(spec: str, in_chans: int, img_size: int | Sequence[in
         n = parsed.count
         ds = SeededDataset(SyntheticImages(n, (in_chans, *size), seed))
         return PretrainingData(ds, ds, (0.0,) * in_chans, (1.0,) * in_chans, f"{n} synthetic images")
-    path = parsed.root
-    if not path.is_dir():
-        raise FileNotFoundError(f"data {spec!r}: {path} is not a folder that exists; give one of: {SPECS}")
-    if in_chans != 3 or size[0] != size[1]:
-        raise ValueError(f"image folders give square RGB images; model {in_chans} channels, {size} px does not fit")
-    source = ImageFolderImages(path)
-    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    source, what = _image_source(spec, parsed)  # "no images" first: it is the likelier mistake
+    source.mode = pil_mode(in_chans)
+    if size[0] != size[1]:
+        raise ValueError(f"image files are cropped to squares; a model of {size[0]}x{size[1]} px does not fit")
+    found = len(source)
+    if skip_unreadable:
+        dropped = source.drop_unreadable()
+        if not len(source):
+            raise ValueError(f"none of the {found} images in {what} can be decoded; check the files")
+        what += f", {len(source)} images ({dropped} unreadable left out)"
+    else:
+        source[0]  # fails now, naming the file, if the data is not images at all
+        what += f", {found} images"
+    mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if in_chans == 3 else (GREY_MEAN, GREY_STD)
     return PretrainingData(
         SeededDataset(source, pretrain_transform(size[0], mean, std)),
         SeededDataset(source, eval_transform(size[0], mean, std)),
         mean,
         std,
-        f"image folder {path}, {len(source)} images",
+        what,
     )
+
+
+def _image_source(spec: str, parsed: DataSpec) -> tuple[ImageSource, str]:
+    if parsed.kind == "wds":
+        return WebDatasetImages(parsed.root), f"WebDataset shards {parsed.spec[4:]}"
+    if parsed.kind == "hfds":
+        source = HFDatasetImages(parsed.root, parsed.split)
+        split = f" split {source.split}" if source.split else ""
+        return source, f"Hugging Face data set {parsed.root}{split}"
+    if not parsed.root.exists():
+        raise FileNotFoundError(f"data {spec!r}: {parsed.root} is not a folder that exists; give one of: {SPECS}")
+    return ImageFolderImages(parsed.root), f"image folder {parsed.root}"

@@ -4,8 +4,13 @@
   ``fmnist:FOLDER`` reads the four IDX files from FOLDER; ``fmnist-sample`` is the 1,000 + 1,000 image subset bundled
   with clmae.
 * ``synthetic:N`` -- N smooth random images of the model's size (pretraining only: they have no labels).
-* ``imagefolder:FOLDER`` or a bare ``FOLDER`` -- images on disk: ``FOLDER/CLASS/IMAGE`` for pretraining,
-  ``FOLDER/train/CLASS/IMAGE`` and ``FOLDER/val/CLASS/IMAGE`` for evaluation.
+* ``imagefolder:FOLDER`` or a bare ``FOLDER`` -- images on disk. Pretraining reads every image file under FOLDER, at
+  any depth, class folders or not; evaluation reads ``FOLDER/train/CLASS/IMAGE`` and ``FOLDER/val/CLASS/IMAGE``.
+* ``wds:SHARDS`` -- WebDataset tar shards (pretraining only): brace ranges or lists
+  (``wds:/data/shard-{000000..000099}.tar``, ``wds:/data/{a,b}.tar``), a glob (``wds:/data/*.tar``) or a folder
+  (``wds:/data/``: all its ``*.tar``, sorted).
+* ``hfds:FOLDER`` or ``hfds:FOLDER#SPLIT`` -- a Hugging Face data set written by ``save_to_disk`` (pretraining only;
+  a ``DatasetDict``'s ``train`` split unless ``#SPLIT`` names another). Needs ``pip install 'clmae[data]'``.
 """
 
 from __future__ import annotations
@@ -14,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .fashion_mnist import fmnist_root
+from .webdataset import expand_braces
 
-SPECS = "fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, imagefolder:FOLDER or a FOLDER"
+SPECS = (
+    "fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, imagefolder:FOLDER or a FOLDER, wds:SHARDS "
+    "(e.g. wds:/data/shard-{000000..000099}.tar), hfds:FOLDER[#SPLIT]"
+)
+LABELLED = ("fmnist", "imagefolder")
 
 
 @dataclass(frozen=True)
@@ -24,21 +34,36 @@ class DataSpec:
 
     Attributes:
         spec: the spec as given.
-        kind: ``"fmnist"``, ``"synthetic"`` or ``"imagefolder"``.
-        root: the folder to read (``None`` for synthetic data).
+        kind: ``"fmnist"``, ``"synthetic"``, ``"imagefolder"``, ``"wds"`` or ``"hfds"``.
+        root: the folder to read, or the shard pattern of ``wds`` (``None`` for synthetic data).
         count: the number of synthetic images (``None`` otherwise).
+        split: the ``hfds`` split named after ``#`` (``None`` otherwise, or when not given).
     """
 
     spec: str
     kind: str
     root: Path | None = None
     count: int | None = None
+    split: str | None = None
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the data has class labels (an evaluation needs them)."""
+        return self.kind in LABELLED
+
+    def require_labels(self) -> None:
+        """Raise a ``ValueError`` if the data has no class labels, naming the specs that have."""
+        if not self.labelled:
+            raise ValueError(
+                f"{self.spec!r} has no labels for evaluation; use fmnist, fmnist-sample or imagefolder:FOLDER "
+                "(FOLDER/train/CLASS/IMAGE and FOLDER/val/CLASS/IMAGE)"
+            )
 
 
 def parse_data_spec(spec: str) -> DataSpec:
     """Parse ``spec`` (see the module docstring); a ``ValueError`` naming the valid forms for a malformed one.
 
-    Only the form is checked here; whether the files exist is checked by the reader.
+    Only the form is checked here (for ``wds:``, the braces too); whether the files exist is checked by the reader.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a data spec must be one of: {SPECS}; got {spec!r}")
@@ -53,6 +78,17 @@ def parse_data_spec(spec: str) -> DataSpec:
         if count < 1:
             raise ValueError(f"synthetic data needs a positive count, e.g. synthetic:256, got {spec!r}")
         return DataSpec(spec, "synthetic", count=count)
+    if spec.startswith("wds:"):
+        pattern = spec[4:]
+        if not pattern:
+            raise ValueError(f"{spec!r} names no shards; write e.g. wds:/data/shard-{{000000..000099}}.tar")
+        expand_braces(pattern)
+        return DataSpec(spec, "wds", Path(pattern).expanduser())
+    if spec.startswith("hfds:"):
+        folder, sep, split = spec[5:].partition("#")
+        if not folder or (sep and not split):
+            raise ValueError(f"{spec!r}: write hfds:FOLDER or hfds:FOLDER#SPLIT (a folder save_to_disk wrote)")
+        return DataSpec(spec, "hfds", Path(folder).expanduser(), split=split or None)
     folder = spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec
     if not folder:
         raise ValueError(f"{spec!r} names no folder; write imagefolder:/path/to/images")
