@@ -383,6 +383,7 @@ def test_webdataset_unreadable_sample(tmp_path):
         data.dataset[(5, 0)]
     data = build_pretraining_data(f"wds:{shard}", 3, 32, skip_unreadable=True)
     assert len(data.dataset) == 5 and "(1 unreadable left out)" in data.description
+    assert data.dataset.source.keys() == [f"{i:06d}" for i in range(5)]
 
 
 # ---------------------------------------------------------------------------------------------- Hugging Face

@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,27 +42,34 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
-def decode_image(data: bytes | str | os.PathLike | Image.Image, mode: str, check: bool = False) -> Image.Image:
-    """Decode an encoded image (bytes or a file path) to a PIL image of ``mode``.
+def _open(data: bytes | str | os.PathLike) -> Image.Image:
+    return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
 
-    Args:
-        data: the file's bytes, its path, or an already decoded PIL image.
-        mode: PIL mode of the result.
-        check: only check that the whole file decodes (JPEGs at 1/8 scale, which still reads every byte); returns
-            the undecoded-size image unconverted.
+
+def decode_image(data: bytes | str | os.PathLike | Image.Image, mode: str) -> Image.Image:
+    """Decode an encoded image (its bytes or its path; a PIL image is only converted) to a PIL image of ``mode``.
 
     Raises:
-        OSError: the data is not a readable image (PIL's ``UnidentifiedImageError``, truncated files).
+        OSError: the data is not a readable image (PIL's ``UnidentifiedImageError``, truncated files), or another of
+            the errors PIL raises on bad files.
     """
     if isinstance(data, Image.Image):
         return to_mode(data, mode)
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
-        if check:
-            img.draft(img.mode, (1, 1))
-            img.load()
-            return img
+    with _open(data) as img:
         img.load()
         return to_mode(img, mode)
+
+
+def check_image(data: bytes | str | os.PathLike | Image.Image) -> None:
+    """Decode an encoded image completely, and nothing more: JPEGs at 1/8 scale, which still reads every byte.
+
+    Raises:
+        OSError: as :func:`decode_image`.
+    """
+    if not isinstance(data, Image.Image):
+        with _open(data) as img:
+            img.draft(img.mode, (1, 1))
+            img.load()
 
 
 class ImageSource(Dataset):
@@ -100,19 +105,16 @@ class ImageSource(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         i = index if self.keep is None else int(self.keep[index])
-        return self._decode(i, lambda data: decode_image(data, self.mode))
-
-    def _decode(self, i: int, decode: Callable[[Any], Image.Image]) -> Image.Image:
         try:
-            return decode(self.read(i))
+            return decode_image(self.read(i), self.mode)
         except _DECODE_ERRORS as e:
             raise ValueError(f"cannot read image {self.name(i)}: {e}; {SKIP_HINT}") from None
 
     def readable(self, i: int) -> bool:
         """Whether image ``i`` (raw index) decodes completely."""
         try:
-            self._decode(i, lambda data: decode_image(data, self.mode, check=True))
-        except ValueError:
+            check_image(self.read(i))
+        except _DECODE_ERRORS:
             return False
         return True
 

@@ -213,8 +213,9 @@ class WebDatasetImages(ImageSource):
         return f"{member} in shard {self.shards[k]}"
 
     def keys(self) -> list[str]:
-        """The sample keys, in index order (read again from the shard headers)."""
-        return [key for path in self.shards for key in index_shard(Path(path))[0]]
+        """The keys of the samples served, in index order (read again from the shard headers)."""
+        keys = [key for path in self.shards for key in index_shard(Path(path))[0]]
+        return keys if self.keep is None else [keys[i] for i in self.keep]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
