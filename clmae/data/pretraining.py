@@ -65,7 +65,14 @@ def _check_shape(spec: str, shape: tuple[int, int, int], in_chans: int, img_size
 
 
 def build_pretraining_data(
-    spec: str, in_chans: int, img_size: int | Sequence[int], seed: int = 0, *, skip_unreadable: bool = False
+    spec: str,
+    in_chans: int,
+    img_size: int | Sequence[int],
+    seed: int = 0,
+    *,
+    skip_unreadable: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> PretrainingData:
     """The data set named by ``spec``, checked against the model's input.
 
@@ -82,6 +89,10 @@ def build_pretraining_data(
         skip_unreadable: image files only: decode every image once now and leave out those that fail (their count
             is in the description); by default only the first image is checked now and a bad one stops the run
             when it is read, naming the file.
+        mean: normalisation of image files, per channel; pass the model's ``pretrained_cfg["mean"]`` so that the
+            exported weights' preprocessing is the one they were trained with (default: ImageNet's, or its average
+            for 1 channel).
+        std: as ``mean``.
 
     Returns:
         A :class:`PretrainingData`.
@@ -112,7 +123,11 @@ def build_pretraining_data(
     else:
         source[0]  # fails now, naming the file, if the data is not images at all
         what += f", {found} images"
-    mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if in_chans == 3 else (GREY_MEAN, GREY_STD)
+    if mean is None or std is None:
+        mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if in_chans == 3 else (GREY_MEAN, GREY_STD)
+    if not len(mean) == len(std) == in_chans:
+        raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({in_chans})")
+    mean, std = tuple(mean), tuple(std)
     return PretrainingData(
         SeededDataset(source, pretrain_transform(size[0], mean, std)),
         SeededDataset(source, eval_transform(size[0], mean, std)),

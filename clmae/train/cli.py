@@ -62,7 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML/JSON file")
-    p.add_argument("--data", help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, imagefolder:FOLDER or FOLDER")
+    p.add_argument(
+        "--data",
+        help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, FOLDER or imagefolder:FOLDER (images at any depth), "
+        "wds:SHARDS (WebDataset tars), hfds:FOLDER[#SPLIT] (saved Hugging Face data set); see docs/data.md",
+    )
     p.add_argument("--out", help="output folder for config, metrics, checkpoints, pictures and weights")
     p.add_argument("--method", choices=METHODS, help="CL-MAE (learned masks) or the MAE baseline")
     p.add_argument(

@@ -38,9 +38,11 @@ class TrainConfig:
             loss weights) and timm ``VisionTransformer`` arguments (``embed_dim``, ``depth``); set one with
             ``model_kwargs.depth=4``. Names are checked.
         data: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the
-            bundled 1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, or ``imagefolder:FOLDER`` / ``FOLDER``.
-        skip_unreadable: leave out image files that cannot be decoded (their count is logged) instead of stopping
-            at the first one.
+            bundled 1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, ``imagefolder:FOLDER`` / ``FOLDER`` (every
+            image under FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging
+            Face data set); see docs/data.md.
+        skip_unreadable: leave out image files that cannot be decoded (every image is decoded once at start-up;
+            their count is logged) instead of stopping at the first one.
         epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
         init: weights to start from instead of a random initialisation: an encoder (a registry name, ``hf-hub:``,
             ``local-dir:``, a weights folder, a ``.safetensors`` file) with a fresh decoder and masking module, or a

@@ -143,7 +143,16 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
 
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
-    data = build_pretraining_data(cfg.data, model.in_chans, model.img_size, cfg.seed)
+    pre = model.encoder.pretrained_cfg  # image files are normalised as the exported weights will say
+    data = build_pretraining_data(
+        cfg.data,
+        model.in_chans,
+        model.img_size,
+        cfg.seed,
+        skip_unreadable=cfg.skip_unreadable,
+        mean=pre.get("mean"),
+        std=pre.get("std"),
+    )
     accum = accum_steps(cfg, info.world_size)
     sampler = GlobalBatchSampler(
         data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed, epoch_size=cfg.epoch_size
