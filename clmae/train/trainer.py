@@ -20,10 +20,11 @@ Commands (``--resume auto`` continues from the newest checkpoint in ``--out``; `
 
 Per batch: one MAE update, then one masking-module update (:func:`clmae.train.train_step`), two AdamW optimizers on
 one per-iteration warm-up + cosine schedule, LR = base_lr * effective batch / 256, lambda_cl per epoch
-(docs/method.md §4-6). Outputs in ``--out``: ``config.yaml``, ``metrics.jsonl``, ``checkpoint-EEEE.pt``,
-``vis/masks-EEEE.png``, ``history.png`` and, at the end, ``export/`` (Hub-ready weights). In ``metrics.jsonl`` the
-records every ``log_every`` updates are rank 0's own values (its last micro-batch for the mask statistics); the
-``"type": "epoch"`` records are means over the epoch and over all processes.
+(docs/method.md §4-6). Outputs in ``--out``: ``config.yaml``, ``metrics.jsonl``, ``checkpoint-EEEE.pt`` (and
+``checkpoint-EEEE-SSSSSSSS.pt`` inside epochs with ``save_every_steps``), ``vis/masks-EEEE.png``, ``history.png``
+and, at the end, ``export/`` (Hub-ready weights, written whole or not at all); ``.lock`` while the run lives. In
+``metrics.jsonl`` the records every ``log_every`` updates are rank 0's own values (its last micro-batch for the mask
+statistics); the ``"type": "epoch"`` records are means over the epoch and over all processes.
 """
 
 from __future__ import annotations
