@@ -262,3 +262,16 @@ def test_checkpoint_files_are_written_atomically_and_pruned(tmp_path):
     (tmp_path / "checkpoint-0009.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="truncated or corrupt"):
         load_checkpoint(tmp_path / "checkpoint-0009.pt")
+
+
+def test_unreadable_images_stop_the_run_naming_the_file_or_are_skipped(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(16):
+        Image.new("RGB", (40 + i, 36), (i * 15, 80, 200 - i * 10)).save(folder / f"{i:02d}.png")
+    (folder / "07b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    cfg = dict(model="vit_tiny_patch4_32", data=str(folder), epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"07b\.jpg"):  # one batch of all 17 files reads the bad one
+        trainer.train(tiny_config(tmp_path / "strict", **cfg, batch_size=17))
+    result = trainer.train(tiny_config(tmp_path / "skip", **cfg, batch_size=8, skip_unreadable=True))
+    assert "16 images (1 unreadable left out)" in capsys.readouterr().out and result["step"] == 2
