@@ -254,6 +254,13 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, capsys):
     assert not (out / ".lock").exists()
 
 
+def test_a_run_stopped_by_bad_input_leaves_no_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images found"):
+        trainer.train(tiny_config(tmp_path / "run", data=str(tmp_path / "empty")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_out_naming_a_file_is_a_clear_error(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")

@@ -34,11 +34,13 @@ class RunLock:
         self.out, self.path, self.log = Path(out), Path(out) / LOCK_NAME, log
         self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
         self._fd: int | None = None
+        self._created = False
 
     def acquire(self) -> RunLock:
         """Take the lock, or raise a ``ValueError`` naming the run that holds it."""
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out} is a file, not a folder; choose a folder for the run's outputs")
+        self._created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -79,6 +81,8 @@ class RunLock:
         self.path.unlink(missing_ok=True)  # while still holding it, so that no one else's lock file is removed
         os.close(self._fd)
         self._fd = None
+        if self._created and not any(self.out.iterdir()):  # a run that stopped before writing anything leaves nothing
+            self.out.rmdir()
 
     def __enter__(self) -> RunLock:
         return self.acquire()
