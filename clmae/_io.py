@@ -1,26 +1,54 @@
 """File helpers shared across clmae: safetensors, ``config.json`` and torch-checkpoint readers whose errors say
-what to do, the state-dict comparison and sha256."""
+what to do, the state-dict comparison, sha256, file modes, and the one-line form of those errors on the terminal."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import pickle
+import re
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PRETRAINING_NAME = "pretraining.safetensors"
 CARD_NAME = "README.md"
+
+# Keys of the str -> str metadata that clmae writes into a weights file (safetensors' header), read back by the
+# loaders: what the file was saved as, so that a config.json edited later (or copied from other weights) is caught,
+# and each tensor's sha256 (of its raw bytes), so that damaged tensor data is caught.
+META_ARCHITECTURE = "clmae.architecture"  # config.json's "architecture" (timm's name)
+META_MODEL_ARGS = "clmae.model_args"  # config.json's "model_args", as JSON
+META_CONFIG = "clmae.config"  # config.json's "clmae": {"config": ...} (the pretraining model's), as JSON
+META_TENSOR_SHA256 = "clmae.tensor_sha256"  # {tensor name: sha256 of its bytes}, as JSON
+_RECORDED = {META_ARCHITECTURE: ("architecture",), META_MODEL_ARGS: ("model_args",), META_CONFIG: ("clmae", "config")}
+
+_UMASK_LOCK = threading.Lock()
+
+# Errors the commands report as one line and exit code 2: bad input (ValueError) and files that are missing,
+# unreadable or in the way (OSError: FileNotFoundError, NotADirectoryError, PermissionError, ...).
+USER_ERRORS = (ValueError, OSError)
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line for the terminal (``clmae CMD: error: LINE``): its message with line breaks folded; for
+    an error that a DataLoader worker re-raised (whose text holds the worker's traceback), the original message."""
+    text = str(error) or type(error).__name__
+    if "Original Traceback" in text:  # "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback ..."
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())
 
 
 def sha256_file(path: str | Path) -> str:
@@ -32,18 +60,165 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file on the CPU; a ``ValueError`` naming the file if it is truncated or not safetensors."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS tells it (Linux's ``/proc/self/status``); else
+    set and restored at once under a lock (``os.umask`` has no read-only form; other threads that create files in
+    that instant could see a umask of 0, so clmae's own writers take the lock)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` the mode a new file gets from ``open()`` (``0o666 & ~umask``, 0644 by default).
+
+    safetensors writes its files with mode 0600 (owner only), which hides weights written to a shared folder from
+    the rest of a group; clmae's files are as readable as any other file the user creates.
+    """
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """Hex sha256 of a tensor's raw bytes (row-major, as stored in a safetensors file)."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.sha256(data.numpy()).hexdigest()
+
+
+def weights_metadata(state: Mapping[str, torch.Tensor], **recorded: Any) -> dict[str, str]:
+    """The safetensors metadata clmae writes with ``state``: ``format`` (``pt``), each tensor's sha256
+    (:data:`META_TENSOR_SHA256`) and ``recorded`` values as JSON, keyed by their metadata key
+    (``{META_ARCHITECTURE: "vit_tiny_patch16_224", META_MODEL_ARGS: {...}}``)."""
+    meta = {"format": "pt", META_TENSOR_SHA256: json.dumps({k: tensor_sha256(v) for k, v in state.items()})}
+    for key, value in recorded.items():
+        if key not in _RECORDED:
+            raise ValueError(f"unknown weights metadata key {key!r}; expected one of {sorted(_RECORDED)}")
+        meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return meta
+
+
+def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """``safetensors.torch.save_file``, then the file's mode from the umask (:func:`follow_umask`)."""
+    path = Path(path)
+    save_file(dict(state), path, metadata=metadata)
+    follow_umask(path)
+    return path
+
+
+def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """A ``ValueError`` naming the first floating-point tensor of ``state`` that holds NaN or inf."""
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            bad = value.numel() - int(torch.isfinite(value).sum())
+            if bad:
+                raise ValueError(
+                    f"{where}: tensor {key} holds {bad} non-finite value(s) (NaN or inf) of {value.numel()}: the "
+                    "weights are damaged or come from a diverged run; use an intact file or another checkpoint"
+                )
+
+
+def read_safetensors(path: str | Path, *, verify: bool = True) -> dict[str, torch.Tensor]:
+    """Load a safetensors file on the CPU, checked.
+
+    Args:
+        path: the file.
+        verify: check each tensor against the sha256 that clmae recorded when it wrote the file (files of other
+            origin have none) and refuse NaN/inf values. Registry weights, already verified by their file's sha256,
+            skip it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated or not safetensors, or (``verify``) a tensor differs from its recorded
+            sha256 or holds NaN/inf; the message names the file and the tensor.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
-        return load_file(path, device="cpu")
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(
             f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt. Delete it and download "
             "or export it again."
-        ) from e
+        ) from None
+    if verify:
+        recorded = _json_metadata(path, meta, META_TENSOR_SHA256) or {}
+        for key, value in state.items():
+            if key in recorded and tensor_sha256(value) != recorded[key]:
+                raise ValueError(
+                    f"{path}: tensor {key} differs from the sha256 recorded when the file was written: its data is "
+                    "damaged. Delete the file and download or export it again."
+                )
+        check_finite(state, str(path))
+    return state
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The str -> str metadata of a safetensors file's header (the tensors are not read)."""
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt. Delete it and download "
+            "or export it again."
+        ) from None
+
+
+def _json_metadata(path: Path | str, meta: Mapping[str, str], key: str) -> Any:
+    if key not in meta:
+        return None
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: its metadata {key} is not valid JSON; the file is damaged") from None
+
+
+def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
+    """``"name: A in the weights, B in config.json"`` for each leaf that differs (dicts compared key by key)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current), key=str):
+            missing = "(absent)"
+            out += _differences(saved.get(key, missing), current.get(key, missing), f"{prefix}.{key}")
+        return out
+    if saved == current:
+        return []
+    return [f"{prefix.lstrip('.')} is {json.dumps(current)} in config.json, {json.dumps(saved)} in the weights"]
+
+
+def check_weights_config(weights: str | Path, config: Mapping[str, Any], config_path: str | Path) -> None:
+    """Compare what :func:`clmae.save_pretrained` recorded in a weights file's metadata (the architecture, its model
+    arguments, the pretraining config) with ``config.json``; a ``ValueError`` naming the differing argument.
+
+    Files without that metadata (older folders, files written by other tools) pass.
+    """
+    meta = safetensors_metadata(weights)
+    diffs = []
+    for key, where in _RECORDED.items():
+        saved = _json_metadata(weights, meta, key) if key != META_ARCHITECTURE else meta.get(key)
+        if saved is None:
+            continue
+        current: Any = config
+        for part in where:
+            current = current.get(part) if isinstance(current, dict) else None
+        current = json.loads(json.dumps(current))  # as JSON holds it: tuples -> lists
+        diffs += _differences(saved, current, ".".join(where))
+    if diffs:
+        raise ValueError(
+            f"{config_path} does not describe the weights in {weights}: {'; '.join(diffs[:3])}. config.json was "
+            "edited after the weights were saved, or belongs to other weights; restore the original config.json "
+            "(or save the model again with clmae.save_pretrained)"
+        )
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -119,11 +294,15 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
                 f" torch {torch.__version__} cannot allow argparse.Namespace (that needs torch >= 2.4), so a "
                 "checkpoint that stores its training arguments ('args') cannot be read: upgrade torch, or"
             )
+        # torch's message suggests weights_only=False (unpickling, i.e. running, whatever the file holds): name only
+        # the refused object and clmae's way out.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" (it refers to {found.group(1)})" if found else ""
         raise ValueError(
-            f"{path} holds objects other than tensors, plain containers and argparse.Namespace, so it cannot be "
-            f"loaded safely (weights_only=True): {str(e).strip().splitlines()[0]}.{old_torch} Re-save only its "
-            "'model' state dict from a trusted environment: torch.save({'model': ckpt['model']}, 'clean.pth')"
-        ) from e
+            f"{path} holds objects other than tensors, plain containers and argparse.Namespace{what}, so it cannot be "
+            f"loaded safely (weights_only=True): unpickling them could run code from the file.{old_torch} Re-save "
+            "only its 'model' state dict from a trusted environment: torch.save({'model': ckpt['model']}, 'clean.pth')"
+        ) from None
     except PermissionError:
         raise
     except (RuntimeError, EOFError, OSError) as e:  # torch's zip reader raises all three for a damaged file

@@ -1,7 +1,8 @@
 """``key=value`` options for typed dataclass configs: the one grammar of ``clmae train`` and ``clmae eval``.
 
 * ``key=value`` sets a field of the command's config; the value is converted to the field's type (``epochs=1e3`` is
-  the integer 1000, ``amp=off`` is ``False``, ``lr=none`` clears an optional field, ``betas=0.9,0.95`` is a tuple).
+  the integer 1000, ``amp=off`` is ``False``, ``lr=none`` clears an optional field, ``betas=0.9,0.95`` is a tuple);
+  numbers must be finite (``nan`` and ``inf`` are refused: no option means anything with them).
 * ``model_kwargs.KEY=VALUE`` (short form ``model.KEY=VALUE``) is an argument of the model (a timm
   ``VisionTransformer`` argument or a pretraining-model field); its type is read off the value (a YAML scalar, with
   ``1e-3`` read as a number). The command checks the names.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +40,7 @@ def parse_pairs(items: Iterable[str]) -> dict[str, str]:
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (a command-line string, or a value from YAML/JSON) to the field type ``tp``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    expected = getattr(tp, "__name__", str(tp))
     if origin in (typing.Union, types.UnionType):  # X | None
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
             return None
@@ -58,7 +61,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan, inf: no option of clmae means anything with them
+                expected = "a finite number"
+                raise ValueError
+            return number
         if tp is str:
             return str(value)
         if origin is tuple:
@@ -70,21 +77,23 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ValueError
             return dict(value)
     except (TypeError, ValueError, OverflowError):
-        name = getattr(tp, "__name__", str(tp))
-        raise ValueError(f"option {key}={value!r}: expected {name}") from None
+        raise ValueError(f"option {key}={value!r}: expected {expected}") from None
     raise TypeError(f"unsupported config type {tp} for {key!r}")
 
 
 def model_value(value: Any) -> Any:
-    """A model argument's value: a YAML scalar (``4``, ``0.1``, ``true``, ``gelu``), ``1e-3`` read as a float."""
+    """A model argument's value: a YAML scalar (``4``, ``0.1``, ``true``, ``gelu``), ``1e-3`` read as a float and
+    ``1e3`` as the integer 1000 (as ``key=value`` options read it). The model checks names, types and values."""
     if not isinstance(value, str):
         return value
     parsed = yaml.safe_load(value)
     if isinstance(parsed, str):
         try:
-            return float(parsed)
+            number = float(parsed)
         except ValueError:
             return parsed
+        integral = math.isfinite(number) and number == int(number) and "." not in parsed
+        return int(number) if integral else number
     return parsed
 
 

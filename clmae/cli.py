@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from ._io import USER_ERRORS, error_line
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"clmae {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        print(f"clmae {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -162,7 +162,9 @@ def test_offline_cache_miss_fails_at_once(hub, folder, tmp_path, monkeypatch):
     commit = hub.add_folder(REPO, folder)
     _manifest(tmp_path, monkeypatch, folder, commit)
     go_offline(monkeypatch)
-    with pytest.raises(FileNotFoundError, match=f"hf download {REPO} config.json --revision {commit}"):
+    # One command fetches every file the loader needs, not one file per failure.
+    command = f"hf download {REPO} config.json model.safetensors --revision {commit}"
+    with pytest.raises(FileNotFoundError, match=command):
         load_pretrained("tiny_f", cache_dir=tmp_path / "empty")
     assert hub.requests == []
 

@@ -1,13 +1,17 @@
 """save_pretrained / load_pretrained / load_pretraining_model on local folders, and timm loading those folders."""
 
+import hashlib
 import json
+import os
+import stat
 
 import pytest
 import timm
 import torch
 from conftest import tiny_pretrainer
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import clmae
 from clmae.hub import load_pretrained, load_pretraining_model, save_pretrained
@@ -153,6 +157,11 @@ def test_wrong_config_errors(folder):
     with pytest.raises(ValueError, match="lacks architecture, pretrained_cfg"):
         load_pretrained(folder)
     cfg_path.write_text(json.dumps({**cfg, "model_args": {**cfg["model_args"], "embed_dim": 64}}))
+    # The weights file records the arguments it was saved with: the edit is named.
+    with pytest.raises(ValueError, match=r"model_args\.embed_dim is 64 in config\.json, 32 in the weights"):
+        load_pretrained(folder)
+    weights = folder / "model.safetensors"  # without that record (older folders) the shapes still disagree
+    save_file(load_file(weights), weights)
     with pytest.raises(ValueError, match=r"do not match the model: .*come from different models"):
         load_pretrained(folder)
     cfg_path.unlink()
@@ -205,3 +214,63 @@ def test_save_rejects_non_json_metadata(pretrainer, tmp_path):
     with pytest.raises(ValueError, match="JSON values"):
         save_pretrained(pretrainer, tmp_path / "x", metadata={"metrics": {"acc": torch.tensor(0.5)}})
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_weights_files_record_what_config_json_says(folder):
+    cfg = json.loads((folder / "config.json").read_text())
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert meta["format"] == "pt" and meta["clmae.architecture"] == cfg["architecture"] == "vit_tiny_patch16_224"
+    assert json.loads(meta["clmae.model_args"]) == cfg["model_args"]
+    # Each tensor's sha256 is that of its raw bytes, computed here independently through numpy.
+    digests = json.loads(meta["clmae.tensor_sha256"])
+    assert digests.keys() == tensors.keys()
+    for key, value in tensors.items():
+        assert digests[key] == hashlib.sha256(value.numpy().tobytes()).hexdigest(), key
+    with safe_open(folder / "pretraining.safetensors", "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["clmae.config"]) == cfg["clmae"]["config"]
+    assert "clmae.model_args" not in meta and len(json.loads(meta["clmae.tensor_sha256"])) > len(digests)
+
+
+def test_an_edited_config_is_named_and_files_without_the_record_still_load(folder, pretrainer):
+    cfg = json.loads((folder / "config.json").read_text())
+    edited = {**cfg, "model_args": {**cfg["model_args"], "num_heads": 4}}  # 32 / 4: builds, loads, other outputs
+    (folder / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match=r"model_args\.num_heads is 4 in config\.json, 2 in the weights"):
+        load_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    edited = json.loads(json.dumps(cfg))
+    edited["clmae"]["config"]["decoder_num_heads"] = 1
+    (folder / "config.json").write_text(json.dumps(edited))
+    load_pretrained(folder)  # the encoder file records only the encoder's arguments
+    with pytest.raises(ValueError, match=r"clmae\.config\.decoder_num_heads is 1 in config\.json, 2 in the weights"):
+        load_pretraining_model(folder)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    for name in ("model.safetensors", "pretraining.safetensors"):  # as written by clmae < 0.3 or another tool
+        save_file(load_file(folder / name), folder / name)
+    ref = pretrainer.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in load_pretraining_model(folder).state_dict().items())
+    assert all(torch.equal(v, ref[f"encoder.{k}"]) for k, v in load_pretrained(folder).state_dict().items())
+
+
+def test_non_finite_weights_are_refused_when_saved_and_when_loaded(pretrainer, tmp_path):
+    with torch.no_grad():
+        pretrainer.decoder.pred.bias[0] = float("inf")
+    with pytest.raises(ValueError, match=r"tensor decoder\.pred\.bias holds 1 non-finite value"):
+        save_pretrained(pretrainer, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_follow_the_umask(pretrainer, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        folder = save_pretrained(pretrainer, tmp_path / "w")
+        (folder / "model.safetensors").chmod(0o600)  # as safetensors writes it: a save over it fixes the mode
+        save_pretrained(pretrainer, folder)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask) and len(modes) == 4

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .._io import USER_ERRORS, error_line
 from .._overrides import parse_pairs
 from .run import PROTOCOLS, run_eval, summary
 
@@ -26,8 +27,8 @@ def _handler(args: argparse.Namespace) -> int:
     try:
         options = parse_pairs(args.overrides)
         result = run_eval(args.protocol, args.model, args.data, options, args.out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"clmae eval {args.protocol}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        print(f"clmae eval {args.protocol}: error: {error_line(e)}", file=sys.stderr)
         return 2
     print(summary(result))
     if args.out is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
 from ..data.fashion_mnist import CLASSES, load_fashion_mnist
@@ -93,8 +93,7 @@ class EvalData:
             from torchvision.datasets import ImageFolder
 
             def load(path: str) -> Image.Image:
-                with Image.open(path) as img:
-                    return img.convert(mode)
+                return read_image(path, mode)
 
             ds = ImageFolder(str(self.root / split), transform=transform, loader=load)
             if ds.classes != self.classes:
@@ -103,6 +102,16 @@ class EvalData:
                     f"{ds.classes}"
                 )
         return subset(ds, limit)
+
+
+def read_image(path: str | Path, mode: str) -> Image.Image:
+    """The image file ``path`` decoded and converted to PIL ``mode``; a ``ValueError`` naming the file if it cannot
+    be decoded (truncated, corrupt or no image)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except (UnidentifiedImageError, OSError) as e:  # OSError: truncated or corrupt data, found while decoding
+        raise ValueError(f"cannot read image {path} ({e}); remove or repair it") from e
 
 
 def subset(ds: Dataset, limit: int | None) -> Dataset:
@@ -125,8 +134,11 @@ def resolve_data(spec: str) -> EvalData:
     parsed = parse_data_spec(spec)
     if parsed.kind == "fmnist":
         return _fmnist(spec, parsed.root)
-    if parsed.kind == "synthetic":
-        raise ValueError(f"{spec!r} has no labels to evaluate with; use fmnist, fmnist-sample or imagefolder:FOLDER")
+    if parsed.kind not in ("fmnist", "imagefolder"):  # synthetic:N, and any unlabelled kind
+        raise ValueError(
+            f"{spec!r} has no labels to evaluate with; use fmnist, fmnist-sample or imagefolder:FOLDER (FOLDER/train/"
+            "CLASS/IMAGE and FOLDER/val/CLASS/IMAGE)"
+        )
     root = parsed.root
     if not root.is_dir():
         raise FileNotFoundError(

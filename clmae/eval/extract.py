@@ -9,14 +9,14 @@ from typing import Any
 
 import timm
 import torch
-from PIL import Image, UnidentifiedImageError
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .._device import resolve_device
+from .._io import write_safetensors
 from ..hub import load_pretrained
-from .features import extract_features, pil_mode
+from .data import read_image
+from .features import FEATURES, extract_features, pil_mode
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -38,11 +38,7 @@ class _Images(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        try:
-            with Image.open(self.files[i]) as img:
-                return self.transform(img.convert(self.mode))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"cannot read image {self.files[i]} ({e}); remove or repair it") from e
+        return self.transform(read_image(self.files[i], self.mode))
 
 
 def extract_folder(
@@ -65,20 +61,31 @@ def extract_folder(
     Returns:
         The output path.
     """
+    # Every argument is checked before the model is loaded and the images are read.
+    dev = resolve_device(device)
+    bad = [f for f in features if f not in FEATURES]
+    if bad or not features:
+        raise ValueError(f"features must be among {', '.join(FEATURES)} (comma-separated), got {','.join(features)}")
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"batch size must be >= 1 and workers >= 0, got {batch_size} and {num_workers}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'features.safetensors'}")
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    if out.is_dir():
+        raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'features.safetensors'}")
     files = list_images(images)
     model = load_pretrained(model_name, **load_kwargs)
     cfg = timm.data.resolve_data_config({}, model=model)
     dataset = _Images(files, timm.data.create_transform(**cfg), pil_mode(cfg))
     desc = "extract" if progress else None
-    feats, _ = extract_features(model, dataset, batch_size, resolve_device(device), num_workers, desc, features)
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        out = out.with_name(out.name + ".safetensors")
+    feats, _ = extract_features(model, dataset, batch_size, dev, num_workers, desc, features)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "files": json.dumps([str(f.relative_to(images)) for f in files]),
         "model": str(model_name),
         "data_config": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}),
     }
-    save_file({k: v.contiguous() for k, v in feats.items()}, out, metadata=meta)
+    write_safetensors({k: v.contiguous() for k, v in feats.items()}, out, meta)
     return out

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from .._io import follow_umask
 from ..data.transforms import eval_transform
 from .data import EvalData
 from .model import ResolvedModel
@@ -115,31 +116,38 @@ def extract_features(
     dev = torch.device(device)
     if encoder is not None:
         encoder = encoder.to(dev).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers))
     out: dict[str, list[torch.Tensor]] = {f: [] for f in features}
     labels = []
-    # disable=None: the bar shows on a terminal only, never in logs or tests
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=None if desc else True):
-        x, y = batch if isinstance(batch, (list, tuple)) else (batch, None)
-        if y is not None:
-            labels.append(y)
-        if encoder is None:
+    try:
+        # disable=None: the bar shows on a terminal only, never in logs or tests
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=None if desc else True):
+            x, y = batch if isinstance(batch, (list, tuple)) else (batch, None)
+            if y is not None:
+                labels.append(y)
+            if encoder is None:
+                for f in features:
+                    out[f].append(x.flatten(1).float())
+                continue
+            tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
+            patches = tokens[:, encoder.num_prefix_tokens :]
             for f in features:
-                out[f].append(x.flatten(1).float())
-            continue
-        tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
-        patches = tokens[:, encoder.num_prefix_tokens :]
-        for f in features:
-            if f == "cls":
-                # clone: a slice is a view that would keep the whole [B, L, D] batch alive
-                value = tokens[:, 0].clone()
-            elif f == "avg":
-                value = patches.mean(1)
-            elif f == "pooled":
-                value = encoder.forward_head(tokens, pre_logits=True)
-            else:
-                value = patches
-            out[f].append(value.float().cpu())
+                if f == "cls":
+                    # clone: a slice is a view that would keep the whole [B, L, D] batch alive
+                    value = tokens[:, 0].clone()
+                elif f == "avg":
+                    value = patches.mean(1)
+                elif f == "pooled":
+                    value = encoder.forward_head(tokens, pre_logits=True)
+                else:
+                    value = patches
+                out[f].append(value.float().cpu())
+    finally:
+        # Stop the workers now: after an error (an unreadable image) the traceback keeps the iterator alive, and
+        # DataLoader's own clean-up at garbage collection then waits seconds for each worker.
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
     if not out[features[0]]:
         raise ValueError("the data set is empty: there are no images to extract features from")
     return {f: torch.cat(v) for f, v in out.items()}, torch.cat(labels).long() if labels else None
@@ -247,6 +255,7 @@ def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, tmp)
+        follow_umask(tmp)  # safetensors writes 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

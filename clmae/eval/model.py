@@ -23,8 +23,16 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._io import load_torch_checkpoint, read_config, read_safetensors, sha256_file
-from ..hub import build_from_config, load_encoder_state, resolve_weight_or_explain
+from .._io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_finite,
+    load_torch_checkpoint,
+    read_config,
+    read_safetensors,
+    sha256_file,
+)
+from ..hub import build_from_config, load_encoder_state, read_weights, resolve_weight_or_explain
 from ..models import PretrainingConfig, create_encoder, create_pretraining_model, get_arch, list_models
 
 RAW_PIXELS = "raw-pixels"
@@ -100,11 +108,13 @@ def _from_architecture(name: str, overrides: dict[str, Any], init_seed: int) -> 
     return ResolvedModel(name, "architecture", info, _arch_builder(name, overrides), state)
 
 
-def _from_files(spec: str, kind: str, config: Path, weights: Path, overrides: dict[str, Any]) -> ResolvedModel:
+def _from_files(
+    spec: str, kind: str, config: Path, weights: Path, overrides: dict[str, Any], verified: bool = False
+) -> ResolvedModel:
     cfg = read_config(config)
     info = {"arch": (cfg.get("clmae") or {}).get("arch") or cfg["architecture"], "timm_arch": cfg["architecture"]}
     info.update(file=str(weights), sha256=sha256_file(weights), overrides=overrides)
-    state = encoder_state(read_safetensors(weights))
+    state = encoder_state(read_weights(weights, cfg, config, verified=verified))
     return ResolvedModel(spec, kind, info, lambda **kw: build_from_config(cfg, **{**overrides, **kw}), state)
 
 
@@ -124,8 +134,9 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
     then read like a local weights folder.
     """
     src = resolve_weight_or_explain(spec, revision)
-    config, weights = src.file("config.json", None, None), src.file("model.safetensors", None, None)
-    resolved = _from_files(spec, "hub", Path(config), Path(weights), overrides)
+    needed = (CONFIG_NAME, WEIGHTS_NAME)
+    config, weights = (src.file(name, None, None, needed) for name in needed)
+    resolved = _from_files(spec, "hub", config, weights, overrides, verified=src.verified(WEIGHTS_NAME))
     resolved.info.update(repo_id=src.repo_id, revision=src.revision)
     return resolved
 
@@ -160,6 +171,7 @@ def _from_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> Resol
         config = ckpt.get("config") or ckpt.get("model_config") or {}
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"checkpoint {path} has no state dict of tensors under 'model' or 'state_dict'")
+        check_finite(state, str(path))
     recorded_arch, recorded_overrides = _arch_from_config(config)
     arch = arch or recorded_arch
     if arch is None:

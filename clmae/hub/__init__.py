@@ -7,15 +7,17 @@ from .load import (
     load_pretrained,
     load_pretraining,
     load_pretraining_model,
+    read_weights,
     resolve,
     resolve_weight_or_explain,
 )
 from .push import push_to_hub
-from .registry import WeightEntry, get_weight, list_pretrained
+from .registry import UnknownWeightError, WeightEntry, get_weight, list_pretrained
 from .save import save_pretrained
 
 __all__ = [
     "ChecksumError",
+    "UnknownWeightError",
     "WeightEntry",
     "build_from_config",
     "get_weight",
@@ -25,6 +27,7 @@ __all__ = [
     "load_pretraining",
     "load_pretraining_model",
     "push_to_hub",
+    "read_weights",
     "resolve",
     "resolve_weight_or_explain",
     "save_pretrained",

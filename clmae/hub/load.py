@@ -20,15 +20,24 @@ from .._io import (
     PRETRAINING_NAME,
     WEIGHTS_NAME,
     check_state,
+    check_weights_config,
     read_config,
     read_safetensors,
 )
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
 from ..models.config import check_encoder_kwargs
 from . import registry
-from .download import check_sha256, fetch
+from .download import check_repo_id, check_revision, check_sha256, fetch
+from .registry import UnknownWeightError
 
 TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
+# Files that are torch pickles (training or foreign checkpoints), never a weights folder.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
+WHAT_LOADS = (
+    "Weights load from a folder (config.json + model.safetensors, as clmae.save_pretrained writes it), its "
+    "model.safetensors file, a registry name or alias (clmae.list_pretrained()), hf-hub:org/repo[@revision] or "
+    "local-dir:/path"
+)
 
 
 @dataclass
@@ -43,8 +52,19 @@ class Source:
     entry: registry.WeightEntry | None = None
     pinned: bool = False  # every file must have a registry sha256
 
-    def file(self, filename: str, cache_dir: str | Path | None, local_files_only: bool | None) -> Path:
-        """Local path of ``filename``, downloaded and verified if it comes from the Hub."""
+    def verified(self, filename: str) -> bool:
+        """Whether ``filename`` is checked against a registry sha256 (then its tensors need no further check)."""
+        return bool(self.sha256.get(filename))
+
+    def file(
+        self,
+        filename: str,
+        cache_dir: str | Path | None,
+        local_files_only: bool | None,
+        needed: tuple[str, ...] = (),
+    ) -> Path:
+        """Local path of ``filename``, downloaded and verified if it comes from the Hub; ``needed`` names every file
+        the caller will ask for (for the offline hint)."""
         if self.pinned and not self.sha256.get(filename):
             raise ValueError(
                 f"the registry entry {self.entry.name if self.entry else self.name} lists no sha256 for {filename}, "
@@ -78,6 +98,7 @@ class Source:
             sha256=self.sha256.get(filename),
             cache_dir=cache_dir,
             local_files_only=local_files_only,
+            needed=needed,
         )
 
 
@@ -87,8 +108,8 @@ def _not_published(entry: registry.WeightEntry) -> ValueError:
     aliases = ", ".join(entry.aliases) or "-"
     return ValueError(
         f"{entry.name!r} (alias {aliases}) is not yet published: {entry.notes or 'no weights are released yet'} "
-        f"Train it yourself with:\n  {cmd}\nthen load the weights folder it exports: "
-        f"clmae.load_pretrained('runs/{recipe}/export'). Weights available now:\n{registry.describe_available()}"
+        f"Train it yourself with `{cmd}`, then load the weights folder it exports: "
+        f"clmae.load_pretrained('runs/{recipe}/export'). Weights available now: {registry.describe_available()}"
     )
 
 
@@ -103,7 +124,7 @@ def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
         return Source(
             entry.name, folder=registry.bundled_folder(entry), sha256=dict(entry.files), entry=entry, pinned=True
         )
-    rev = revision or entry.revision
+    rev = check_revision(revision, entry.name) or entry.revision
     if entry.status == registry.UNVERIFIED:
         warnings.warn(
             f"{entry.name} is not pinned: it loads {entry.hub_repo} at revision {rev!r} without sha256 verification "
@@ -140,9 +161,12 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Sou
             raise FileNotFoundError(f"{folder} is not a folder (from {name!r})")
         return Source(name, folder=folder)
     if name.startswith("hf-hub:"):
-        repo, _, rev = name[len("hf-hub:") :].partition("@")
+        repo, at, rev = name[len("hf-hub:") :].partition("@")
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise ValueError(f"{name!r}: expected hf-hub:org/repo or hf-hub:org/repo@revision")
+        check_repo_id(repo, name)  # before any request: a bad name is refused at once, not retried
+        check_revision(rev if at else None, name)
+        check_revision(revision, name)
         if rev and revision and rev != revision:
             raise ValueError(f"{name!r} names revision {rev!r} but revision={revision!r} was passed; give one")
         rev = rev or revision
@@ -158,22 +182,49 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Sou
         shas = dict(pinned.files) if verified else {}
         return Source(name, repo_id=repo, revision=rev, sha256=shas, entry=pinned, pinned=verified)
     folder = Path(name).expanduser()
+    if folder.suffix.lower() in (*CHECKPOINT_SUFFIXES, ".safetensors"):  # a file, never a registry name
+        return _from_file(name, folder)
     if "/" in name or os.sep in name or name.startswith((".", "~")):  # a path, never a registry name
         if folder.is_dir():
             return Source(name, folder=folder)
+        if folder.is_file():
+            raise ValueError(f"{name} is a file, not a weights folder. {WHAT_LOADS}")
         hint = (
             f" For a Hub repository write hf-hub:{name}." if name.count("/") == 1 and not folder.parent.is_dir() else ""
         )
-        raise FileNotFoundError(f"{name} is not a folder.{hint}")
+        raise FileNotFoundError(f"{name} is not a folder.{hint} {WHAT_LOADS}")
     entry = registry.find(name)
     if entry is not None:
         return _from_entry(entry, revision)
     if folder.is_dir():  # a bare folder name in the working directory
         return Source(name, folder=folder)
-    raise ValueError(
+    raise UnknownWeightError(
         f"unknown pretrained weight {name!r}.{registry.suggest(name)} Give a registry name or alias, "
-        f"hf-hub:org/repo[@revision], local-dir:/path or a folder. Registry (clmae.list_pretrained()):\n"
-        + "\n".join(f"  {e.name}: {e.status}" for e in registry.entries())
+        f"hf-hub:org/repo[@revision], local-dir:/path or a folder. Registry (clmae.list_pretrained()): "
+        + "; ".join(f"{e.name}: {e.status}" for e in registry.entries())
+    )
+
+
+def _from_file(name: str, path: Path) -> Source:
+    """A file given where weights are expected: the ``.safetensors`` file of a weights folder loads as its folder;
+    a torch checkpoint gets an error that names the commands that turn it into weights."""
+    if path.suffix.lower() != ".safetensors":
+        convert = (
+            f"{name} is a torch checkpoint, not weights: a reference CL-MAE/MAE or fine-tuned checkpoint becomes a "
+            f"weights folder with `clmae convert {name} OUT`, a clmae training checkpoint with `clmae export {name} "
+            f"OUT`; then load OUT. {WHAT_LOADS}"
+        )
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file {name}. {convert}")
+        raise ValueError(convert)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {name}. {WHAT_LOADS}")
+    if path.name in (WEIGHTS_NAME, PRETRAINING_NAME) and (path.parent / CONFIG_NAME).is_file():
+        return Source(name, folder=path.parent)
+    raise ValueError(
+        f"{name} is a bare weights file: its architecture comes from the {CONFIG_NAME} of a weights folder, where it "
+        f"is {WEIGHTS_NAME} (clmae.save_pretrained writes both). Load that folder, or evaluate the file with "
+        f"`clmae eval knn --model {name} arch=NAME --data DATA`. {WHAT_LOADS}"
     )
 
 
@@ -182,11 +233,11 @@ def resolve_weight_or_explain(name: str, revision: str | None = None) -> Source:
     the close architectures as well as the close weights."""
     try:
         return resolve(name, revision)
-    except (ValueError, FileNotFoundError) as weights_error:
+    except UnknownWeightError as weights_error:  # only an unknown name: any other error (a checksum...) stands as is
         try:
             get_arch(name)  # raises with close architecture names
         except ValueError as arch_error:
-            raise ValueError(f"{arch_error} Nor is it a weight: {weights_error}") from None
+            raise UnknownWeightError(f"{arch_error} Nor is it a weight: {weights_error}") from None
         raise
 
 
@@ -224,6 +275,29 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
     # Keep the advertised input size true when img_size / in_chans were overridden.
     model.pretrained_cfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
     return model
+
+
+def read_weights(
+    path: str | Path, cfg: dict[str, Any] | None, config_path: str | Path | None, *, verified: bool = False
+) -> dict[str, torch.Tensor]:
+    """A weights file's tensors, checked against its ``config.json`` and itself.
+
+    What :func:`clmae.save_pretrained` recorded in the file's metadata (the architecture, its model arguments, the
+    pretraining config) must equal what ``config.json`` says; each tensor must match its recorded sha256 and hold no
+    NaN/inf. Files without that metadata (older folders, other tools) get the NaN/inf check only.
+
+    Args:
+        path: ``model.safetensors`` or ``pretraining.safetensors``.
+        cfg: the ``config.json`` content (``None``: no comparison).
+        config_path: where ``cfg`` was read, for the message.
+        verified: the file already matched a registry sha256: the tensor checks are skipped.
+
+    Raises:
+        ValueError: naming the file and the differing argument or the damaged tensor.
+    """
+    if cfg is not None:
+        check_weights_config(path, cfg, config_path or CONFIG_NAME)
+    return read_safetensors(path, verify=not verified)
 
 
 def load_encoder_state(
@@ -284,10 +358,13 @@ def load_pretrained(
     Returns:
         The encoder, with ``model.pretrained_cfg`` from the weights' ``config.json``.
     """
+    check_encoder_kwargs(kwargs)  # before any file is fetched
     src = resolve(name_or_path, revision)
-    cfg = read_config(src.file(CONFIG_NAME, cache_dir, local_files_only))
-    weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only)
-    state = read_safetensors(weights)
+    needed = (CONFIG_NAME, WEIGHTS_NAME)
+    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    cfg = read_config(config_path)
+    weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only, needed)
+    state = read_weights(weights, cfg, config_path, verified=src.verified(WEIGHTS_NAME))
     model = load_encoder_state(build_from_config(cfg, **kwargs), state, str(weights))
     pcfg = {**_preprocessing(cfg), "architecture": cfg["architecture"], "source": src.name}
     if src.repo_id is not None:
@@ -321,15 +398,17 @@ def load_pretraining_model(
         The :class:`~clmae.models.CLMAE` in eval mode (call ``.train()`` to continue pretraining).
     """
     src = resolve(name_or_path, revision)
-    cfg = read_config(src.file(CONFIG_NAME, cache_dir, local_files_only))
+    needed = (CONFIG_NAME, PRETRAINING_NAME)
+    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    cfg = read_config(config_path)
     config = (cfg.get("clmae") or {}).get("config")
     if not config:
         raise ValueError(
             f"{src.name} holds an encoder only (its config.json has no clmae.config): the decoder and masking module "
             "were not published; use load_pretrained() for the encoder"
         )
-    path = src.file(PRETRAINING_NAME, cache_dir, local_files_only)
-    state = read_safetensors(path)
+    path = src.file(PRETRAINING_NAME, cache_dir, local_files_only, needed)
+    state = read_weights(path, cfg, config_path, verified=src.verified(PRETRAINING_NAME))
     model = create_pretraining_model(PretrainingConfig.from_dict(config))
     check_state(model, state, str(path))
     model.load_state_dict(state)

@@ -8,8 +8,9 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
-from .._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, read_safetensors, sha256_file
+from .._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, sha256_file
 from .._version import __version__
+from .load import read_weights
 
 
 def manifest_entry(folder: str | Path, repo_id: str, commit: str) -> dict[str, Any]:
@@ -69,8 +70,10 @@ def push_to_hub(
     """
 
     folder = Path(folder)
-    cfg = read_config(folder)  # refuse folders that would not load
-    read_safetensors(folder / WEIGHTS_NAME)
+    cfg = read_config(folder)  # refuse folders that would not load: damaged tensors, an edited config.json
+    for name in (WEIGHTS_NAME, PRETRAINING_NAME):
+        if name == WEIGHTS_NAME or (folder / name).is_file():
+            read_weights(folder / name, cfg, folder / CONFIG_NAME)
     api = HfApi(token=token, library_name="clmae", library_version=__version__)
     if create_repo:
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id

@@ -24,6 +24,10 @@ MANIFEST = Path(__file__).resolve().parent / "manifest.json"
 BUNDLED_ROOT = Path(__file__).resolve().parent / "bundled"
 
 
+class UnknownWeightError(ValueError):
+    """A name that is no registry weight, alias or path; the message names the closest ones."""
+
+
 @dataclass(frozen=True)
 class WeightEntry:
     """One registry entry.
@@ -175,18 +179,20 @@ def get_weight(name: str) -> WeightEntry:
     """
     entry = find(name)
     if entry is None:
-        raise ValueError(f"unknown pretrained weight {name!r}.{suggest(name)} Names: {', '.join(list_pretrained())}")
+        raise UnknownWeightError(
+            f"unknown pretrained weight {name!r}.{suggest(name)} Names: {', '.join(list_pretrained())}"
+        )
     return entry
 
 
 def describe_available() -> str:
-    """One line per loadable entry (published or unverified), for error messages."""
-    lines = [
-        f"  {e.name}" + (f" (alias {', '.join(e.aliases)})" if e.aliases else "") + f": {e.method}, {e.status}"
+    """The loadable entries (bundled, published or unverified) on one line, ``"; "``-separated, for error messages."""
+    items = [
+        e.name + (f" (alias {', '.join(e.aliases)})" if e.aliases else "") + f": {e.method}, {e.status}"
         for e in entries()
         if e.status != NOT_PUBLISHED
     ]
-    return "\n".join(lines) if lines else "  (none)"
+    return "; ".join(items) if items else "(none)"
 
 
 def find(name: str) -> WeightEntry | None:

@@ -10,11 +10,24 @@ from typing import Any
 
 import timm
 import torch
-from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, check_state, sha256_file
+from .._io import (
+    CARD_NAME,
+    CONFIG_NAME,
+    META_ARCHITECTURE,
+    META_CONFIG,
+    META_MODEL_ARGS,
+    PRETRAINING_NAME,
+    WEIGHTS_NAME,
+    check_finite,
+    check_state,
+    follow_umask,
+    sha256_file,
+    weights_metadata,
+    write_safetensors,
+)
 from .._version import __version__
 from ..models import CLMAE, PretrainingConfig, default_pretrained_cfg, get_arch, list_models
 from .card import write_model_card
@@ -167,6 +180,13 @@ def save_pretrained(
     ``timm.create_model(architecture, num_classes=0, **model_args)`` has), ``pretraining.safetensors`` (the whole
     pretraining model, only when given a :class:`~clmae.models.CLMAE`) and ``README.md`` (a Hub model card).
 
+    Each safetensors file records in its metadata what ``config.json`` says of it -- ``clmae.architecture`` and
+    ``clmae.model_args`` (JSON) in ``model.safetensors``, ``clmae.config`` (the pretraining config, JSON) in
+    ``pretraining.safetensors`` -- and ``clmae.tensor_sha256``, the sha256 of each tensor's bytes (JSON). The
+    loaders compare both: an edited ``config.json`` or damaged tensor data is an error naming the argument or the
+    tensor. Files get the mode new files get from the umask (0644 by default; safetensors alone writes 0600).
+    Weights with NaN or inf are refused.
+
     Args:
         model: a timm ``VisionTransformer`` from :func:`clmae.create_model` or a ``CLMAE`` from
             :func:`clmae.create_pretraining_model` (``torch.compile`` and DDP wrappers are unwrapped).
@@ -213,15 +233,21 @@ def save_pretrained(
     state = _to_storage(encoder.state_dict(), dtype)
     _check_rebuild(timm_arch, args, state)
     full = _to_storage(model.state_dict(), dtype) if isinstance(model, CLMAE) else None  # all checks before writing
+    check_finite(full if full is not None else state, "the model to save")
+    # What config.json says, recorded in the weights files too (with each tensor's sha256): the loaders compare.
+    args = json.loads(json.dumps(args))  # as config.json will hold them (tuples -> lists)
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder: give save_pretrained a folder to write the weights into")
     folder.mkdir(parents=True, exist_ok=True)
     license_ = metadata.get("license", DEFAULT_LICENSE)
     method = config.method if config else metadata.get("method")
-    save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
+    encoder_meta = weights_metadata(state, **{META_ARCHITECTURE: timm_arch, META_MODEL_ARGS: args})
+    write_safetensors(state, folder / WEIGHTS_NAME, encoder_meta)
     files = [WEIGHTS_NAME]
     if full is not None:
-        save_file(full, folder / PRETRAINING_NAME, metadata={"format": "pt"})
+        write_safetensors(full, folder / PRETRAINING_NAME, weights_metadata(full, **{META_CONFIG: config.to_dict()}))
         files.append(PRETRAINING_NAME)
 
     cfg = {
@@ -246,4 +272,7 @@ def save_pretrained(
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     checksums = {f: sha256_file(folder / f) for f in (CONFIG_NAME, *files)}
     write_model_card(folder, cfg, metadata, checksums)
+    for name in (CONFIG_NAME, *files, CARD_NAME):  # replaced files keep their old mode otherwise
+        if (folder / name).is_file():
+            follow_umask(folder / name)
     return folder

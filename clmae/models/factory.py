@@ -5,6 +5,8 @@ Architectures only: names of published weights go through :func:`clmae.create_mo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import timm
@@ -19,6 +21,17 @@ from .decoder import MAEDecoder
 from .masker import MaskingModule
 from .pos_embed import sincos_2d
 from .pretrainer import CLMAE
+
+
+@contextmanager
+def _explain(what: str, args: dict[str, Any]) -> Iterator[None]:
+    """Turn a failure deep inside a module's constructor into a ``ValueError`` that names the arguments."""
+    try:
+        yield
+    except (TypeError, AssertionError, RuntimeError, ValueError) as e:
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        given = ", ".join(f"{k}={v!r}" for k, v in args.items()) or "its defaults"
+        raise ValueError(f"cannot build {what} with {given}: {detail}; change these model arguments") from e
 
 
 def _set_sincos(encoder: VisionTransformer) -> None:
@@ -47,7 +60,8 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
     check_encoder_kwargs(kwargs)
     args = {**spec.model_args, "num_classes": 0, **kwargs}
     args.setdefault("pretrained_cfg", spec.full_pretrained_cfg())
-    model = timm.create_model(spec.timm_arch, pretrained=False, **args)
+    with _explain(f"the {name} encoder", {k: v for k, v in kwargs.items() if k != "pretrained_cfg"}):
+        model = timm.create_model(spec.timm_arch, pretrained=False, **args)
     # Keep the advertised input size true when img_size / in_chans were overridden.
     model.pretrained_cfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
     _set_sincos(model)
@@ -82,7 +96,7 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
             raise ValueError("give either a PretrainingConfig or an architecture name with keyword arguments")
         cfg = name
     else:
-        cfg = PretrainingConfig.from_kwargs(name, method, **kwargs)
+        cfg = PretrainingConfig.from_kwargs(name, method, check=False, **kwargs)  # checked below, by building it
     spec = get_arch(cfg.arch)
     cfg = dataclasses.replace(  # the architecture's decoder where none is asked for
         cfg,
@@ -93,23 +107,27 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
     encoder = create_encoder(cfg.arch, **cfg.encoder_kwargs)
     _init_mae_encoder(encoder)
     encoder.pos_embed.requires_grad_(False)  # fixed positions: MAE keeps them out of training
-    decoder = MAEDecoder(
-        num_patches=encoder.patch_embed.num_patches,
-        embed_dim=encoder.embed_dim,
-        decoder_embed_dim=cfg.decoder_embed_dim,
-        depth=cfg.decoder_depth,
-        num_heads=cfg.decoder_num_heads,
-        patch_size=encoder.patch_embed.patch_size[0],
-        in_chans=encoder.patch_embed.proj.in_channels,
-    )
+    dec = {k: getattr(cfg, f"decoder_{k}") for k in ("embed_dim", "depth", "num_heads")}
+    with _explain("the decoder", {f"decoder_{k}": v for k, v in dec.items()}):
+        decoder = MAEDecoder(
+            num_patches=encoder.patch_embed.num_patches,
+            embed_dim=encoder.embed_dim,
+            decoder_embed_dim=dec["embed_dim"],
+            depth=dec["depth"],
+            num_heads=dec["num_heads"],
+            patch_size=encoder.patch_embed.patch_size[0],
+            in_chans=encoder.patch_embed.proj.in_channels,
+        )
     masker = None
     if cfg.method == "clmae":
-        masker = MaskingModule(
-            encoder.patch_embed.num_patches,
-            encoder.embed_dim,
-            depth=cfg.masker_depth,
-            num_heads=cfg.masker_num_heads,
-            mlp_ratio=cfg.masker_mlp_ratio,
-            norm_eps=cfg.masker_norm_eps,
-        )
+        mask = {k: getattr(cfg, f"masker_{k}") for k in ("depth", "num_heads", "mlp_ratio", "norm_eps")}
+        with _explain("the masking module", {f"masker_{k}": v for k, v in mask.items()}):
+            masker = MaskingModule(
+                encoder.patch_embed.num_patches,
+                encoder.embed_dim,
+                depth=mask["depth"],
+                num_heads=mask["num_heads"],
+                mlp_ratio=mask["mlp_ratio"],
+                norm_eps=mask["norm_eps"],
+            )
     return CLMAE(encoder, decoder, masker, cfg)
