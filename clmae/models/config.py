@@ -95,9 +95,14 @@ class PretrainingConfig:
             raise ValueError(f"encoder_kwargs must be a dict of model arguments, got {self.encoder_kwargs!r}")
         hints = typing.get_type_hints(type(self))
         for name in _MODEL_FIELDS:
-            value = coerce(getattr(self, name), hints[name], name)  # "option decoder_depth='x': expected int"
+            try:
+                value = coerce(getattr(self, name), hints[name], name)
+            except ValueError as e:  # "option decoder_depth='x': expected int"
+                expected = str(e).rsplit(": expected ", 1)[-1]
+                raise ValueError(f"model argument {name}={getattr(self, name)!r}: expected {expected}") from None
             low, inclusive = _FIELD_MIN.get(name, (0, True))
-            if value is not None and not (value >= low if inclusive else value > low):
+            number = value is not None and not isinstance(value, bool)
+            if number and not (value >= low if inclusive else value > low):
                 raise ValueError(f"model argument {name} must be {'>=' if inclusive else '>'} {low}, got {value!r}")
             setattr(self, name, value)
         check_encoder_kwargs(self.encoder_kwargs)
