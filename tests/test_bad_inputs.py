@@ -169,6 +169,37 @@ def _checkpoint_with_typo(ctx: Ctx) -> Path:
     return ctx.tmp / "ckpt.pt"
 
 
+def _training_checkpoint(ctx: Ctx, damage: bool = False) -> Path:
+    """A tiny run's checkpoint (``run/checkpoint-0001.pt``), truncated when ``damage``."""
+    from clmae.train import TrainConfig, train
+
+    values = {
+        "model": "vit_tiny_patch4_28",
+        "model_kwargs": {
+            "embed_dim": 32,
+            "depth": 1,
+            "num_heads": 2,
+            "decoder_embed_dim": 32,
+            "decoder_depth": 1,
+            "decoder_num_heads": 2,
+            "masker_depth": 1,
+        },
+        "data": "synthetic:16",
+        "epochs": 1,
+        "batch_size": 8,
+        "out": str(ctx.tmp / "run"),
+        "vis_every": 0,
+        "export": False,
+        "progress": False,
+        "device": "cpu",
+    }
+    train(TrainConfig.from_dict(values))
+    path = ctx.tmp / "run" / "checkpoint-0001.pt"
+    if damage:
+        path.write_bytes(path.read_bytes()[:5000])
+    return path
+
+
 def _offline(ctx: Ctx) -> None:
     go_offline(ctx.monkeypatch)
 
@@ -328,6 +359,23 @@ CASES = [
          "--out", "f", "epochs=1"], ("--out f", "is a file")),
     Case("train-empty-data-folder", lambda c: (c.tmp / "empty").mkdir() or [*TRAIN, "--data", "empty", "--out",
          "run", "epochs=1"], ("no images found", "empty")),
+    Case("train-resume-damaged-checkpoint", lambda c: [*TRAIN, "--resume", str(_training_checkpoint(c, True)),
+         "--out", "run"], ("checkpoint-0001.pt", "corrupt", "older checkpoint")),
+    Case("export-damaged-checkpoint", lambda c: ["export", str(_training_checkpoint(c, True)), "out"],
+         ("checkpoint-0001.pt", "corrupt")),
+    Case("convert-training-checkpoint", lambda c: ["convert", str(_training_checkpoint(c)), "out"],
+         ("clmae training checkpoint", "clmae export")),
+    Case("train-init-unknown-weights", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", "run",
+         "init=vit_t_fminst"], ("vit_t_fminst",)),
+    Case("train-init-other-width", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", "run", "init=vit_t_fmnist",
+         "model_kwargs.embed_dim=32", "model_kwargs.num_heads=2"], ("do not match", "init=")),
+    Case("train-init-pretraining-of-another-width", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", "run",
+         f"init=pretraining:{c.folder()}"], ("do not match", "init=")),
+    Case("train-missing-shard", lambda c: [*TRAIN, "--data", "wds:shards/train-{000..003}.tar", "--out", "run"],
+         ("train-000.tar",)),
+    Case("train-bad-brace-range", lambda c: [*TRAIN, "--data", "wds:shards/train-{}.tar", "--out", "run"],
+         ("{}",)),
+    Case("train-save-every-steps-negative", lambda c: [*TRAIN, "save_every_steps=-1"], ("save_every_steps", ">= 0")),
     Case("api-save-pretrained-into-a-file", lambda c: (c.tmp / "f").write_text("x") and _api(
          clmae.save_pretrained, tiny_pretrainer(), c.tmp / "f"), ("is a file, not a folder",), ValueError),
     Case("api-wrong-channels", lambda c: _api(clmae.check_input, clmae.load_pretrained(c.folder()),

@@ -83,7 +83,7 @@ def test_extract_errors(model_dir, image_dir, tmp_path):
     with pytest.raises(ValueError, match="features must be among"):
         _run(["extract", str(folder), str(root), str(tmp_path / "o"), "--features", "mean", "--quiet"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(FileNotFoundError, match="no images found"):
         _run(["extract", str(folder), str(tmp_path / "empty"), str(tmp_path / "o")])
     (root / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match=r"broken\.png"):

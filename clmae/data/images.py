@@ -60,6 +60,15 @@ def decode_image(data: bytes | str | os.PathLike | Image.Image, mode: str) -> Im
         return to_mode(img, mode)
 
 
+def read_image(path: str | os.PathLike, mode: str) -> Image.Image:
+    """The image file ``path`` decoded to PIL ``mode``; a ``ValueError`` naming the file if it cannot be decoded
+    (truncated, corrupt or no image)."""
+    try:
+        return decode_image(path, mode)
+    except _DECODE_ERRORS as e:
+        raise ValueError(f"cannot read image {path} ({e}); remove or repair it") from None
+
+
 def check_image(data: bytes | str | os.PathLike | Image.Image) -> None:
     """Decode an encoded image completely, and nothing more: JPEGs at 1/8 scale, which still reads every byte.
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from ..data.fashion_mnist import CLASSES, load_fashion_mnist
+from ..data.images import read_image
 from ..data.spec import parse_data_spec
 from ..models import FMNIST_CFG, SMALL_RGB_CFG
 
@@ -102,16 +103,6 @@ class EvalData:
                     f"{ds.classes}"
                 )
         return subset(ds, limit)
-
-
-def read_image(path: str | Path, mode: str) -> Image.Image:
-    """The image file ``path`` decoded and converted to PIL ``mode``; a ``ValueError`` naming the file if it cannot
-    be decoded (truncated, corrupt or no image)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (UnidentifiedImageError, OSError) as e:  # OSError: truncated or corrupt data, found while decoding
-        raise ValueError(f"cannot read image {path} ({e}); remove or repair it") from e
 
 
 def subset(ds: Dataset, limit: int | None) -> Dataset:

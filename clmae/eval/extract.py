@@ -10,24 +10,13 @@ from typing import Any
 import timm
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .._device import resolve_device
 from .._io import write_safetensors
+from ..data.imagefolder import find_images
+from ..data.images import read_image
 from ..hub import load_pretrained
-from .data import read_image
 from .features import FEATURES, extract_features, pil_mode
-
-
-def list_images(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (recursively), sorted by relative path."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMG_EXTENSIONS)}) under {root}")
-    return files
 
 
 class _Images(Dataset):
@@ -75,7 +64,7 @@ def extract_folder(
         out = out.with_name(out.name + ".safetensors")
     if out.is_dir():
         raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'features.safetensors'}")
-    files = list_images(images)
+    files = find_images(images)
     model = load_pretrained(model_name, **load_kwargs)
     cfg = timm.data.resolve_data_config({}, model=model)
     dataset = _Images(files, timm.data.create_transform(**cfg), pil_mode(cfg))

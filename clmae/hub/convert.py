@@ -41,6 +41,11 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
         The model state dict and the ``args`` as a dict (empty if absent), plus ``epoch`` if present.
     """
     ckpt = load_torch_checkpoint(path)
+    if {"model", "config", "global_batch", "rng_ranks"} <= set(ckpt):
+        raise ValueError(
+            f"{path} is a clmae training checkpoint, not a reference one: write its weights folder with "
+            f"`clmae export {path} OUT` (or continue the run with clmae train --resume)"
+        )
     state = ckpt.get("model", ckpt)
     args = ckpt.get("args")
     info = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})

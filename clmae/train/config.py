@@ -149,9 +149,14 @@ class TrainConfig:
 
     def pretraining_config(self) -> PretrainingConfig:
         """The pretraining model this run trains: ``create_pretraining_model(cfg.pretraining_config())``."""
-        for key in ("arch", "method", "mask_ratio", "norm_pix_loss", "encoder_kwargs"):
+        own = {"arch": "model", "method": "method", "mask_ratio": "mask_ratio", "norm_pix_loss": "norm_pix_loss"}
+        for key, field_name in own.items():
             if key in self.model_kwargs:
-                raise ValueError(f"set {key} as a config key of its own, not as model_kwargs.{key}")
+                raise ValueError(f"set {key} with {field_name}=VALUE, not as model_kwargs.{key}")
+        if "encoder_kwargs" in self.model_kwargs:
+            raise ValueError(
+                "set encoder arguments one by one as model_kwargs.KEY=VALUE, not as model_kwargs.encoder_kwargs"
+            )
         return PretrainingConfig.from_kwargs(
             self.model, self.method, mask_ratio=self.mask_ratio, norm_pix_loss=self.norm_pix_loss, **self.model_kwargs
         )

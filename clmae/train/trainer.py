@@ -143,6 +143,13 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     model = create_pretraining_model(cfg.pretraining_config()).to(device)
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
 
+    # The checkpoint to resume from (verified), or the weights to start from (init=): read before the data, so that
+    # a damaged checkpoint or weights that do not fit stop the run at once.
+    ckpt, state = load_resume(find_resume(resume, out), device, warn=print if master else lambda line: None)
+    if ckpt is None and cfg.init:  # continued pretraining (clmae.train.init); the run's random streams untouched
+        with torch.random.fork_rng(devices=[]):
+            initialize(model, cfg.init, log=print if master else lambda line: None)
+
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
     pre = model.encoder.pretrained_cfg  # image files are normalised as the exported weights will say
     data = build_pretraining_data(
@@ -174,10 +181,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     # Optimizers: one AdamW per module, same hyper-parameters and schedule.
     mae_opt, masker_opt = build_optimizers(model, lr_max, cfg.weight_decay, cfg.betas)
 
-    # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked. A fresh run
-    # with init= starts from existing weights instead (clmae.train.init).
+    # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked.
     start_epoch, start_step, step, history, sums, last_ckpt = 0, 0, 0, [], {}, None
-    ckpt, state = load_resume(find_resume(resume, out), device, warn=print if master else lambda line: None)
     if ckpt is not None:
         resumed = restore(state, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size)
         del state
@@ -187,8 +192,6 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if master:
             where = f" and {start_step} updates into epoch {start_epoch + 1}" if start_step else ""
             print(f"resumed from {ckpt}: {start_epoch} epochs{where}, {step} updates done")
-    elif cfg.init:  # continued pretraining: existing weights instead of the random initialisation
-        initialize(model, cfg.init, log=print if master else lambda line: None)
     if cfg.compile:
         compile_in_place(model)
     ddp = wrap_ddp(model, info)
