@@ -373,6 +373,8 @@ CASES = [
          f"init=pretraining:{c.folder()}"], ("do not match", "init=")),
     Case("train-missing-shard", lambda c: [*TRAIN, "--data", "wds:shards/train-{000..003}.tar", "--out", "run"],
          ("train-000.tar",)),
+    Case("train-unknown-data-form", lambda c: [*TRAIN, "--data", "s3://bucket/train", "--out", "run"],
+         ("unknown data form 's3'", "wds:")),
     Case("train-bad-brace-range", lambda c: [*TRAIN, "--data", "wds:shards/train-{}.tar", "--out", "run"],
          ("{}",)),
     Case("train-save-every-steps-negative", lambda c: [*TRAIN, "save_every_steps=-1"], ("save_every_steps", ">= 0")),

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,12 @@ def parse_data_spec(spec: str) -> DataSpec:
         if not folder or (sep and not split):
             raise ValueError(f"{spec!r}: write hfds:FOLDER or hfds:FOLDER#SPLIT (a folder save_to_disk wrote)")
         return DataSpec(spec, "hfds", Path(folder).expanduser(), split=split or None)
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):", spec)
+    if scheme and scheme.group(1) != "imagefolder" and not Path(spec).expanduser().exists():
+        raise ValueError(
+            f"unknown data form {scheme.group(1)!r} in {spec!r}; use one of: {SPECS} (docs/data.md); a remote store "
+            "must be mounted or copied to a local folder first"
+        )
     folder = spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec
     if not folder:
         raise ValueError(f"{spec!r} names no folder; write imagefolder:/path/to/images")
