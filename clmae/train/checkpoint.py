@@ -179,7 +179,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise DamagedCheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
     if "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a clmae training checkpoint (no 'model' and 'config' entries)")
-    saved = state.get("digest")  # checkpoints of clmae < 0.2 have none
+    saved = state.get("digest")  # checkpoints written before digests were recorded have none: loaded as they are
     if saved is not None and saved != state_digest(state):
         raise DamagedCheckpointError(f"{path} is damaged: its contents do not match the digest written with it")
     return state
