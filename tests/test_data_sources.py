@@ -345,7 +345,8 @@ def test_webdataset_reads_the_same_in_worker_processes(tmp_path):
         sampler = GlobalBatchSampler(data.dataset, 4, 1, 1, 0, seed=3)
         return list(DataLoader(data.dataset, batch_size=4, sampler=sampler, num_workers=workers))
 
-    assert all(torch.equal(a, b) for a, b in zip(batches(0), batches(2)))
+    one, two = batches(0), batches(2)
+    assert len(one) == len(two) == 2 and all(torch.equal(a, b) for a, b in zip(one, two))
 
 
 def test_webdataset_errors_are_clear(tmp_path):

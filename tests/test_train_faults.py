@@ -281,3 +281,56 @@ def test_export_command_writes_the_weights_of_any_checkpoint(tmp_path):
     saved = load_checkpoint(run / "checkpoint-0001.pt")["model"]
     assert _same_weights({k: v for k, v in saved.items()}, load_file(first / "pretraining.safetensors"))
     assert json.loads((first / "train_config.json").read_text())["exported_from"]["epochs_done"] == 1
+
+
+def test_a_fallback_sets_the_damaged_checkpoint_aside_so_pruning_keeps_the_good_ones(tmp_path, capsys):
+    cfg = dict(epochs=3, save_every_steps=3, keep_checkpoints=1, export=False)
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, **cfg))
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0003.pt"]
+    # An interrupted continuation: the end of epoch 2 survives, the newest (end of epoch 3) is damaged.
+    (tmp_path / "ref" / "checkpoint-0003.pt").rename(tmp_path / "final.pt")
+    trainer.train(tiny_config(tmp_path / "ref2", **{**cfg, "keep_checkpoints": 0}))
+    for p in run.glob("checkpoint-*.pt"):
+        p.unlink()
+    (tmp_path / "ref2" / "checkpoint-0002.pt").rename(run / "checkpoint-0002.pt")
+    (tmp_path / "final.pt").rename(run / "checkpoint-0003.pt")
+    _damage(run / "checkpoint-0003.pt", "flip")
+    capsys.readouterr()
+    trainer.train(tiny_config(run, **cfg), "auto")
+    out = capsys.readouterr().out
+    assert "set aside 1 newer checkpoint(s), no longer used: checkpoint-0003.pt" in out
+    assert (run / "checkpoint-0003.pt.damaged").is_file()  # kept for inspection, never listed or pruned
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0003.pt"]
+    a = load_checkpoint(tmp_path / "ref2" / "checkpoint-0003.pt")["model"]
+    assert _same_weights(a, load_checkpoint(run / "checkpoint-0003.pt")["model"])
+
+
+def test_resuming_an_older_checkpoint_abandons_the_newer_ones(tmp_path):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0, export=False))
+    trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0, export=False), str(run / "checkpoint-0001.pt"))
+    assert (run / "checkpoint-0002.pt.abandoned").is_file()
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0001.pt", "checkpoint-0002.pt"]
+
+
+def test_resume_refuses_a_data_set_of_another_size(tmp_path):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0, export=False))
+    (run / "checkpoint-0002.pt").unlink()
+    with pytest.raises(ValueError, match=r"had 64 images when the checkpoint was written and has 72 now"):
+        trainer.train(tiny_config(run, epochs=2, keep_checkpoints=0, export=False, data="synthetic:72"), "auto")
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, epochs=1, export=False))
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match=r"thesis exists and is not a weights folder"):
+        export_checkpoint(run / "checkpoint-0001.pt", precious)
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
+    first = export_checkpoint(run / "checkpoint-0001.pt", tmp_path / "w")
+    assert export_checkpoint(run / "checkpoint-0001.pt", first) == first and export_complete(first)  # replaced whole

@@ -115,12 +115,14 @@ def test_init_from_a_whole_pretraining_file_and_mae_weights_into_clmae(tmp_path,
     assert "masking module starts fresh" in capsys.readouterr().out
 
 
-def test_resume_after_init_equals_an_uninterrupted_run(tmp_path):
+def test_resume_after_init_equals_an_uninterrupted_run(tmp_path, capsys):
     trainer.train(config(tmp_path / "ref"))
     run = tmp_path / "run"
     trainer.train(config(run))
     (run / "checkpoint-0002.pt").unlink()
+    capsys.readouterr()
     trainer.train(config(run), resume="auto")
+    assert "init:" not in capsys.readouterr().out  # a resumed run takes its weights from the checkpoint only
     _equal(
         load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt")["model"],
         load_checkpoint(run / "checkpoint-0002.pt")["model"],

@@ -77,6 +77,7 @@ def test_resume_is_bit_identical(tmp_path, method):
         "epoch_step",
         "epoch_sums",
         "global_batch",
+        "data_size",
         "config",
         "rng_ranks",
         "metrics",
@@ -110,7 +111,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(trainer, "train_step", poisoned)
     cfg = tiny_config(tmp_path, export=True, log_every=100)
-    with pytest.raises(trainer.NonFiniteLossError, match=r"NaN or inf in epoch 1.*checkpoint-0001\.pt is intact"):
+    with pytest.raises(trainer.NonFiniteLossError, match=r"NaN or inf in epoch 1.*newest checkpoint is .*0001\.pt"):
         trainer.train(cfg)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-0001.pt"]
     state = _state(tmp_path / "checkpoint-0001.pt")

@@ -104,7 +104,9 @@ class HFDatasetImages(ImageSource):
             return item
         if item is None:
             raise ValueError("the row holds no image")
-        array = np.asarray(item)
+        array = np.asarray(item)  # datasets returns arrays as nested lists: integers come back as int64
+        if array.dtype.kind in "iu" and array.size and array.min() >= 0 and array.max() <= 255:
+            array = array.astype(np.uint8)
         if array.dtype != np.uint8 or array.ndim not in (2, 3):
             raise ValueError(
                 f"the row holds a {array.dtype} array of shape {array.shape}, not uint8 [H, W(, C)] pixels"

@@ -62,8 +62,13 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
     args.setdefault("pretrained_cfg", spec.full_pretrained_cfg())
     with _explain(f"the {name} encoder", {k: v for k, v in kwargs.items() if k != "pretrained_cfg"}):
         model = timm.create_model(spec.timm_arch, pretrained=False, **args)
-    # Keep the advertised input size true when img_size / in_chans were overridden.
-    model.pretrained_cfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
+    # Keep the advertised input size true when img_size / in_chans were overridden; mean/std of another channel count
+    # (ImageNet's three values for a greyscale model) become their average, repeated per channel.
+    in_chans, cfg = model.patch_embed.proj.in_channels, model.pretrained_cfg
+    cfg["input_size"] = (in_chans, *model.patch_embed.img_size)
+    for key in ("mean", "std"):
+        if key in cfg and len(cfg[key]) != in_chans:
+            cfg[key] = (round(sum(cfg[key]) / len(cfg[key]), 4),) * in_chans
     _set_sincos(model)
     return model
 

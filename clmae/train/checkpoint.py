@@ -13,6 +13,7 @@ Each holds::
     epoch_step        updates already done inside ``epoch`` (0 at an epoch's end)
     epoch_sums        every process's running sums of that epoch's losses (for its means), in rank order
     global_batch      images per update (a resume must keep it)
+    data_size         images in the data set (a resume must find as many: the data order depends on it)
     config            the TrainConfig as a plain dict
     rng_ranks         every process's random states (torch, cuda, numpy, python), in rank order: each process
                       restores its own when the process count matches, else rank 0's carry over
@@ -48,7 +49,6 @@ _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
 RESUMABLE_CHANGES = {
     "recipe",
     "data",
-    "skip_unreadable",
     "num_workers",
     "device",
     "compile",
@@ -108,12 +108,12 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned (its tensors may have been loaded onto a GPU)."""
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), *rest))  # noqa: NPY002
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -171,7 +171,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """
     try:
         state = load_torch_checkpoint(path, map_location)  # clear errors for missing, truncated or foreign files
-    except FileNotFoundError:
+    except OSError:  # missing, unreadable (permissions, I/O): not damage, never a reason to fall back
         raise
     except ValueError as e:
         raise DamagedCheckpointError(str(e)) from None
@@ -229,6 +229,22 @@ def load_resume(
     return None, None
 
 
+def order_of(state: dict[str, Any]) -> tuple[int, int]:
+    """Where a checkpoint stands in its run, as :func:`list_checkpoints` sorts the file names."""
+    return (state["epoch"], state["step"] if state.get("epoch_step") else -1)
+
+
+def set_aside_newer(out: str | os.PathLike, state: dict[str, Any], suffix: str) -> list[Path]:
+    """Rename the checkpoints in ``out`` that are newer than ``state`` to ``NAME.pt<suffix>`` (no longer listed,
+    resumed from or pruned) and return the new paths: a run resumed from an older checkpoint continues from it alone.
+    """
+    here = order_of(state)
+    newer = [p for p in list_checkpoints(out) if _order(p) > here]
+    for path in newer:
+        os.replace(path, path.with_name(path.name + suffix))
+    return [p.with_name(p.name + suffix) for p in newer]
+
+
 def prune_checkpoints(out: str | os.PathLike, keep: int) -> None:
     """Delete temporary files left by a process of this run killed while writing (the run holds ``out``'s lock, see
     :mod:`clmae.train.lock`) and, unless ``keep`` is 0 (keep all), all but the ``keep`` newest end-of-epoch
@@ -257,6 +273,7 @@ def training_state(
     metrics: list[dict[str, Any]],
     epoch_step: int = 0,
     epoch_sums: list[dict[str, torch.Tensor]] | None = None,
+    data_size: int | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict (see the module docstring), without its digest (:func:`save_checkpoint` adds it)."""
     return {
@@ -268,6 +285,7 @@ def training_state(
         "epoch_step": epoch_step,
         "epoch_sums": list(epoch_sums or []),
         "global_batch": global_batch,
+        "data_size": data_size,
         "config": config.to_dict(),
         "rng_ranks": rng_ranks,
         "metrics": metrics,
@@ -283,6 +301,7 @@ def restore(
     global_batch: int,
     rank: int = 0,
     world_size: int = 1,
+    data_size: int | None = None,
 ) -> dict[str, Any]:
     """Continue a run from a loaded checkpoint (:func:`load_resume`): model, optimizers and this process's random
     states, after checking that ``config`` may resume it.
@@ -295,6 +314,12 @@ def restore(
         ValueError: the config or the global batch differs from the checkpoint's in a way that changes the run.
     """
     _check_resumable(state["config"], config, global_batch, state["global_batch"])
+    saved_size = state.get("data_size")
+    if saved_size is not None and data_size is not None and saved_size != data_size:
+        raise ValueError(
+            f"cannot resume: the data set had {saved_size} images when the checkpoint was written and has {data_size} "
+            "now, which changes the order of every epoch; resume with the same data, or start a new run"
+        )
     model.load_state_dict(state["model"])
     mae_optimizer.load_state_dict(state["mae_optimizer"])
     if masker_optimizer is not None:

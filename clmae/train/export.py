@@ -21,7 +21,7 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
 
     The files go to a temporary folder beside ``folder``, which then replaces ``folder``: a crash at any moment
     leaves the previous folder, or no folder (then ``clmae train --resume auto`` or ``clmae export`` writes it),
-    never a partial one.
+    never a partial one. An existing ``folder`` is replaced only if it is empty or an earlier export.
 
     Args:
         model: the trained pretraining model.
@@ -35,18 +35,22 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
     )
     if train_config.get("init"):
         description += f" Training started from the weights `{train_config['init']}`."
+    if folder.exists() and not (folder.is_dir() and (export_complete(folder) or not any(folder.iterdir()))):
+        raise ValueError(
+            f"{folder} exists and is not a weights folder written by clmae (no {MARKER}); choose a new folder, "
+            "or remove it first"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for own in (tmp, old):  # a process of the same id (ids are reused) may have been killed while exporting
+        shutil.rmtree(own, ignore_errors=True)
     save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
     (tmp / MARKER).write_text(json.dumps(train_config, indent=2))
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
-    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a process killed while exporting
-        shutil.rmtree(stale, ignore_errors=True)
     return folder
 
 

@@ -88,7 +88,10 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
             f"found {', '.join(sorted(parts)) or 'none'}); for encoder weights drop the {PRETRAINING_PREFIX!r} prefix"
         )
     notes = load_encoder_into(model, parts["encoder"], where)
-    fix = f"{_FIX}, or start from the encoder only (init= without {PRETRAINING_PREFIX!r})"
+    fix = (
+        "a whole pretraining model must match the run's architecture, image size and channels (its decoder and "
+        f"masking module are not resampled); start from its encoder instead (init= without {PRETRAINING_PREFIX!r})"
+    )
     check_state(model.decoder, parts["decoder"], f"{where} (decoder)", fix=fix)
     model.decoder.load_state_dict(parts["decoder"])
     if model.masker is None:

@@ -7,6 +7,7 @@ run on the same folder is refused with the holder's process id and host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -47,7 +48,7 @@ class RunLock:
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:  # EWOULDBLOCK: another process holds it
                 holder = _read(fd)
                 os.close(fd)
                 who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"
@@ -55,6 +56,11 @@ class RunLock:
                     f"--out {self.out} is in use by {who} (since {holder.get('started', '?')}); wait for that run "
                     "to finish or stop it, or choose another --out"
                 ) from None
+            except OSError as e:  # ENOLCK, ENOSYS...: a file system without flock (some NFS or Lustre mounts)
+                self.log(
+                    f"warning: {self.out} does not support file locks ({e.strerror}); the run goes on, but nothing "
+                    "stops a second run on the same --out"
+                )
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -82,7 +88,8 @@ class RunLock:
         os.close(self._fd)
         self._fd = None
         if self._created and not any(self.out.iterdir()):  # a run that stopped before writing anything leaves nothing
-            self.out.rmdir()
+            with contextlib.suppress(OSError):  # another run started writing there meanwhile: its folder now
+                self.out.rmdir()
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -30,6 +30,7 @@ statistics); the ``"type": "epoch"`` records are means over the epoch and over a
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,14 @@ from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
     find_resume,
+    list_checkpoints,
     load_resume,
+    order_of,
     prune_checkpoints,
     restore,
     rng_state,
     save_checkpoint,
+    set_aside_newer,
     training_state,
 )
 from .config import TrainConfig, save_config
@@ -95,8 +99,8 @@ def accum_steps(cfg: TrainConfig, world_size: int) -> int:
 def _stop_if_not_finite(bad: torch.Tensor, epoch: int, step: int, out: Path) -> None:
     """Raise if any process saw a NaN/inf loss since the last check (the only place the flag reaches the host)."""
     if all_reduce_mean(bad).item() > 0:
-        kept = sorted(out.glob("checkpoint-*.pt"))
-        last = f"the last good checkpoint {kept[-1]} is intact" if kept else "no checkpoint was written yet"
+        kept = list_checkpoints(out)
+        last = f"the newest checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"the loss became NaN or inf in epoch {epoch} (by update {step}); stopped without saving: {last}. "
             "Lower the learning rate (base_lr or lr) or lengthen warmup_epochs, then rerun with --resume auto."
@@ -137,6 +141,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
+    log = print if master else lambda line: None
 
     # Model: the same initialisation on every process (DDP broadcasts rank 0's weights anyway).
     torch.manual_seed(cfg.seed)
@@ -145,10 +150,17 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
 
     # The checkpoint to resume from (verified), or the weights to start from (init=): read before the data, so that
     # a damaged checkpoint or weights that do not fit stop the run at once.
-    ckpt, state = load_resume(find_resume(resume, out), device, warn=print if master else lambda line: None)
+    ckpt, state = load_resume(find_resume(resume, out), device, warn=log)
+    chosen = gather_objects(None if ckpt is None else order_of(state))  # also waits until every process has read it
+    if len(set(chosen)) > 1:
+        raise ValueError(f"the processes found different checkpoints in {out} ({chosen}); give --out on a shared disk")
+    if master and ckpt is not None:  # newer checkpoints (damaged, or of an abandoned continuation) are set aside
+        aside = set_aside_newer(out, state, ".damaged" if resume == "auto" else ".abandoned")
+        if aside:
+            log(f"set aside {len(aside)} newer checkpoint(s), no longer used: {', '.join(p.name for p in aside)}")
     if ckpt is None and cfg.init:  # continued pretraining (clmae.train.init); the run's random streams untouched
         with torch.random.fork_rng(devices=[]):
-            initialize(model, cfg.init, log=print if master else lambda line: None)
+            initialize(model, cfg.init, log=log)
 
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
     pre = model.encoder.pretrained_cfg  # image files are normalised as the exported weights will say
@@ -161,6 +173,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         mean=pre.get("mean"),
         std=pre.get("std"),
     )
+    sizes = gather_objects(len(data.dataset))
+    if len(set(sizes)) > 1:
+        raise ValueError(f"the processes found data sets of different sizes {sizes} in {cfg.data}; check the files")
     accum = accum_steps(cfg, info.world_size)
     sampler = GlobalBatchSampler(
         data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed, epoch_size=cfg.epoch_size
@@ -184,7 +199,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked.
     start_epoch, start_step, step, history, sums, last_ckpt = 0, 0, 0, [], {}, None
     if ckpt is not None:
-        resumed = restore(state, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size)
+        resumed = restore(
+            state, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size, len(data.dataset)
+        )
         del state
         start_epoch, start_step, step, history = (resumed[k] for k in ("epoch", "epoch_step", "step", "history"))
         sums = {k: v.to(device) for k, v in resumed["epoch_sums"].items()}
@@ -229,7 +246,18 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if not master:
             return None
         state = training_state(
-            model, mae_opt, masker_opt, epoch_done, step, global_batch, cfg, rng_ranks, history, epoch_step, sums_ranks
+            model,
+            mae_opt,
+            masker_opt,
+            epoch_done,
+            step,
+            global_batch,
+            cfg,
+            rng_ranks,
+            history,
+            epoch_step,
+            sums_ranks,
+            len(data.dataset),
         )
         path = save_checkpoint(state, checkpoint_path(out, epoch_done, step if epoch_step else None))
         prune_checkpoints(out, cfg.keep_checkpoints)
@@ -325,6 +353,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if not (out / "history.png").is_file() and history:
             plot_history(history, out / "history.png")
     if master and cfg.export and (start_epoch < cfg.epochs or not export_complete(out / "export")):
+        for stale in out.glob(".export.*"):  # left by an export of this run killed half-way (the run holds --out)
+            shutil.rmtree(stale, ignore_errors=True)
         exported = export_pretrained(model, out / "export", cfg.to_dict())
         print(f"done: weights in {exported}, checkpoints and metrics in {out}")
     if info.distributed:
