@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -86,10 +87,14 @@ def follow_umask(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~current_umask())
 
 
+def tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor's raw bytes (row-major, as stored in a safetensors file), as a uint8 array on the CPU."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
 def tensor_sha256(tensor: torch.Tensor) -> str:
-    """Hex sha256 of a tensor's raw bytes (row-major, as stored in a safetensors file)."""
-    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-    return hashlib.sha256(data.numpy()).hexdigest()
+    """Hex sha256 of a tensor's raw bytes (:func:`tensor_bytes`)."""
+    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
 
 
 def weights_metadata(state: Mapping[str, torch.Tensor], **recorded: Any) -> dict[str, str]:

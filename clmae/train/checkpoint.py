@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import load_torch_checkpoint
+from .._io import load_torch_checkpoint, tensor_bytes
 from .config import TrainConfig
 
 _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
@@ -124,9 +124,8 @@ def state_digest(state: dict[str, Any]) -> str:
 
     def feed(value: Any) -> None:
         if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+            h.update(tensor_bytes(value))
         elif isinstance(value, dict):
             h.update(f"D{len(value)}".encode())
             for key in sorted(value, key=repr):
