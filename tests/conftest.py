@@ -15,6 +15,8 @@ import torch  # noqa: E402
 import clmae  # noqa: E402
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+# model_kwargs of the smallest pretraining runs (one encoder block, one masking-module block)
+TINY_RUN = {**TINY, "depth": 1, "masker_depth": 1}
 
 
 def tiny_pretrainer(method: str = "clmae", seed: int = 0, **kwargs) -> clmae.CLMAE:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 from _hub_server import go_offline
-from conftest import tiny_pretrainer
+from conftest import TINY_RUN, tiny_pretrainer
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -175,15 +175,7 @@ def _training_checkpoint(ctx: Ctx, damage: bool = False) -> Path:
 
     values = {
         "model": "vit_tiny_patch4_28",
-        "model_kwargs": {
-            "embed_dim": 32,
-            "depth": 1,
-            "num_heads": 2,
-            "decoder_embed_dim": 32,
-            "decoder_depth": 1,
-            "decoder_num_heads": 2,
-            "masker_depth": 1,
-        },
+        "model_kwargs": TINY_RUN,
         "data": "synthetic:16",
         "epochs": 1,
         "batch_size": 8,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -36,15 +37,7 @@ from clmae.train.config import TrainConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TINY = {
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-    "masker_depth": 1,
-}
+TINY = TINY_RUN
 
 
 # ---------------------------------------------------------------------------------------------- images on disk

@@ -52,6 +52,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _torchrun(out, *args):
+    """``clmae train`` with two gloo processes on this machine; ``args`` are overrides and flags."""
+    port = f"--master_port={_free_port()}"
+    launcher = ["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1", port]
+    return _run([*launcher, *_train_args(out, *args)])
+
+
 def _run(args, timeout=240):
     proc = subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -64,18 +71,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     # 2 processes x batch 4 vs 1 process x 2 micro-batches of 4: the same chunks of data in every update
     # (GlobalBatchSampler), the same MAE masks (seeded per chunk), the masker's KL/diversity per chunk in both.
     common = [f"method={method}", "epochs=2", "batch_size=4", "base_lr=1e-2"]
-    port = _free_port()
-    ddp = _run(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nnodes=1",
-            "--nproc_per_node=2",
-            "--master_addr=127.0.0.1",
-            f"--master_port={port}",
-            *_train_args(tmp_path / "ddp", *common, "accum_iter=1"),
-        ]
-    )
+    ddp = _torchrun(tmp_path / "ddp", *common, "accum_iter=1")
     assert "2 process(es) on cpu, global batch 8 (4 x 1 accumulation x 2)" in ddp.stdout
     _run(_train_args(tmp_path / "single", *common, "accum_iter=2"))
     a = load_checkpoint(tmp_path / "ddp" / "checkpoint-0002.pt")
@@ -125,28 +121,14 @@ def test_two_process_resume_restores_every_ranks_random_state(tmp_path):
     # every rank gets its own random state back, not only rank 0.
     common = ["epochs=2", "batch_size=4", "model_kwargs.drop_path_rate=0.5"]
 
-    def torchrun(out, *extra):
-        return _run(
-            [
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=1",
-                "--nproc_per_node=2",
-                "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}",
-                *_train_args(out, *common),
-                *extra,
-            ]
-        )
-
-    torchrun(tmp_path / "ref")
-    torchrun(tmp_path / "run")
+    _torchrun(tmp_path / "ref", *common)
+    _torchrun(tmp_path / "run", *common)
     (tmp_path / "run" / "checkpoint-0002.pt").unlink()  # back to the end of epoch 1
     saved = load_checkpoint(tmp_path / "run" / "checkpoint-0001.pt")
     assert len(saved["rng_ranks"]) == 2 and not torch.equal(
         saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"]
     )
-    torchrun(tmp_path / "run", "--resume", "auto")
+    _torchrun(tmp_path / "run", *common, "--resume", "auto")
     a = load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt")["model"]
     b = load_checkpoint(tmp_path / "run" / "checkpoint-0002.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -156,23 +138,9 @@ def test_two_process_resume_restores_every_ranks_random_state(tmp_path):
 def test_two_process_resume_inside_an_epoch_equals_an_uninterrupted_run(tmp_path):
     common = ["epochs=2", "batch_size=4", "save_every_steps=3", "keep_checkpoints=0"]
 
-    def torchrun(out, *extra):
-        return _run(
-            [
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=1",
-                "--nproc_per_node=2",
-                "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}",
-                *_train_args(out, *common),
-                *extra,
-            ]
-        )
-
-    torchrun(tmp_path / "ref")
+    _torchrun(tmp_path / "ref", *common)
     run = tmp_path / "run"
-    torchrun(run)
+    _torchrun(run, *common)
     names = [p.name for p in list_checkpoints(run)]  # 8 updates per epoch: inside epochs after updates 3, 6, 9, ...
     assert names == [
         "checkpoint-0000-00000003.pt",
@@ -185,7 +153,7 @@ def test_two_process_resume_inside_an_epoch_equals_an_uninterrupted_run(tmp_path
     ]
     for name in names[-3:]:  # back to update 9: one update into the second epoch
         (run / name).unlink()
-    resumed = torchrun(run, "--resume", "auto")
+    resumed = _torchrun(run, *common, "--resume", "auto")
     assert "1 epochs and 1 updates into epoch 2, 9 updates done" in resumed.stdout
     a, b = load_checkpoint(tmp_path / "ref" / "checkpoint-0002.pt"), load_checkpoint(run / "checkpoint-0002.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

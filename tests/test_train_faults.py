@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from safetensors.torch import load_file
 
 from clmae.train import trainer
@@ -21,15 +22,7 @@ from clmae.train.lock import RunLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-    "masker_depth": 1,
-}
+TINY = TINY_RUN
 TIMES = ("seconds", "images_per_s")
 
 # Run in a fresh interpreter: train with the config given as JSON; optionally die by SIGKILL at a chosen point.
