@@ -41,3 +41,18 @@ def test_data_pipeline_smoke_run(tmp_path):
     assert len(list((tmp_path / "jpegs").glob("class_*/*.jpg"))) == 24
     (result,) = tmp_path.glob("data_*.json")
     assert json.loads(result.read_text())["images_per_s"] > 0
+
+
+def test_checkpoint_benchmark_smoke_run(tmp_path, capsys):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("bench_checkpoint", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--arch", "vit_tiny_patch4_28", "--repeats", "1", "--dir", str(tmp_path), "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    (result,) = tmp_path.glob("checkpoint_vit_tiny_patch4_28_*.json")
+    seconds = json.loads(result.read_text())["seconds"]
+    assert set(seconds) >= {"digest", "torch.save", "load_checkpoint (verified)"} and all(
+        v > 0 for v in seconds.values()
+    )
+    assert "load_checkpoint (verified)" in capsys.readouterr().out
