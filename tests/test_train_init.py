@@ -149,3 +149,16 @@ def test_init_of_another_width_names_the_mismatch(tmp_path):
     save_file({"encoder.cls_token": torch.zeros(1, 1, 192)}, file)
     with pytest.raises(ValueError, match=r"not a pretraining model's weights"):
         trainer.train(config(tmp_path / "run2", init=str(file)))
+
+
+def test_timm_mae_encoders_fit_clmae_architectures_key_for_key():
+    # init=vit_base_patch16_224.mae loads timm's MAE encoder (downloaded); offline, its architecture with random
+    # weights must load into clmae's ViT-B pretraining model as it is, with nothing to adapt.
+    import timm
+
+    from clmae.train.init import load_encoder_into
+
+    model = clmae.create_pretraining_model("vit_base_patch16_224", "mae")
+    mae = timm.create_model("vit_base_patch16_224.mae", pretrained=False, num_classes=0).state_dict()
+    assert load_encoder_into(model, mae, "timm vit_base_patch16_224.mae") == []
+    _equal(model.encoder.state_dict(), mae)
