@@ -184,6 +184,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def checkpoint_model(state: dict[str, Any]) -> nn.Module:
+    """The pretraining model of a loaded checkpoint (:func:`load_checkpoint`), rebuilt from its config, with its
+    weights."""
+    from ..models import create_pretraining_model
+
+    model = create_pretraining_model(TrainConfig.from_dict(state["config"]).pretraining_config())
+    model.load_state_dict(state["model"])
+    return model
+
+
 def find_resume(resume: str | None, out: str | os.PathLike) -> list[Path]:
     """The checkpoints to try, best first: ``None``/``""`` (start fresh, refused if ``out`` holds checkpoints),
     ``auto`` (those in ``out``, newest first; none: start fresh) or a path (only that one)."""

@@ -45,8 +45,9 @@ class TrainConfig:
             their count is logged) instead of stopping at the first one.
         epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
         init: weights to start from instead of a random initialisation: an encoder (a registry name, ``hf-hub:``,
-            ``local-dir:``, a weights folder, a ``.safetensors`` file) with a fresh decoder and masking module, or a
-            full pretraining file (``pretraining.safetensors``, or a folder holding one).
+            ``local-dir:``, a weights folder, a ``.safetensors`` file) with a fresh decoder and masking module, or the
+            whole pretraining model with ``pretraining:SPEC`` (or a ``.safetensors`` file of one); see
+            :mod:`clmae.train.init`.
         num_workers: DataLoader worker processes per GPU.
         epochs: passes over the data; also the length of the curriculum.
         warmup_epochs: linear LR warm-up, in epochs (stepped per iteration).

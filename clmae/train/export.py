@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hub import save_pretrained
-from ..models import CLMAE, METHOD_TITLES, create_pretraining_model
+from ..models import CLMAE, METHOD_TITLES
 
 MARKER = "train_config.json"  # written last into the temporary folder; the folder is renamed into place after it
 
@@ -67,14 +67,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike) 
         checkpoint: a ``checkpoint-*.pt`` written by ``clmae train``.
         folder: output folder (replaced whole if it exists).
     """
-    from .checkpoint import load_checkpoint
+    from .checkpoint import checkpoint_model, load_checkpoint
     from .config import TrainConfig
 
     state = load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(state["config"])
-    model = create_pretraining_model(cfg.pretraining_config())
-    model.load_state_dict(state["model"])
-    train_config = cfg.to_dict()
+    model = checkpoint_model(state)
+    train_config = TrainConfig.from_dict(state["config"]).to_dict()
     train_config["exported_from"] = {
         "checkpoint": Path(checkpoint).name,
         "epochs_done": state["epoch"],

@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..curriculum import curriculum_factor, curriculum_phase
-from ..data import GlobalBatchSampler, build_pretraining_data, item_seed
-from ..models import create_pretraining_model
+from ..data import GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
+from ..models import CLMAE, create_pretraining_model
 from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
@@ -94,6 +94,21 @@ def accum_steps(cfg: TrainConfig, world_size: int) -> int:
             "processes; change batch_size or the number of processes"
         )
     return cfg.global_batch // per_update
+
+
+def model_data(spec: str, model: CLMAE, seed: int, skip_unreadable: bool = False) -> PretrainingData:
+    """The data ``spec`` names, fitted to ``model``: image files are normalised with the model's ``pretrained_cfg``
+    mean/std, the preprocessing its exported weights will record."""
+    pre = model.encoder.pretrained_cfg
+    return build_pretraining_data(
+        spec,
+        model.in_chans,
+        model.img_size,
+        seed,
+        skip_unreadable=skip_unreadable,
+        mean=pre.get("mean"),
+        std=pre.get("std"),
+    )
 
 
 def _stop_if_not_finite(bad: torch.Tensor, epoch: int, step: int, out: Path) -> None:
@@ -163,16 +178,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
             initialize(model, cfg.init, log=log)
 
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
-    pre = model.encoder.pretrained_cfg  # image files are normalised as the exported weights will say
-    data = build_pretraining_data(
-        cfg.data,
-        model.in_chans,
-        model.img_size,
-        cfg.seed,
-        skip_unreadable=cfg.skip_unreadable,
-        mean=pre.get("mean"),
-        std=pre.get("std"),
-    )
+    data = model_data(cfg.data, model, cfg.seed, skip_unreadable=cfg.skip_unreadable)
     sizes = gather_objects(len(data.dataset))
     if len(set(sizes)) > 1:
         raise ValueError(f"the processes found data sets of different sizes {sizes} in {cfg.data}; check the files")
@@ -239,8 +245,10 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     )
 
     def save(epoch_done: int, epoch_step: int) -> Path | None:
-        """Checkpoint (rank 0 writes; every process takes part in the gathers); never of a NaN state."""
-        _stop_if_not_finite(bad, epoch_done, step, out)
+        """Checkpoint (rank 0 writes; every process takes part in the gathers); never of a NaN state (an epoch's end
+        has just been checked)."""
+        if epoch_step:
+            _stop_if_not_finite(bad, epoch_done, step, out)
         rng_ranks = gather_objects(rng_state())
         sums_ranks = gather_objects({k: v.cpu() for k, v in sums.items()}) if epoch_step else []
         if not master:

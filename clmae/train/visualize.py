@@ -88,17 +88,14 @@ def visualize_checkpoint(
     Returns:
         The PNG files written: ``masks-<checkpoint>.png`` and ``history-<checkpoint>.png``.
     """
-    from ..data import build_pretraining_data
-    from ..models import create_pretraining_model
-    from .checkpoint import load_checkpoint
-    from .config import TrainConfig
+    from .checkpoint import checkpoint_model, load_checkpoint
+    from .trainer import model_data
 
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
-    model = create_pretraining_model(TrainConfig.from_dict(cfg).pretraining_config())
-    model.load_state_dict(state["model"])
-    pdata = build_pretraining_data(data or cfg["data"], model.in_chans, model.img_size, cfg["seed"])
+    model = checkpoint_model(state)
+    pdata = model_data(data or cfg["data"], model, cfg["seed"])
     n = min(num_images, len(pdata.preview))
     images = torch.stack([pdata.preview[i] for i in range(n)])
     out = Path(out) if out is not None else checkpoint.parent
