@@ -2,12 +2,14 @@
 WebDataset tar shards, saved Hugging Face data sets), synthetic images, and the seeded distributed sampler of the
 trainer."""
 
+from .augment import crop_params, random_resized_crop, resized_crop
+from .device import DeviceImages
 from .fashion_mnist import CLASSES, DEBIAN_ROOT, SAMPLE_ROOT, fmnist_root, load_fashion_mnist, read_idx, to_float
 from .hfdataset import HFDatasetImages
 from .imagefolder import ImageFolderImages, find_images
 from .images import IMAGE_EXTENSIONS, ImageSource, decode_image
 from .pretraining import PretrainingData, build_pretraining_data
-from .sampler import GlobalBatchSampler, SeededDataset, item_seed
+from .sampler import GlobalBatchSampler, SeededDataset, item_seed, item_seeds
 from .spec import DataSpec, parse_data_spec
 from .synthetic import SyntheticImages
 from .transforms import eval_transform, pretrain_transform
@@ -19,6 +21,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SAMPLE_ROOT",
     "DataSpec",
+    "DeviceImages",
     "GlobalBatchSampler",
     "HFDatasetImages",
     "ImageFolderImages",
@@ -28,6 +31,7 @@ __all__ = [
     "SyntheticImages",
     "WebDatasetImages",
     "build_pretraining_data",
+    "crop_params",
     "decode_image",
     "eval_transform",
     "expand_braces",
@@ -35,9 +39,12 @@ __all__ = [
     "find_images",
     "fmnist_root",
     "item_seed",
+    "item_seeds",
     "load_fashion_mnist",
     "parse_data_spec",
     "pretrain_transform",
+    "random_resized_crop",
     "read_idx",
+    "resized_crop",
     "to_float",
 ]

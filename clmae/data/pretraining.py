@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
+from .device import DeviceImages
+from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist
 from .fashion_mnist import MEAN as FMNIST_MEAN
 from .fashion_mnist import STD as FMNIST_STD
 from .hfdataset import HFDatasetImages
@@ -20,6 +21,7 @@ from .synthetic import SyntheticImages
 from .transforms import eval_transform, pretrain_transform
 from .webdataset import WebDatasetImages
 
+SYNTHETIC_MAX_BYTES = 4 << 30  # synthetic sets are built whole in memory
 # 1-channel models on image files: the means of ImageNet's per-channel statistics (images converted with PIL "L")
 GREY_MEAN = (sum(IMAGENET_DEFAULT_MEAN) / 3,)
 GREY_STD = (sum(IMAGENET_DEFAULT_STD) / 3,)
@@ -30,29 +32,32 @@ class PretrainingData:
     """A pretraining data set and what is needed to show its images.
 
     Attributes:
-        dataset: a :class:`~clmae.data.sampler.SeededDataset` of normalised ``[C, H, W]`` tensors.
+        dataset: normalised ``[C, H, W]`` tensors indexed by the sampler's ``(index, seed)`` pairs: a
+            :class:`~clmae.data.device.DeviceImages` (small sets held whole, on the training device; its
+            ``batches`` serves whole micro-batches) or a :class:`~clmae.data.sampler.SeededDataset` of image files
+            (for a ``DataLoader``).
         preview: a deterministic (unaugmented) version of the same images, for pictures.
         mean: per-channel normalisation mean.
         std: per-channel normalisation std.
         description: what was loaded, for the log.
     """
 
-    dataset: SeededDataset
-    preview: SeededDataset
+    dataset: DeviceImages | SeededDataset
+    preview: DeviceImages | SeededDataset
     mean: Sequence[float]
     std: Sequence[float]
     description: str
 
 
-class _TensorImages(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
+def _synthetic_tensor(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    need = n * shape[0] * shape[1] * shape[2] * 4
+    if need > SYNTHETIC_MAX_BYTES:
+        raise ValueError(
+            f"synthetic:{n} at {shape[0]}x{shape[1]}x{shape[2]} would take {need / 2**30:.1f} GiB; ask for fewer "
+            f"images (at most {SYNTHETIC_MAX_BYTES * n // need}) or use a smaller model"
+        )
+    source = SyntheticImages(n, shape, seed)
+    return torch.stack([source[i] for i in range(n)])
 
 
 def _check_shape(spec: str, shape: tuple[int, int, int], in_chans: int, img_size: tuple[int, int]) -> None:
@@ -73,6 +78,7 @@ def build_pretraining_data(
     skip_unreadable: bool = False,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    augment: bool | None = None,
 ) -> PretrainingData:
     """The data set named by ``spec``, checked against the model's input.
 
@@ -81,8 +87,9 @@ def build_pretraining_data(
             ``fmnist-sample`` (the 1,000 bundled images), ``fmnist:FOLDER`` (IDX files in FOLDER), ``synthetic:N`` (N
             smooth random images of the model's size), ``imagefolder:FOLDER`` / ``FOLDER`` (every image file under
             FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging Face data
-            set). Image files are converted to the model's channels (RGB, or greyscale for 1 channel) and get MAE's
-            augmentation.
+            set). Fashion-MNIST and synthetic sets are held whole in one tensor
+            (:class:`~clmae.data.device.DeviceImages`); image files are converted to the model's channels (RGB, or
+            greyscale for 1 channel).
         in_chans: the model's input channels.
         img_size: the model's input size.
         seed: seed of the synthetic set.
@@ -93,6 +100,9 @@ def build_pretraining_data(
             exported weights' preprocessing is the one they were trained with (default: ImageNet's, or its average
             for 1 channel).
         std: as ``mean``.
+        augment: MAE's augmentation (RandomResizedCrop(scale 0.2-1) + horizontal flip) of every image read;
+            default: on for image files, off for Fashion-MNIST and synthetic images. Image files without it are
+            resized and centre-cropped (the evaluation transform).
 
     Returns:
         A :class:`PretrainingData`.
@@ -103,13 +113,18 @@ def build_pretraining_data(
         root = parsed.root
         images, _ = load_fashion_mnist("train", root=root)
         _check_shape(spec, (1, *images.shape[1:]), in_chans, size)
-        ds = SeededDataset(_TensorImages(to_float(images)))
+        ds = DeviceImages(images.unsqueeze(1), (FMNIST_MEAN,), (FMNIST_STD,), size[0], augment=bool(augment))
         where = {SAMPLE_ROOT: "bundled sample", DEBIAN_ROOT: "Debian's dataset-fashion-mnist"}.get(root, root)
-        return PretrainingData(ds, ds, (FMNIST_MEAN,), (FMNIST_STD,), f"Fashion-MNIST train ({where}), {len(ds)}")
+        what = f"Fashion-MNIST train ({where}), {len(ds)}" + (", augmented" if augment else "")
+        return PretrainingData(ds, ds.without_augmentation(), (FMNIST_MEAN,), (FMNIST_STD,), what)
     if parsed.kind == "synthetic":
         n = parsed.count
-        ds = SeededDataset(SyntheticImages(n, (in_chans, *size), seed))
-        return PretrainingData(ds, ds, (0.0,) * in_chans, (1.0,) * in_chans, f"{n} synthetic images")
+        if size[0] != size[1] and augment:
+            raise ValueError(f"augmentation crops squares; a model of {size[0]}x{size[1]} px does not fit")
+        images = _synthetic_tensor(n, (in_chans, *size), seed)
+        ds = DeviceImages(images, (0.0,) * in_chans, (1.0,) * in_chans, size[0], augment=bool(augment))
+        what = f"{n} synthetic images" + (", augmented" if augment else "")
+        return PretrainingData(ds, ds.without_augmentation(), ds.mean, ds.std, what)
     source, what = _image_source(spec, parsed)  # "no images" first: it is the likelier mistake
     source.mode = pil_mode(in_chans)
     if size[0] != size[1]:
@@ -128,8 +143,9 @@ def build_pretraining_data(
     if not len(mean) == len(std) == in_chans:
         raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({in_chans})")
     mean, std = tuple(mean), tuple(std)
+    train_transform = eval_transform if augment is False else pretrain_transform
     return PretrainingData(
-        SeededDataset(source, pretrain_transform(size[0], mean, std)),
+        SeededDataset(source, train_transform(size[0], mean, std)),
         SeededDataset(source, eval_transform(size[0], mean, std)),
         mean,
         std,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -26,6 +27,13 @@ from torch.utils.data import Dataset, DistributedSampler
 def item_seed(seed: int, epoch: int, position: int) -> int:
     """A 63-bit seed for one sample (or micro-batch) from the run's seed, the epoch and a position in the epoch."""
     return ((seed * 1_000_003 + epoch) * 1_000_003 + position) % (1 << 63)
+
+
+def item_seeds(seed: int, epoch: int, positions: torch.Tensor) -> torch.Tensor:
+    """:func:`item_seed` of many positions at once: ``[N]`` int64 positions -> ``[N]`` int64 seeds."""
+    base = np.uint64(item_seed(seed, epoch, 0))
+    pos = positions.cpu().numpy().astype(np.uint64)
+    return torch.from_numpy(((pos + base) & np.uint64((1 << 63) - 1)).astype(np.int64))  # uint64 wraps: mod 2^63
 
 
 class GlobalBatchSampler(DistributedSampler):
@@ -93,6 +101,17 @@ class GlobalBatchSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.accum_iter * self.batch_size
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """What iteration yields, one micro-batch at a time: ``(indices, seeds)``, each ``[batch_size]`` int64."""
+        n, b, w = len(self.dataset), self.batch_size, self.num_replicas
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(n)
+        for k in range(self.start_step * self.accum_iter, self.steps_per_epoch * self.accum_iter):
+            start = (k * w + self.rank) * b
+            yield order[start : start + b], item_seeds(self.seed, self.epoch, torch.arange(start, start + b))
 
 
 class SeededDataset(Dataset):

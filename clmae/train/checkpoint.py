@@ -59,6 +59,7 @@ RESUMABLE_CHANGES = {
     "log_every",
     "vis_every",
     "vis_images",
+    "mask_probe",
     "export",
     "progress",
     "batch_size",

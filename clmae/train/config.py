@@ -41,6 +41,9 @@ class TrainConfig:
             bundled 1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, ``imagefolder:FOLDER`` / ``FOLDER`` (every
             image under FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging
             Face data set); see docs/data.md.
+        augment: MAE's augmentation, RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip,
+            drawn per image from the run's seed, the epoch and the image's position; default (none): on for image
+            files, off for Fashion-MNIST and synthetic images (held on the training device and augmented there).
         skip_unreadable: leave out image files that cannot be decoded (every image is decoded once at start-up;
             their count is logged) instead of stopping at the first one.
         epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
@@ -75,6 +78,10 @@ class TrainConfig:
         vis_images: images in that picture.
         export: at the end, write a Hub-ready weights folder to ``OUT/export``.
         progress: show a progress bar.
+        mask_probe: record the MAE step's mask of each of the data set's first ``mask_probe`` images every epoch
+            (``OUT/masks/masks-EEEE.safetensors``), to study how masks vary over a run (0: none).
+        fixed_lambda: diagnostic only, not CL-MAE: hold the curriculum factor at this value for the whole run
+            (+1: the masking module always a partner, -1: always an adversary) instead of the curriculum.
     """
 
     recipe: str = ""
@@ -84,6 +91,7 @@ class TrainConfig:
     norm_pix_loss: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     data: str = "fmnist-sample"
+    augment: bool | None = None
     skip_unreadable: bool = False
     epoch_size: int | None = None
     init: str = ""
@@ -111,6 +119,8 @@ class TrainConfig:
     vis_images: int = 8
     export: bool = True
     progress: bool = True
+    mask_probe: int = 0
+    fixed_lambda: float | None = None
 
     def validate(self) -> TrainConfig:
         """Raise a ``ValueError`` naming the first bad field; return ``self``."""
@@ -118,7 +128,16 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accum_iter", "save_every", "log_every", "vis_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "warmup_epochs", "base_lr", "lr", "min_lr", "weight_decay", "mask_ratio"):
+        for name in (
+            "epochs",
+            "warmup_epochs",
+            "base_lr",
+            "lr",
+            "min_lr",
+            "weight_decay",
+            "mask_ratio",
+            "fixed_lambda",
+        ):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
@@ -132,9 +151,14 @@ class TrainConfig:
             "save_every_steps",
             "keep_checkpoints",
             "vis_every",
+            "mask_probe",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.fixed_lambda is not None and not -1.0 <= self.fixed_lambda <= 1.0:
+            raise ValueError(f"fixed_lambda must be in [-1, 1] (the curriculum's range), got {self.fixed_lambda}")
+        if self.fixed_lambda is not None and self.method != "clmae":
+            raise ValueError("fixed_lambda only applies to method=clmae (MAE has no masking module)")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) is longer than the run (epochs={self.epochs})")
         if self.global_batch is not None and self.global_batch % self.batch_size:

@@ -97,7 +97,8 @@ def train_step(
             :func:`clmae.train.distributed.wrap_ddp`); it averages the MAE gradients across processes.
         sync_masker_grads: called with the masking module after its backward, to average its gradients across
             processes (see :func:`clmae.train.distributed.all_reduce_grads`).
-        return_masks: also return ``mask`` (MAE step) and ``scores`` (masker step) of the last micro-batch, detached.
+        return_masks: also return ``mask`` (MAE step) and ``scores`` (masker step) of the last micro-batch, and
+            ``masks``, the MAE step's masks of every micro-batch, detached.
 
     Returns:
         ``mae_loss``; for CL-MAE also ``masker_loss``, ``rec``, ``gauss``, ``kl``, ``div`` and ``score_mean``
@@ -117,7 +118,7 @@ def train_step(
 
     # 1) MAE step: masking module frozen (it runs without a graph), masks from its top-K scores.
     mae_optimizer.zero_grad(set_to_none=True)
-    mae_loss = 0.0
+    mae_loss, masks = 0.0, []
     for i, (x, g) in enumerate(zip(micro, gens)):
         # Under DDP, only the last micro-batch's backward all-reduces the accumulated gradients.
         sync = contextlib.nullcontext() if ddp is None or i == n - 1 else ddp.no_sync()
@@ -126,10 +127,12 @@ def train_step(
                 out = forward_mae(x, g)
             (out["loss"] / n).backward()
         mae_loss = mae_loss + out["loss"].detach() / n
+        if return_masks:
+            masks.append(out["mask"].detach())
     mae_optimizer.step()
     stats = {"mae_loss": mae_loss}
     if return_masks:
-        stats["mask"] = out["mask"].detach()
+        stats["mask"], stats["masks"] = masks[-1], masks
 
     # 2) Masking-module step on the same micro-batches, through the just-updated, frozen encoder and decoder.
     if model.masker is not None:

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..curriculum import curriculum_factor, curriculum_phase
-from ..data import GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
+from ..data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
 from ..models import CLMAE, create_pretraining_model
 from ..viz import mask_picture
 from .checkpoint import (
@@ -72,6 +72,7 @@ from .export import export_complete, export_pretrained
 from .init import initialize
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
+from .probe import MaskProbe, probe_path
 from .schedule import lr_at, peak_lr, set_lr
 from .step import build_optimizers, compile_in_place, train_step
 from .visualize import plot_history
@@ -96,7 +97,9 @@ def accum_steps(cfg: TrainConfig, world_size: int) -> int:
     return cfg.global_batch // per_update
 
 
-def model_data(spec: str, model: CLMAE, seed: int, skip_unreadable: bool = False) -> PretrainingData:
+def model_data(
+    spec: str, model: CLMAE, seed: int, skip_unreadable: bool = False, augment: bool | None = None
+) -> PretrainingData:
     """The data ``spec`` names, fitted to ``model``: image files are normalised with the model's ``pretrained_cfg``
     mean/std, the preprocessing its exported weights will record."""
     pre = model.encoder.pretrained_cfg
@@ -108,6 +111,7 @@ def model_data(spec: str, model: CLMAE, seed: int, skip_unreadable: bool = False
         skip_unreadable=skip_unreadable,
         mean=pre.get("mean"),
         std=pre.get("std"),
+        augment=augment,
     )
 
 
@@ -178,7 +182,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
             initialize(model, cfg.init, log=log)
 
     # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
-    data = model_data(cfg.data, model, cfg.seed, skip_unreadable=cfg.skip_unreadable)
+    data = model_data(cfg.data, model, cfg.seed, skip_unreadable=cfg.skip_unreadable, augment=cfg.augment)
     sizes = gather_objects(len(data.dataset))
     if len(set(sizes)) > 1:
         raise ValueError(f"the processes found data sets of different sizes {sizes} in {cfg.data}; check the files")
@@ -186,15 +190,19 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     sampler = GlobalBatchSampler(
         data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed, epoch_size=cfg.epoch_size
     )
-    loader = DataLoader(
-        data.dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-        drop_last=True,
-    )
+    on_device = isinstance(data.dataset, DeviceImages)  # small sets: held on the device, no DataLoader
+    if on_device:
+        data.dataset.to(device)
+    else:
+        loader = DataLoader(
+            data.dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=cfg.num_workers > 0,
+            drop_last=True,
+        )
     steps_per_epoch, global_batch = sampler.steps_per_epoch, sampler.global_batch
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
     lr_max = peak_lr(cfg.base_lr, global_batch, cfg.lr)
@@ -273,19 +281,33 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
 
     model.train()
     bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
+    probe = MaskProbe(min(cfg.mask_probe, len(data.dataset)), model.num_patches, device) if cfg.mask_probe else None
     for epoch in range(start_epoch, cfg.epochs):
-        lam = curriculum_factor(epoch, cfg.epochs)
+        lam = curriculum_factor(epoch, cfg.epochs) if cfg.fixed_lambda is None else cfg.fixed_lambda
         first = start_step if epoch == start_epoch else 0
         sampler.set_epoch(epoch, first)
         if not first:
             sums = {}
-        with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
-            batches = iter(loader)
+        # (indices, seeds) of this process's micro-batches: the device path reads them; the DataLoader reads the
+        # same ones through the sampler, and they name the images for the mask probe.
+        pairs = sampler.batches() if on_device or probe else None
+        if not on_device:
+            with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
+                batches = iter(loader)
+        if probe:
+            probe.reset()
         t_epoch = t_log = time.perf_counter()
         for s in range(first, steps_per_epoch):
             lr = lr_at(step, total_steps, warmup_steps, lr_max, cfg.min_lr)
             set_lr((mae_opt, masker_opt), lr)
-            micro = [next(batches).to(device, non_blocking=True) for _ in range(accum)]
+            micro, indices = [], []
+            for _ in range(accum):
+                index, seeds = next(pairs) if pairs is not None else (None, None)
+                indices.append(index)
+                if on_device:
+                    micro.append(data.dataset.batch(index, seeds))
+                else:
+                    micro.append(next(batches).to(device, non_blocking=True))
             gens = None
             if model.masker is None:  # MAE's random masks: one seed per micro-batch chunk, whatever the split
                 chunks = [(s * accum + a) * info.world_size + info.rank for a in range(accum)]
@@ -301,8 +323,11 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                 generator=gens,
                 ddp=ddp,
                 sync_masker_grads=sync_masker,
-                return_masks=log_now,
+                return_masks=log_now or probe is not None,
             )
+            if probe:
+                for index, mask in zip(indices, stats["masks"]):
+                    probe.record(index, mask)
             bad += ~torch.isfinite(stats["mae_loss"] + stats.get("masker_loss", 0.0))
             for k in LOSS_KEYS:
                 if k in stats:
@@ -341,6 +366,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         history.append(record)
         last = epoch + 1 == cfg.epochs
         sums = {}
+        if probe:
+            probe.save(probe_path(out, epoch) if master else None, info.distributed)
         if (epoch + 1) % cfg.save_every == 0 or last:
             last_ckpt = save(epoch + 1, 0) or last_ckpt
         if master:

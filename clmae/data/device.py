@@ -1,0 +1,94 @@
+"""Small image sets held whole on the training device: each batch is gathered by index and augmented there.
+
+Fashion-MNIST's 60,000 training images are 47 MB as uint8: on a GPU, a batch is one index gather and a few
+batched kernels, where a ``DataLoader`` would spend a Python call (and, with augmentation, a PIL image) per
+sample and still copy every batch to the device. Small models train faster than worker processes can feed them.
+
+The batches are the same as the ``DataLoader`` path's: :class:`~clmae.data.sampler.GlobalBatchSampler` decides
+which images each process reads at each step, and the augmentation of each image is drawn from its own seed
+(:mod:`clmae.data.augment`), so runs resume exactly and do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .augment import random_resized_crop
+from .sampler import GlobalBatchSampler
+
+
+class DeviceImages(Dataset):
+    """Images ``[N, C, H, W]`` in one tensor (uint8, or float already in model units), served normalised.
+
+    Args:
+        images: the whole set; uint8 pixels are divided by 255 before normalisation, float ones are used as they
+            are.
+        mean: per-channel normalisation mean (one value per channel, or one for all).
+        std: per-channel normalisation std.
+        size: side of the served images (the model's input size).
+        augment: MAE's RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip, per sample;
+            without it the images are served as they are (they must already be ``size`` x ``size``).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        mean: Sequence[float],
+        std: Sequence[float],
+        size: int,
+        augment: bool = False,
+    ) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+        if not augment and tuple(images.shape[2:]) != (size, size):
+            raise ValueError(f"images of {tuple(images.shape[2:])} px need augment=True to be served at {size} px")
+        self.images, self.size, self.augment = images, size, augment
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the images are."""
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> DeviceImages:
+        """Move the images to ``device`` (in place); returns ``self``."""
+        self.images = self.images.to(device)
+        return self
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, index: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``index`` (``[B]`` int64), augmented with per-sample ``seeds`` (``[B]`` int64; needed when
+        augmenting), normalised: ``[B, C, size, size]`` float32 on the images' device."""
+        x = self.images[index.to(self.device)]
+        if self.augment:
+            if seeds is None:
+                raise ValueError("augmented batches need one seed per image")
+            x = random_resized_crop(x, seeds.to(self.device), self.size)  # uint8 in: [0, 1] out
+        elif x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        # Python floats for one channel: the same arithmetic as clmae.data.to_float, so results match bit for bit.
+        if len(self.mean) == 1:
+            return (x - self.mean[0]) / self.std[0]
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        """One image: ``[C, size, size]``; ``key`` is an index or an ``(index, seed)`` pair (as the sampler yields)."""
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        return self.batch(torch.tensor([index]), torch.tensor([seed], dtype=torch.int64))[0]
+
+    def batches(self, sampler: GlobalBatchSampler) -> Iterator[torch.Tensor]:
+        """This process's micro-batches of the sampler's current epoch, on the images' device."""
+        for index, seeds in sampler.batches():
+            yield self.batch(index, seeds)
+
+    def without_augmentation(self) -> DeviceImages:
+        """The same images (shared, not copied), unaugmented: for pictures. Needs images of ``size``."""
+        return DeviceImages(self.images, self.mean, self.std, self.size, augment=False)
