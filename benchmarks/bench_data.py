@@ -1,12 +1,19 @@
-"""Throughput of the trainer's input pipeline on an ImageFolder of JPEGs (PIL decode + MAE's augmentation).
+"""Throughput of the trainer's input pipeline on an ImageFolder of JPEGs (decode + MAE's augmentation).
 
 Generates an ImageNet-like folder (JPEG quality 90, sizes around 500x375) if it does not exist, then reads it with
 the same data set, sampler and ``DataLoader`` settings as ``clmae train`` and reports images/s (median over
-batches after warm-up). Compare it with ``bench_step.py``'s model-step rate: the trainer can only reach the
-slower of the two. Prints a table and writes JSON to ``benchmarks/results/``.
+batches after warm-up). Two paths:
 
-    python benchmarks/bench_data.py --workers 16 --images 8192          # on the GPU machine (16 cores)
-    python benchmarks/bench_data.py --workers 0 --images 64 --batches 2  # CPU smoke
+* ``--decode pil`` (the trainer's default so far): PIL decodes and augments every image in the workers;
+* ``--decode device``: the workers only read the encoded bytes (``clmae.data.decode.EncodedImages``) and the
+  batch is decoded (nvJPEG on CUDA) and augmented on ``--device`` (``BatchDecoder``).
+
+Compare it with ``bench_step.py``'s model-step rate: the trainer can only reach the slower of the two. Prints a
+table and writes JSON to ``benchmarks/results/``.
+
+    python benchmarks/bench_data.py --workers 16 --images 8192                                  # GPU machine, PIL
+    python benchmarks/bench_data.py --workers 16 --images 8192 --decode device --device cuda    # GPU machine, nvJPEG
+    python benchmarks/bench_data.py --workers 0 --images 64 --batches 2                         # CPU smoke
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from benchmarks._results import write_result
 from clmae.data import GlobalBatchSampler, build_pretraining_data
+from clmae.data.decode import BatchDecoder, EncodedImages, collate_encoded
 
 
 def make_jpeg_folder(root: Path, images: int, classes: int = 8, seed: int = 0) -> None:
@@ -50,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--batches", type=int, default=20, help="timed batches (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (default: 3)")
+    parser.add_argument("--decode", choices=("pil", "device"), default="pil", help="PIL in the workers, or batched")
+    parser.add_argument("--device", default=None, help="--decode device: cpu or cuda (default: cuda if available)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here; use --device cpu")
 
     root = Path(args.root)
     if not root.exists():
@@ -59,13 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         make_jpeg_folder(root, args.images)
         print(f"generated {args.images} JPEGs in {root} ({time.perf_counter() - t:.0f} s)")
     data = build_pretraining_data(str(root), 3, 224)
-    sampler = GlobalBatchSampler(data.dataset, args.batch_size, 1, 1, 0, seed=0)
+    if args.decode == "pil":
+        dataset, collate, decoder = data.dataset, None, None
+    else:  # the same images, seeds and normalisation, decoded and augmented per batch on the device
+        dataset, collate = EncodedImages(data.dataset.source), collate_encoded
+        decoder = BatchDecoder(224, data.mean, data.std, 3, True, device, names=dataset.name)
+    sampler = GlobalBatchSampler(dataset, args.batch_size, 1, 1, 0, seed=0)
     loader = DataLoader(
-        data.dataset,
+        dataset,
         batch_size=args.batch_size,
         sampler=sampler,
         num_workers=args.workers,
-        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available() and args.decode == "pil",
         persistent_workers=args.workers > 0,
         drop_last=True,
     )
@@ -76,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         it = iter(loader)
         t = time.perf_counter()
         for batch in it:
-            if torch.cuda.is_available():
+            if decoder is not None:
+                batch = decoder(*batch)
+            elif torch.cuda.is_available():
                 batch = batch.cuda(non_blocking=True)
+            if torch.cuda.is_available():
                 torch.cuda.synchronize()
             now = time.perf_counter()
             if seen >= args.warmup:
@@ -86,9 +108,18 @@ def main(argv: list[str] | None = None) -> int:
             if seen >= needed:
                 break
     rate = args.batch_size / statistics.median(times)
-    print(f"{len(data.dataset)} JPEGs, batch {args.batch_size}, {args.workers} workers: {rate:.0f} images/s")
+    where = "PIL in the workers" if decoder is None else f"batched on {device.type}"
+    print(f"{'decode':8s} {'device':7s} {'workers':>7s} {'batch':>5s} {'images/s':>9s}")
+    print(f"{args.decode:8s} {device.type if decoder else '-':7s} {args.workers:7d} {args.batch_size:5d} {rate:9.0f}")
+    print(f"({len(dataset)} JPEGs, decoded {where}; median of {len(times)} batches)")
+    what = {
+        "pil": "trainer input pipeline: ImageFolder JPEG -> PIL decode -> RandomResizedCrop(224) + flip -> tensor",
+        "device": "ImageFolder JPEG bytes (workers) -> batched decode + RandomResizedCrop(224) + flip on the device",
+    }[args.decode]
     result = {
-        "what": "trainer input pipeline: ImageFolder JPEG -> PIL decode -> RandomResizedCrop(224) + flip -> tensor",
+        "what": what,
+        "decode": args.decode,
+        "device": device.type if decoder is not None else None,
         "images_per_s": rate,
         "batch_size": args.batch_size,
         "workers": args.workers,

@@ -10,14 +10,23 @@ It prints a table and writes JSON to ``benchmarks/results/``. Nothing here asser
     python benchmarks/bench_step.py                    # GPU: ViT-B/16 batch 256 (CL-MAE, MAE), ViT-L, FMNIST tiny
     python benchmarks/bench_step.py --cpu-smoke        # tiny models on the CPU (CI-sized)
     python benchmarks/bench_step.py --config vit_base_patch16_224:clmae:128 --compile
+    python benchmarks/bench_step.py --config vit_base_patch16_224:clmae:256 --profile   # + a torch.profiler trace
+
+``--profile`` adds, per configuration, a ``torch.profiler`` record of one iteration after the timed ones: the 20
+kernels with the most self time (CUDA kernels on a GPU, operators on a CPU) in ``profile_ARCH_METHOD_BATCH_*.txt``
+and the Chrome trace in ``profile_*.json.gz`` (open it in Perfetto or chrome://tracing).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +125,46 @@ def bench(
     }
 
 
+def profile(
+    name: str, method: str, batch: int, device: torch.device, compile: bool, model_kwargs: dict, out: str | Path
+) -> Path:
+    """``torch.profiler`` record of one ``clmae.train_step`` after two warm-up iterations: writes the top-20 table
+    (by self CUDA time on a GPU, self CPU time otherwise) and the gzipped Chrome trace to ``out``; returns the table's
+    path."""
+    torch.manual_seed(0)
+    model = clmae.create_pretraining_model(name, method, **model_kwargs).to(device)
+    if compile:
+        compile_in_place(model)
+    opts = clmae.build_optimizers(model, lr=1e-4)
+    x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
+    for _ in range(2):
+        clmae.train_step(model, x, 1.0, *opts)
+    _sync(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        clmae.train_step(model, x, 1.0, *opts)
+        _sync(device)
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    stem = f"profile_{name}_{method}_{batch}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / f"{stem}.txt"
+    head = f"{name} {method} batch {batch}, {device.type}, compile={compile}: one iteration, top 20 by {sort}\n"
+    table.write_text(head + prof.key_averages().table(sort_by=sort, row_limit=20) + "\n")
+    fd, raw = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(raw)
+        with open(raw, "rb") as src, gzip.open(out / f"{stem}.json.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    finally:
+        os.unlink(raw)
+    print(f"wrote {table} and {stem}.json.gz")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", help="ARCH:METHOD:BATCH (repeatable); default: by device")
@@ -123,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed iterations (default: 20 GPU, 3 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 GPU, 1 CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the modules, as clmae train --compile")
+    parser.add_argument("--profile", action="store_true", help="also a torch.profiler record of one iteration each")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
 
@@ -152,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:24s} {method:6s} batch {int(batch):5d}  {row['images_per_s']:10.1f} img/s  "
             f"{row['gflop_per_image']:7.1f} GFLOP/img  MFU {100 * row['mfu']:5.1f}%  peak {mem} GiB"
         )
+        if args.profile:
+            profile(name, method, int(batch), device, args.compile, model_kwargs, args.out)
     result = {
         "device": device_name,
         "device_type": device.type,

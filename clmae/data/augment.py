@@ -205,3 +205,52 @@ def random_resized_crop(
         raise ValueError(f"need one seed per image: {images.shape[0]} images, seeds of shape {tuple(seeds.shape)}")
     params = crop_params(seeds, images.shape[2], images.shape[3], scale, ratio)
     return resized_crop(images, *params, size)
+
+
+def resize_matrix(
+    first: torch.Tensor, scale: torch.Tensor, length: torch.Tensor, size: int, in_size: int
+) -> torch.Tensor:
+    """Per-sample matrices ``[N, size, in_size]``: pixels ``first:first+size`` of each line resized by ``1 / scale``.
+
+    As PIL's ``ImagingResample`` of a whole line of ``length`` pixels to ``round(length / scale)`` pixels, of which
+    ``size`` are kept from pixel ``first`` on (a resize followed by a crop, the evaluation transform): output pixel
+    ``o`` is centred at ``(first + o + 0.5) * scale``, the kernel is widened by the shrink factor, pixels at or beyond
+    ``length`` (padding) take no part and each row is normalised to sum to 1. Unlike :func:`resample_matrix`, the
+    kernel reaches outside the kept pixels, up to the line's own ends, as in a resize of the whole image.
+
+    Args:
+        first: ``[N]`` first kept pixel of the resized line.
+        scale: ``[N]`` float64 input pixels per output pixel (``length / resized length``).
+        length: ``[N]`` the line's own length (the rest of ``in_size`` is padding).
+        size: output pixels per line.
+        in_size: input pixels per line, padding included.
+    """
+    scale = scale.double().unsqueeze(1)  # [N, 1]
+    stretch = scale.clamp(min=1.0)
+    out = torch.arange(size, device=first.device, dtype=torch.float64).unsqueeze(0)
+    centre = (out + first.double().unsqueeze(1) + 0.5) * scale  # [N, size]
+    x = torch.arange(in_size, device=first.device, dtype=torch.float64).unsqueeze(0)
+    inside = x < length.unsqueeze(1)  # [N, in_size]
+    k = _bicubic((x.unsqueeze(1) - centre.unsqueeze(2) + 0.5) / stretch.unsqueeze(2)) * inside.unsqueeze(1)
+    return k / k.sum(2, keepdim=True)
+
+
+def resample(images: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
+    """``wy @ image @ wx^T`` per sample and channel, horizontally first, rounded per pass for uint8 as PIL does.
+
+    Args:
+        images: ``[N, C, H, W]`` uint8 or float.
+        wy: ``[N, size_y, H]`` row resampling matrices (:func:`resample_matrix`, :func:`resize_matrix`).
+        wx: ``[N, size_x, W]`` column resampling matrices.
+
+    Returns:
+        ``[N, C, size_y, size_x]`` float32, in [0, 1] for uint8 input (pixel / 255), else in the input's units.
+    """
+    quantized = images.dtype == torch.uint8
+    x = torch.einsum("nchw,nxw->nchx", images.float(), wx.float())
+    if quantized:
+        x = x.round().clamp(0, 255)
+    x = torch.einsum("nyh,nchx->ncyx", wy.float(), x)
+    if quantized:
+        x = x.round().clamp(0, 255) / 255.0
+    return x
