@@ -1,35 +1,37 @@
-"""Train, evaluate and package the zoo's Fashion-MNIST weights: CL-MAE and the MAE baseline, several seeds each.
+"""Train, evaluate and package the zoo's Fashion-MNIST weights: does CL-MAE beat MAE? Several seeds of each.
 
-The published weights and every number in ``weights/*fmnist*/`` and MODEL_CARD.md come from
-``bash benchmarks/run_gpu_fmnist.sh`` on one H100, where ``--epochs auto`` chose 9 epochs; the same schedule again::
+Every number in ``weights/fmnist_results/`` and MODEL_CARD.md comes from ``bash benchmarks/run_gpu_fmnist.sh``: one
+call on one GPU. The same schedule again, with the epochs and batch that call chose (``summary.json``)::
 
-    python -m clmae.zoo.fmnist --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs 9 --device cuda
+    python -m clmae.zoo.fmnist --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs E --batch-size B --device cuda
 
 Steps (each a plain ``clmae`` command, run as concurrent processes on one device):
 
-1. ``--epochs auto``: time 60 training iterations of each method with every run going at once, and pick the
-   number of epochs that fits ``--train-seconds``.
-2. ``clmae train --recipe clmae_fmnist_tiny`` for each (method, seed): same architecture (ViT-T/4, 28 px), data
-   (the 60,000 training images, no augmentation besides the masks), batch, schedule and epochs for both methods.
-3. Every run's weights are stored in float16 (the published format: half the size) and those exact files are
-   evaluated on the 10,000 test images with ``clmae eval``: both kNN protocols and the linear probe (features
-   cached), and optionally a short fine-tuning; beside them raw pixels and randomly initialised encoders.
-4. ``summary.json`` / ``summary.md`` (mean and std over seeds) and ``curriculum.png`` (the learned masks of the
-   first CL-MAE run at several points of its curriculum, and its loss curves).
+1. ``--epochs auto``: time the training iteration of every planned run at once (augmentation and mask recording
+   included) at batch ``--batch-size``, then doubled up to ``--max-batch-size`` until the runs reach
+   ``--min-epochs`` in ``--train-seconds``; the peak LR follows ``base_lr * batch / 256`` for both methods alike.
+2. ``clmae train --recipe clmae_fmnist`` / ``mae_fmnist`` for each seed: the 60,000 training images with MAE's
+   augmentation (RandomResizedCrop 0.2-1 + flip, on the device), warm-up 20 % of the epochs, the masks of the first
+   ``--mask-probe`` images recorded every epoch. The recipes differ only in ``method``. Beside them, unless
+   ``--no-diagnostics``, two labelled diagnostics of the first seed: CL-MAE with lambda fixed at +1 (the masking
+   module always a partner) and at -1 (always an adversary); they are never reported as CL-MAE. Runs still going at
+   the training deadline are stopped and exported from their newest checkpoint (``summary.json`` says so).
+3. Every run's weights are stored in float16 (the published format) and those files are evaluated on the 10,000
+   test images with ``clmae eval``: both kNN protocols and the linear probe (features cached), fine-tuning of the
+   first seed of each method; beside them raw pixels and randomly initialised encoders.
+4. ``summary.json`` / ``summary.md`` (mean and std over seeds, CL-MAE - MAE in units of its standard error),
+   ``masks.json`` / ``masks.md`` (how many distinct masks each image received, per-position keep frequency, ...) and
+   ``curriculum.png``.
 
-Nothing here is specific to a GPU: ``--device cpu --data fmnist-sample --epochs 2 --linear-epochs 2`` runs the same
-steps on the bundled 1,000 images in minutes. ``python -m clmae.zoo.publish OUT`` then packages the first seed of each
-method as the bundled weights.
+Nothing here is specific to a GPU: ``--device cpu --data fmnist-sample --epochs 2`` with a small model
+(``--override model_kwargs.depth=1``) runs the same steps in minutes; ``python -m clmae.zoo.publish OUT`` then
+packages the first seed of each method as the bundled weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,14 +39,14 @@ from typing import Any
 
 from clmae.models import METHOD_TITLES, METHODS
 
+from ._jobs import clmae_command as _clmae
+from ._jobs import run_all as _run_all
+from .report import curriculum_figure, mask_report, summarize
+
 ARCH = "vit_tiny_patch4_28"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    root = str(Path(__file__).resolve().parents[2])  # the jobs import this clmae, installed or not
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
-    return env
+__all__ = ["ARCH", "main", "run_throughput", "summarize", "train_command"]
+# The two labelled diagnostics: CL-MAE with the curriculum factor held (not CL-MAE; never reported as such).
+DIAGNOSTICS = {"partner": 1.0, "adversary": -1.0}
 
 
 def _train_images(spec: str) -> int:
@@ -54,88 +56,39 @@ def _train_images(spec: str) -> int:
     return len(build_pretraining_data(spec, 1, 28).dataset)
 
 
-def _clmae(*args: str) -> list[str]:
-    return [sys.executable, "-m", "clmae", *args]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End a job and everything it started (its process group): SIGTERM, then SIGKILL after 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, deadline: float) -> dict[str, int | None]:
-    """Run ``(name, command, log file)`` jobs, ``parallel`` at a time; stop what is left at ``deadline``.
-
-    Each job runs in its own process group, so stopping it (at the deadline, or when this process is interrupted)
-    also stops its data-loading workers.
-
-    Returns each job's exit status (``None``: stopped at the deadline or never started).
-    """
-    pending, running, status = list(jobs), {}, {}
-    try:
-        while pending or running:
-            while pending and len(running) < parallel and time.time() < deadline:
-                name, cmd, log = pending.pop(0)
-                log.parent.mkdir(parents=True, exist_ok=True)
-                handle = log.open("w")
-                proc = subprocess.Popen(
-                    cmd, stdout=handle, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
-                )
-                running[name] = (proc, handle)
-                print(f"  started {name}: {' '.join(cmd[2:])}", flush=True)
-            for name, (proc, handle) in list(running.items()):
-                if proc.poll() is not None:
-                    handle.close()
-                    status[name] = proc.returncode
-                    del running[name]
-                    word = "done" if proc.returncode == 0 else "FAILED"
-                    print(f"  {word} {name} (exit {proc.returncode})", flush=True)
-            if time.time() > deadline:
-                for name in list(running):
-                    print(f"  stopped {name} at the deadline", flush=True)
-                    status[name] = None
-                status.update({name: None for name, _, _ in pending})
-                pending = []
-                break
-            time.sleep(0.5)
-    finally:
-        for proc, handle in running.values():
-            _stop(proc)
-            handle.close()
-    return status
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # 1. calibration
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path) -> None:
-    """Time ``steps`` training iterations (after 15 warm-up ones) on random images; write images/s to ``out``."""
+def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path, probe: int = 1000) -> None:
+    """Time ``steps`` iterations of the trainer's loop body (after 15 warm-up ones) on random uint8 images held on
+    the device: augmentation, the training step, the mask probe. Writes images/s to ``out``."""
     import torch
 
+    from clmae.data import DeviceImages, item_seeds
     from clmae.models import create_pretraining_model
     from clmae.train import build_optimizers, train_step
+    from clmae.train.probe import MaskProbe
 
     torch.manual_seed(0)
     dev = torch.device(device)
     model = create_pretraining_model(ARCH, method).to(dev).train()
     mae_opt, masker_opt = build_optimizers(model, 1e-4)
-    x = torch.randn(batch, 1, 28, 28, device=dev)
+    images = torch.randint(0, 256, (max(4 * batch, 4096), 1, 28, 28), dtype=torch.uint8)
+    data = DeviceImages(images, (0.286,), (0.353,), 28, augment=True).to(dev)
+    recorder = MaskProbe(probe, model.num_patches, dev) if probe else None
     for i in range(15 + steps):
         if i == 15:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        train_step(model, x, 1.0 - 2.0 * (i % 2), mae_opt, masker_opt)
+        index = torch.randint(0, len(data), (batch,))
+        x = data.batch(index, item_seeds(0, 0, torch.arange(i * batch, (i + 1) * batch)))
+        gen = torch.Generator(dev).manual_seed(i) if method == "mae" else None
+        stats = train_step(model, x, 1.0 - 2.0 * (i % 2), mae_opt, masker_opt, generator=gen, return_masks=True)
+        if recorder:
+            recorder.record(index, stats["mask"])
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -152,36 +105,43 @@ def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path)
     )
 
 
-def calibrate(args: argparse.Namespace, out: Path, deadline: float) -> dict[str, Any]:
-    """Images/s of each method while every run of the plan trains at once."""
+def calibrate(args: argparse.Namespace, methods: list[str], batch: int, out: Path, deadline: float) -> float:
+    """Images/s per run while one calibration process per planned run (``methods``) trains at once: the slowest."""
+    folder = out / "calibration" / f"batch{batch}"
     jobs = []
-    for old in (out / "calibration").glob("*.json"):  # never mix in an earlier call's timings
-        old.unlink()
-    for method in METHODS:
-        for seed in args.seeds:
-            f = out / "calibration" / f"{method}_s{seed}.json"
-            cmd = [
-                sys.executable,
-                "-m",
-                "clmae.zoo.fmnist",
-                "--calibrate-child",
-                method,
-                "--batch-size",
-                str(args.batch_size),
-                "--device",
-                args.device,
-                "--out",
-                str(f),
-            ]
-            jobs.append((f"calibrate {method} s{seed}", cmd, f.with_suffix(".log")))
+    for k, method in enumerate(methods):
+        f = folder / f"{k}_{method}.json"
+        f.unlink(missing_ok=True)  # never mix in an earlier call's timings
+        cmd = [sys.executable, "-m", "clmae.zoo.fmnist", "--calibrate-child", method, "--batch-size", str(batch)]
+        cmd += ["--device", args.device, "--out", str(f), "--mask-probe", str(args.mask_probe)]
+        cmd += ["--calibrate-steps", str(args.calibrate_steps)]
+        jobs.append((f"calibrate {method} #{k} batch {batch}", cmd, f.with_suffix(".log")))
     _run_all(jobs, len(jobs), deadline)
-    rates: dict[str, float] = {}
-    for method in METHODS:
-        found = [json.loads(p.read_text()) for p in (out / "calibration").glob(f"{method}_s*.json")]
-        if not found:
-            raise RuntimeError(f"calibration of {method} failed: see {out / 'calibration'}/*.log")
-        rates[method] = min(r["images_per_s"] for r in found)
-    return rates
+    found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    if len(found) < len(jobs):
+        raise RuntimeError(f"calibration at batch {batch} failed: see {folder}/*.log")
+    return min(r["images_per_s"] for r in found)
+
+
+def choose_schedule(args: argparse.Namespace, methods: list[str], out: Path, deadline: float) -> dict[str, Any]:
+    """The batch and epochs of every run: the smallest batch from ``--batch-size`` (doubling up to
+    ``--max-batch-size``) whose measured rate reaches ``--min-epochs`` in ``--train-seconds``, else the batch with
+    the most epochs. Returns the choice and every measured rate."""
+    images = _train_images(args.data)
+    measured: dict[int, dict[str, float]] = {}
+    batch, best = args.batch_size, None
+    while batch <= args.max_batch_size:
+        rate = calibrate(args, methods, batch, out, deadline)
+        epochs = max(2, min(args.max_epochs, int(args.train_seconds * rate * args.safety / images)))
+        measured[batch] = {"images_per_s_per_run": rate, "epochs": epochs}
+        print(f"  batch {batch}: {rate:.0f} images/s per run with {len(methods)} runs at once -> {epochs} epochs")
+        if best is None or epochs > measured[best]["epochs"]:
+            best = batch
+        if epochs >= args.min_epochs:
+            best = batch
+            break
+        batch *= 2
+    return {"batch_size": best, "epochs": measured[best]["epochs"], "calibration": measured, "train_images": images}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,31 +160,54 @@ def run_throughput(run: Path) -> dict[str, float]:
     return {"seconds": seconds, "images_per_s": images / seconds, "final_mae_loss": epochs[-1]["mae_loss"]}
 
 
-def train_command(args: argparse.Namespace, method: str, seed: int, epochs: int, run: Path) -> list[str]:
-    """The ``clmae train`` command of one run."""
+def train_command(
+    args: argparse.Namespace,
+    method: str,
+    seed: int,
+    epochs: int,
+    run: Path,
+    batch: int,
+    fixed_lambda: float | None = None,
+) -> list[str]:
+    """The ``clmae train`` command of one run (``fixed_lambda``: a labelled diagnostic, not CL-MAE)."""
+    extra = [] if fixed_lambda is None else [f"fixed_lambda={fixed_lambda:g}"]
     return _clmae(
         "train",
         "--recipe",
-        "clmae_fmnist_tiny",
-        "--method",
-        method,
+        f"{method}_fmnist",
         "--data",
         args.data,
         "--out",
         str(run),
         f"seed={seed}",
         f"epochs={epochs}",
-        f"warmup_epochs={max(1, epochs // 10)}",
-        f"batch_size={args.batch_size}",
+        f"warmup_epochs={epochs / 5:g}",  # the reference's 40 of 200
+        f"batch_size={batch}",
         f"base_lr={args.base_lr}",
-        f"num_workers={args.workers}",
         f"device={args.device}",
-        "log_every=50",
-        "vis_every=1",
-        f"save_every={max(1, epochs // 4)}",
+        f"mask_probe={args.mask_probe}",
+        f"vis_every={max(1, epochs // 10)}",
+        f"save_every={max(1, epochs // 10)}",
         "keep_checkpoints=1",
         "progress=false",
+        *extra,
+        *args.override,
     )
+
+
+def finish_stopped(run: Path) -> int | None:
+    """Export a run stopped at the deadline from its newest checkpoint; returns the epochs it completed (``None``:
+    no checkpoint yet)."""
+    import subprocess
+
+    from clmae.train.checkpoint import list_checkpoints
+
+    ends = [c for c in list_checkpoints(run) if c.stem.count("-") == 1]  # end-of-epoch checkpoints only
+    if not ends:
+        return None
+    newest = ends[-1]
+    subprocess.run(_clmae("export", str(newest), str(run / "export")), check=True, capture_output=True)
+    return int(newest.stem.split("-")[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,26 +215,28 @@ def train_command(args: argparse.Namespace, method: str, seed: int, epochs: int,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def store_half(run: Path, method: str, epochs: int, command: str) -> Path:
+def store_half(run: Path, method: str, epochs: int, command: str, diagnostic: bool = False) -> Path:
     """``run/published``: the run's exported weights stored in float16, with the model card's facts."""
     import torch
 
     from clmae.hub import load_pretraining_model, save_pretrained
 
     model = load_pretraining_model(run / "export")
-    title = METHOD_TITLES[method]
+    title = METHOD_TITLES[method] if not diagnostic else "Diagnostic (CL-MAE with its curriculum factor held fixed)"
     metadata = {
         "license": "apache-2.0",
         "datasets": ["fashion_mnist"],
         "method": method,
         "description": f"{title} pretraining of `{ARCH}` for {epochs} epochs on the 60,000 Fashion-MNIST training "
-        f"images with `clmae train` (recipe `clmae_fmnist_tiny`). Reproduce: `{command}`.",
+        f"images with `clmae train` (recipe `{method}_fmnist`). Reproduce: `{command}`.",
     }
     return save_pretrained(model, run / "published", metadata=metadata, dtype=torch.float16)
 
 
-def eval_jobs(args: argparse.Namespace, models: dict[str, str], out: Path, with_finetune: bool) -> list:
-    """``clmae eval`` jobs: kNN and linear probe (and fine-tuning) of every model."""
+def eval_jobs(
+    args: argparse.Namespace, models: dict[str, str], out: Path, finetune: tuple[str, ...] | list[str] = ()
+) -> list:
+    """``clmae eval`` jobs: kNN and linear probe of every model, and fine-tuning of the models in ``finetune``."""
     common = [f"device={args.device}", f"cache_dir={out / 'features'}", "extract_batch_size=1000"]
     if args.limit:
         common += [f"train_limit={args.limit}", f"val_limit={args.limit // 4}"]
@@ -289,7 +274,7 @@ def eval_jobs(args: argparse.Namespace, models: dict[str, str], out: Path, with_
             (f"knn {name}", knn, out / "logs" / f"{name}.knn.log"),
             (f"linear {name}", linear, out / "logs" / f"{name}.linear.log"),
         ]
-        if with_finetune and name != "raw-pixels":
+        if name in finetune:
             ft = _clmae(
                 "eval",
                 "finetune",
@@ -313,100 +298,6 @@ def eval_jobs(args: argparse.Namespace, models: dict[str, str], out: Path, with_
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 4. summary and the curriculum figure
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _metric(path: Path, *keys: str) -> float | None:
-    if not path.is_file():
-        return None
-    value: Any = json.loads(path.read_text())["metrics"]
-    for k in keys:
-        value = value.get(k) if isinstance(value, dict) else None
-    return value
-
-
-COLUMNS = [
-    ("knn_reference", "knn", ("reference", "top1"), "kNN k=5 (CL-MAE's)"),
-    ("knn_weighted", "knn", ("weighted", "top1"), "kNN k=20 weighted"),
-    ("linear", "linear", ("top1",), "linear probe"),
-    ("finetune", "finetune", ("top1",), "fine-tuning"),
-]
-
-
-def summarize(out: Path, groups: dict[str, list[str]], info: dict[str, Any]) -> dict[str, Any]:
-    """Per group of models (a method's seeds): every metric per seed, mean and std; as JSON and a markdown table."""
-    rows: dict[str, Any] = {}
-    for group, names in groups.items():
-        row: dict[str, Any] = {"models": names}
-        for key, protocol, path, _ in COLUMNS:
-            found = {n: _metric(out / "eval" / f"{n}.{protocol}.json", *path) for n in names}
-            by_model = {n: v for n, v in found.items() if v is not None}  # a failed evaluation is left out
-            values = list(by_model.values())
-            if values:
-                row[key] = {
-                    "by_model": by_model,
-                    "values": values,
-                    "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                }
-        rows[group] = row
-    summary = {**info, "results": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    head = "| encoder | " + " | ".join(c[3] for c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
-    for group, row in rows.items():
-        cells = []
-        for key, *_ in COLUMNS:
-            m = row.get(key)
-            if m is None:
-                cells.append("-")
-            elif len(m["values"]) > 1:
-                cells.append(f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f} (n={len(m['values'])})")
-            else:
-                cells.append(f"{100 * m['mean']:.2f}")
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
-    return summary
-
-
-def curriculum_figure(run: Path, path: Path, points: int = 5) -> Path:
-    """Stack the run's ``vis/masks-EEEE.png`` at ``points`` epochs spread over training (partner -> neutral ->
-    adversary), each labelled with its epoch and lambda_cl, above the run's loss/lambda history plot."""
-    from PIL import Image, ImageDraw
-
-    from clmae.curriculum import curriculum_factor, curriculum_phase
-
-    pictures = sorted((run / "vis").glob("masks-*.png"))
-    if not pictures:
-        raise FileNotFoundError(f"{run / 'vis'} holds no masks-*.png")
-    epochs = int(json.loads((run / "export" / "train_config.json").read_text())["epochs"])
-    by_epoch = {int(p.stem.split("-")[1]): p for p in pictures}
-    wanted = sorted({round(1 + i * (epochs - 1) / (points - 1)) for i in range(points)} & set(by_epoch))
-    panels = []
-    for e in wanted:
-        lam = curriculum_factor(e - 1, epochs)
-        img = Image.open(by_epoch[e]).convert("RGB")
-        label = Image.new("RGB", (img.width, 18), "white")
-        ImageDraw.Draw(label).text(
-            (4, 3), f"after epoch {e}/{epochs}: lambda_cl {lam:+.2f} ({curriculum_phase(lam)})", fill=(0, 0, 0)
-        )
-        panels += [label, img]
-    history = run / "history.png"
-    if history.is_file():
-        panels.append(Image.open(history).convert("RGB"))
-    width = max(p.width for p in panels)
-    figure = Image.new("RGB", (width, sum(p.height for p in panels)), "white")
-    y = 0
-    for p in panels:
-        figure.paste(p, (0, y))
-        y += p.height
-    figure.save(path)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,14 +308,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", default="auto", help="epochs of every run, or 'auto' (fit --train-seconds)")
     p.add_argument("--train-seconds", type=float, default=300.0, help="--epochs auto: time for the training step")
+    p.add_argument("--min-epochs", type=int, default=50, help="--epochs auto: grow the batch until this many fit")
     p.add_argument("--max-epochs", type=int, default=200)
+    p.add_argument("--safety", type=float, default=0.8, help="--epochs auto: share of the measured rate relied on")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-batch-size", type=int, default=1024, help="--epochs auto: largest batch tried")
+    p.add_argument("--calibrate-steps", type=int, default=40)
     p.add_argument("--base-lr", type=float, default=1e-3, help="AdamW rate at batch 256 (peak = base_lr*batch/256)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes per run")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes of fine-tuning")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--mask-probe", type=int, default=1000, help="images whose masks every run records per epoch")
+    p.add_argument("--no-diagnostics", action="store_true", help="no fixed-lambda diagnostic runs")
+    p.add_argument("--override", action="append", default=[], help="KEY=VALUE for every clmae train (repeatable)")
     p.add_argument("--linear-epochs", type=int, default=90)
     p.add_argument("--finetune-epochs", type=int, default=0, help="0: no fine-tuning")
     p.add_argument("--parallel-eval", type=int, default=6)
+    p.add_argument("--train-deadline", type=float, default=None, help="stop training this many seconds after start")
     p.add_argument("--deadline", type=float, default=None, help="stop everything this many seconds after start")
     p.add_argument("--limit", type=int, default=None, help="evaluate on this many training images (smoke tests)")
     p.add_argument("--calibrate-child", default=None, help=argparse.SUPPRESS)
@@ -432,23 +331,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.calibrate_child:
         out.parent.mkdir(parents=True, exist_ok=True)
-        calibrate_child(args.calibrate_child, args.batch_size, args.device, 60, out)
+        calibrate_child(args.calibrate_child, args.batch_size, args.device, args.calibrate_steps, out, args.mask_probe)
         return 0
     args.eval_data = args.eval_data or args.data
     if (out / "runs").exists():
         p.error(f"{out} already holds runs; choose a new --out (results of different calls are never mixed)")
     start = time.time()
     deadline = start + (args.deadline or 1e9)
+    train_deadline = min(deadline, start + (args.train_deadline or 1e9))
     out.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
         "arch": ARCH,
+        "recipes": [f"{m}_fmnist" for m in METHODS],
+        "augmentation": "RandomResizedCrop(28, scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip",
         "seeds": args.seeds,
-        "batch_size": args.batch_size,
         "base_lr": args.base_lr,
         "data": args.data,
         "device": args.device,
         "linear_epochs": args.linear_epochs,
         "finetune_epochs": args.finetune_epochs,
+        "overrides": args.override,
     }
     if args.device.startswith("cuda"):
         import torch
@@ -456,60 +358,76 @@ def main(argv: list[str] | None = None) -> int:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["torch"] = torch.__version__
 
-    # 1. epochs
-    if args.epochs == "auto":
-        print("calibrating: every run's training iteration, all at once", flush=True)
-        rates = calibrate(args, out, deadline)
-        epochs = int(args.train_seconds * min(rates.values()) / _train_images(args.data) * 0.7)
-        epochs = max(2, min(args.max_epochs, epochs))
-        info["calibration_images_per_s"] = rates
-        print(f"  images/s with {2 * len(args.seeds)} runs at once: {rates}; epochs: {epochs}", flush=True)
-    else:
-        epochs = int(args.epochs)
-    info["epochs"] = epochs
+    # The runs: every method x seed, and the labelled diagnostics of the first seed.
+    first = args.seeds[0]
+    runs: dict[str, tuple[str, int, float | None]] = {f"{m}_s{s}": (m, s, None) for m in METHODS for s in args.seeds}
+    if not args.no_diagnostics:
+        runs.update({f"diagnostic_{k}_s{first}": ("clmae", first, lam) for k, lam in DIAGNOSTICS.items()})
 
-    # 2. training
+    # 1. batch and epochs
+    if args.epochs == "auto":
+        print(f"calibrating: {len(runs)} runs' training iterations, all at once", flush=True)
+        choice = choose_schedule(args, [m for m, _, _ in runs.values()], out, train_deadline)
+        batch, epochs = choice["batch_size"], choice["epochs"]
+        info["calibration"] = choice["calibration"]
+    else:
+        batch, epochs = args.batch_size, int(args.epochs)
+    info.update(batch_size=batch, epochs=epochs, warmup_epochs=epochs / 5)
+    print(f"training {len(runs)} runs: {epochs} epochs at batch {batch}", flush=True)
+
+    # 2. training; runs still going at the training deadline are exported from their newest checkpoint
     t0 = time.time()
-    runs = {f"{m}_s{s}": (m, s, out / "runs" / f"{m}_s{s}") for m in METHODS for s in args.seeds}
-    jobs = [
-        (name, train_command(args, m, s, epochs, run), out / "logs" / f"{name}.train.log")
-        for name, (m, s, run) in runs.items()
-    ]
-    train_status = _run_all(jobs, len(jobs), deadline)
+    paths = {name: out / "runs" / name for name in runs}
+    commands = {name: train_command(args, m, s, epochs, paths[name], batch, lam) for name, (m, s, lam) in runs.items()}
+    jobs = [(name, commands[name], out / "logs" / f"{name}.train.log") for name in runs]
+    train_status = _run_all(jobs, len(jobs), train_deadline)
     info["train_seconds"] = time.time() - t0
     info["train_status"] = train_status
-    done = {n: r for n, r in runs.items() if train_status.get(n) == 0}
-    for name, (_, _, run) in done.items():
-        info.setdefault("runs", {})[name] = run_throughput(run)
-    print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs finished", flush=True)
+    done = [n for n in runs if train_status.get(n) == 0]
+    for name in runs:
+        if train_status.get(name) is None and paths[name].is_dir():
+            completed = finish_stopped(paths[name])
+            if completed:
+                info.setdefault("stopped_at_epoch", {})[name] = completed
+                done.append(name)
+                print(f"  {name}: stopped at the deadline after {completed} epochs, exported from that checkpoint")
+    for name in done:
+        info.setdefault("runs", {})[name] = run_throughput(paths[name])
+    print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs have weights", flush=True)
 
     # 3. float16 weights, then evaluation
     models: dict[str, str] = {}
-    for name, (m, s, run) in done.items():
-        command = " ".join(["clmae", *train_command(args, m, s, epochs, run)[3:]])
-        models[name] = str(store_half(run, m, epochs, command))
+    for name in done:
+        method = runs[name][0]
+        command = " ".join(["clmae", *commands[name][3:]])
+        models[name] = str(store_half(paths[name], method, epochs, command, diagnostic=runs[name][2] is not None))
     models.update({f"random_s{s}": ARCH for s in args.seeds})
     models["raw-pixels"] = "raw-pixels"
     t0 = time.time()
-    jobs = eval_jobs(args, models, out, with_finetune=False)
-    info["eval_status"] = _run_all(jobs, args.parallel_eval, deadline)
+    info["eval_status"] = _run_all(eval_jobs(args, models, out, finetune=()), args.parallel_eval, deadline)
     info["eval_seconds"] = time.time() - t0
     if args.finetune_epochs:
         t0 = time.time()
-        ft = [j for j in eval_jobs(args, models, out, with_finetune=True) if j[0].startswith("finetune")]
-        info["finetune_status"] = _run_all(ft, args.parallel_eval, deadline)
+        chosen = [n for n in (f"{m}_s{first}" for m in METHODS) if n in models]
+        jobs = [j for j in eval_jobs(args, models, out, finetune=chosen) if j[0].startswith("finetune")]
+        info["finetune_status"] = _run_all(jobs, args.parallel_eval, deadline)
         info["finetune_seconds"] = time.time() - t0
 
-    # 4. summary and figure
+    # 4. summary, masks and figure
     groups = {METHOD_TITLES[m]: [f"{m}_s{s}" for s in args.seeds] for m in METHODS}
+    for k in DIAGNOSTICS:
+        if not args.no_diagnostics:
+            groups[f"diagnostic: CL-MAE, lambda fixed {DIAGNOSTICS[k]:+g} ({k})"] = [f"diagnostic_{k}_s{first}"]
     groups["random init"] = [f"random_s{s}" for s in args.seeds]
     groups["raw pixels"] = ["raw-pixels"]
     info["total_seconds"] = time.time() - start
     summarize(out, groups, info)
-    first = out / "runs" / f"clmae_s{args.seeds[0]}"
-    if f"clmae_s{args.seeds[0]}" in done:
-        curriculum_figure(first, out / "curriculum.png")
-    return 0 if len(done) == len(runs) else 1
+    table = mask_report(out, {n: paths[n] for n in done})
+    (out / "masks.md").write_text(table + "\n")
+    print(table, flush=True)
+    if f"clmae_s{first}" in done:
+        curriculum_figure(paths[f"clmae_s{first}"], out / "curriculum.png")
+    return 0 if len(done) == len(runs) and "stopped_at_epoch" not in info else 1
 
 
 if __name__ == "__main__":
