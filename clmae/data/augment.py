@@ -90,8 +90,7 @@ def crop_params(
     """
     dev = seeds.device
     u = uniform(seeds, DRAWS)
-    H = torch.as_tensor(height, device=dev, dtype=torch.float64).expand(len(seeds))
-    W = torch.as_tensor(width, device=dev, dtype=torch.float64).expand(len(seeds))
+    H, W = (_per_sample(v, len(seeds), dev) for v in (height, width))
     area = (H * W).unsqueeze(1)
     log_r = (math.log(ratio[0]), math.log(ratio[1]))
     target = area * (scale[0] + (scale[1] - scale[0]) * u[:, 0:20:2])  # [N, 10] attempts
@@ -113,6 +112,13 @@ def crop_params(
     left = torch.where(found, torch.floor(u[:, 21] * (W - w + 1)), torch.floor((W - w) / 2))
     flip = u[:, 22] < 0.5
     return top.long(), left.long(), h.long(), w.long(), flip
+
+
+def _per_sample(value: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    """``[n]`` float64 on ``device``; an int becomes a fill (no host-to-device copy, so no synchronisation)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, torch.float64).expand(n)
+    return torch.full((n,), float(value), dtype=torch.float64, device=device)
 
 
 def _bicubic(x: torch.Tensor) -> torch.Tensor:

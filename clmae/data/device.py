@@ -47,6 +47,7 @@ class DeviceImages(Dataset):
             raise ValueError(f"images of {tuple(images.shape[2:])} px need augment=True to be served at {size} px")
         self.images, self.size, self.augment = images, size, augment
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self._norm = self._norm_tensors()
 
     @property
     def device(self) -> torch.device:
@@ -56,7 +57,16 @@ class DeviceImages(Dataset):
     def to(self, device: torch.device | str) -> DeviceImages:
         """Move the images to ``device`` (in place); returns ``self``."""
         self.images = self.images.to(device)
+        self._norm = self._norm_tensors()
         return self
+
+    def _norm_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # made once, where the images are: a tensor built per batch would be a host-to-device copy per step
+        view = (1, -1, 1, 1)
+        return (
+            torch.tensor(self.mean, device=self.device).view(view),
+            torch.tensor(self.std, device=self.device).view(view),
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -74,8 +84,8 @@ class DeviceImages(Dataset):
         # Python floats for one channel: the same arithmetic as clmae.data.to_float, so results match bit for bit.
         if len(self.mean) == 1:
             return (x - self.mean[0]) / self.std[0]
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mean, std = self._norm
+        return (x - mean) / std
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         """One image: ``[C, size, size]``; ``key`` is an index or an ``(index, seed)`` pair (as the sampler yields)."""
@@ -85,9 +95,11 @@ class DeviceImages(Dataset):
         return self.batch(torch.tensor([index]), torch.tensor([seed], dtype=torch.int64))[0]
 
     def batches(self, sampler: GlobalBatchSampler) -> Iterator[torch.Tensor]:
-        """This process's micro-batches of the sampler's current epoch, on the images' device."""
-        for index, seeds in sampler.batches():
-            yield self.batch(index, seeds)
+        """This process's micro-batches of the sampler's current epoch, on the images' device (the epoch's indices
+        and seeds are copied there once)."""
+        indices, seeds = (t.to(self.device) for t in sampler.plan())
+        for index, seed in zip(indices, seeds):
+            yield self.batch(index, seed)
 
     def without_augmentation(self) -> DeviceImages:
         """The same images (shared, not copied), unaugmented: for pictures. Needs images of ``size``."""

@@ -102,16 +102,23 @@ class GlobalBatchSampler(DistributedSampler):
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.accum_iter * self.batch_size
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """What iteration yields, one micro-batch at a time: ``(indices, seeds)``, each ``[batch_size]`` int64."""
+    def plan(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rest of the epoch in two tensors: ``(indices, seeds)``, each ``[micro-batches, batch_size]``
+        int64, row ``k`` the ``k``-th micro-batch iteration yields. Moved to the GPU once per epoch, they let a
+        training loop read its batches without a host-to-device copy per step."""
         n, b, w = len(self.dataset), self.batch_size, self.num_replicas
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(n)
-        for k in range(self.start_step * self.accum_iter, self.steps_per_epoch * self.accum_iter):
-            start = (k * w + self.rank) * b
-            yield order[start : start + b], item_seeds(self.seed, self.epoch, torch.arange(start, start + b))
+        chunks = torch.arange(self.start_step * self.accum_iter, self.steps_per_epoch * self.accum_iter)
+        positions = ((chunks * w + self.rank) * b).unsqueeze(1) + torch.arange(b)  # [micro-batches, b]
+        seeds = item_seeds(self.seed, self.epoch, positions.flatten()).view_as(positions)
+        return order[positions], seeds
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """What iteration yields, one micro-batch at a time: ``(indices, seeds)``, each ``[batch_size]`` int64."""
+        yield from zip(*self.plan())
 
 
 class SeededDataset(Dataset):

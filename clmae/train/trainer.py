@@ -288,9 +288,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         sampler.set_epoch(epoch, first)
         if not first:
             sums = {}
-        # (indices, seeds) of this process's micro-batches: the device path reads them; the DataLoader reads the
-        # same ones through the sampler, and they name the images for the mask probe.
-        pairs = sampler.batches() if on_device or probe else None
+        # (indices, seeds) of this process's micro-batches, on the device for the whole epoch (no copy per step):
+        # the device path reads them; the DataLoader reads the same ones through the sampler; the probe names images.
+        plan = [t.to(device) for t in sampler.plan()] if on_device or probe else None
         if not on_device:
             with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
                 batches = iter(loader)
@@ -301,8 +301,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
             lr = lr_at(step, total_steps, warmup_steps, lr_max, cfg.min_lr)
             set_lr((mae_opt, masker_opt), lr)
             micro, indices = [], []
-            for _ in range(accum):
-                index, seeds = next(pairs) if pairs is not None else (None, None)
+            for a in range(accum):
+                k = (s - first) * accum + a
+                index, seeds = (plan[0][k], plan[1][k]) if plan is not None else (None, None)
                 indices.append(index)
                 if on_device:
                     micro.append(data.dataset.batch(index, seeds))
