@@ -104,15 +104,32 @@ class EvalData:
                 )
         return subset(ds, limit)
 
+    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ``split`` as uint8 images ``[N, H, W]`` and int64 labels ``[N]`` -- the same images, labels and subset
+        as :meth:`dataset` -- for data sets held as one tensor (Fashion-MNIST); ``None`` for image folders.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if self.kind != "fmnist":
+            return None
+        images, labels = load_fashion_mnist("train" if split == "train" else "test", self.root)
+        keep = subset_indices(images.shape[0], limit)
+        return (images, labels) if keep is None else (images[keep], labels[keep])
+
+
+def subset_indices(n: int, limit: int | None) -> torch.Tensor | None:
+    """The indices (ascending) of :func:`subset`'s fixed random subset of ``n`` items, or ``None`` for all of them."""
+    if limit is None or limit >= n:
+        return None
+    if limit < 1:
+        raise ValueError(f"a subset limit must be a positive number of images, got {limit}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
+
 
 def subset(ds: Dataset, limit: int | None) -> Dataset:
     """A fixed random subset (seed 0) of ``limit`` items in their original order; ``ds`` if ``limit`` is None."""
-    if limit is None or limit >= len(ds):
-        return ds
-    if limit < 1:
-        raise ValueError(f"a subset limit must be a positive number of images, got {limit}")
-    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-    return Subset(ds, keep.tolist())
+    keep = subset_indices(len(ds), limit)
+    return ds if keep is None else Subset(ds, keep.tolist())
 
 
 def _fingerprint(files: list[Path], root: Path) -> str:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -33,6 +34,8 @@ from .model import ResolvedModel
 FEATURE_VERSION = 1  # bump when what is extracted changes, so that old cache entries are not reused
 POOLS = ("cls", "avg")
 FEATURES = ("cls", "avg", "pooled", "patch")
+# eval_transform's defaults for the fields a data config may lack
+_EVAL_DEFAULTS = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "crop_pct": 0.875}
 
 
 @dataclass
@@ -125,23 +128,8 @@ def extract_features(
             x, y = batch if isinstance(batch, (list, tuple)) else (batch, None)
             if y is not None:
                 labels.append(y)
-            if encoder is None:
-                for f in features:
-                    out[f].append(x.flatten(1).float())
-                continue
-            tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
-            patches = tokens[:, encoder.num_prefix_tokens :]
-            for f in features:
-                if f == "cls":
-                    # clone: a slice is a view that would keep the whole [B, L, D] batch alive
-                    value = tokens[:, 0].clone()
-                elif f == "avg":
-                    value = patches.mean(1)
-                elif f == "pooled":
-                    value = encoder.forward_head(tokens, pre_logits=True)
-                else:
-                    value = patches
-                out[f].append(value.float().cpu())
+            for f, value in _batch_features(encoder, x, dev, features).items():
+                out[f].append(value.cpu())
     finally:
         # Stop the workers now: after an error (an unreadable image) the traceback keeps the iterator alive, and
         # DataLoader's own clean-up at garbage collection then waits seconds for each worker.
@@ -151,6 +139,92 @@ def extract_features(
     if not out[features[0]]:
         raise ValueError("the data set is empty: there are no images to extract features from")
     return {f: torch.cat(v) for f, v in out.items()}, torch.cat(labels).long() if labels else None
+
+
+def _batch_features(
+    encoder: nn.Module | None, x: torch.Tensor, dev: torch.device, features: tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """The ``features`` of one batch of model-ready images ``x``, float32 on ``dev`` (raw pixels: where ``x`` is)."""
+    if encoder is None:
+        return {f: x.flatten(1).float() for f in features}
+    tokens = encoder.forward_features(x.to(dev))  # [B, prefix + L, D], after the final norm
+    patches = tokens[:, encoder.num_prefix_tokens :]
+    out = {}
+    for f in features:
+        if f == "cls":
+            # clone: a slice is a view that would keep the whole [B, L, D] batch alive
+            value = tokens[:, 0].clone()
+        elif f == "avg":
+            value = patches.mean(1)
+        elif f == "pooled":
+            value = encoder.forward_head(tokens, pre_logits=True)
+        else:
+            value = patches
+        out[f] = value.float()
+    return out
+
+
+def identity_at_model_size(cfg: dict[str, Any], image_hw: tuple[int, ...]) -> bool:
+    """True when :func:`eval_transform_for` ``(cfg)`` leaves images of ``image_hw`` (H, W) at their size: square images
+    of the model's ``input_size`` whose resize (to ``int(size / crop_pct)``) and centre crop change nothing, so the
+    transform is only ``pixel / 255`` and the normalisation (1- or 3-channel models)."""
+    size, crop_mode = tuple(cfg["input_size"][-2:]), cfg.get("crop_mode") or "center"
+    if cfg["input_size"][0] not in (1, 3) or crop_mode != "center" or size != tuple(image_hw) or size[0] != size[1]:
+        return False
+    return int(size[0] / (cfg.get("crop_pct") or _EVAL_DEFAULTS["crop_pct"])) == size[0]
+
+
+def normalize_uint8(images: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+    """uint8 greyscale images ``[B, H, W]`` -> model input ``[B, C, H, W]`` float32, on their device: what
+    ``ToTensor`` + ``Normalize`` of :func:`eval_transform_for` give (bit for bit) for images it does not resize;
+    3-channel models get the grey channel three times, as PIL's ``convert("RGB")``."""
+    x = images.unsqueeze(1).to(torch.float32).div(255)
+    if cfg["input_size"][0] == 3:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.as_tensor(cfg.get("mean") or _EVAL_DEFAULTS["mean"], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(cfg.get("std") or _EVAL_DEFAULTS["std"], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x - mean) / std  # torchvision's F.normalize: sub_(mean).div_(std), broadcast over [C, 1, 1]
+
+
+@torch.no_grad()
+def extract_tensor_features(
+    encoder: nn.Module | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: dict[str, Any],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    desc: str | None = None,
+    features: tuple[str, ...] = POOLS,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`extract_features` of uint8 images ``[N, H, W]`` held as one tensor, with no PIL image and no
+    ``DataLoader``: the images go to ``device`` once, each batch is a slice normalised there, the features stay there
+    until one copy to the CPU at the end. Needs :func:`identity_at_model_size`; gives what :func:`extract_features`
+    gives on the :func:`eval_transform_for` dataset of the same images (the same inputs, bit for bit).
+
+    Returns:
+        ``({feature: float32 tensor on the CPU}, labels [N])``.
+    """
+    if not identity_at_model_size(cfg, tuple(images.shape[1:])) or images.dtype != torch.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"extract_tensor_features takes uint8 images [N, H, W] at the model's size with crop_pct 1, got "
+            f"{images.dtype} {tuple(images.shape)} for {cfg}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if images.shape[0] == 0:
+        raise ValueError("the data set is empty: there are no images to extract features from")
+    dev = torch.device(device)
+    if encoder is not None:
+        encoder = encoder.to(dev).eval()
+    images = images.to(dev)
+    out: dict[str, list[torch.Tensor]] = {f: [] for f in features}
+    starts = range(0, images.shape[0], batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=None if desc else True):
+        x = normalize_uint8(images[start : start + batch_size], cfg)
+        for f, value in _batch_features(encoder, x, dev, features).items():
+            out[f].append(value)
+    return {f: torch.cat(v).cpu() for f, v in out.items()}, labels.long().cpu()
 
 
 def cache_key(model: ResolvedModel, data: EvalData, cfg: dict[str, Any], limits: dict[str, Any]) -> str:
@@ -184,6 +258,10 @@ def features_for(
     Raw pixels are never cached (reading them is as fast as reading a cache). The key leaves out the device and the
     batch size: features from a GPU are reused on the CPU (they differ only by floating-point rounding).
 
+    Fashion-MNIST at the model's size (28 px, ``crop_pct`` 1: the evaluation transform changes no pixel) is read as
+    one uint8 tensor and encoded on the device by :func:`extract_tensor_features`, with no PIL image and no
+    ``DataLoader`` (``num_workers`` is not used); other data and sizes go through the PIL transform.
+
     Args:
         model: the resolved ``--model``.
         data: the resolved ``--data``.
@@ -210,11 +288,20 @@ def features_for(
             cached = _read_cache(path)
             if cached is not None:
                 return cached
-    transform, mode = eval_transform_for(cfg), pil_mode(cfg)
-    train_ds = data.dataset("train", transform, mode, train_limit)
-    val_ds = data.dataset("val", transform, mode, val_limit)
-    train, train_y = extract_features(encoder, train_ds, batch_size, device, num_workers, "features (train)")
-    val, val_y = extract_features(encoder, val_ds, batch_size, device, num_workers, "features (val)")
+    splits = data.tensors("train", train_limit), data.tensors("val", val_limit)
+    if all(t is not None and identity_at_model_size(cfg, tuple(t[0].shape[1:])) for t in splits):
+        # Fashion-MNIST at the model's size: the uint8 tensor on the device, no PIL, no DataLoader (same features)
+        (train_img, train_lab), (val_img, val_lab) = splits
+        train, train_y = extract_tensor_features(
+            encoder, train_img, train_lab, cfg, batch_size, device, "features (train)"
+        )
+        val, val_y = extract_tensor_features(encoder, val_img, val_lab, cfg, batch_size, device, "features (val)")
+    else:
+        transform, mode = eval_transform_for(cfg), pil_mode(cfg)
+        train_ds = data.dataset("train", transform, mode, train_limit)
+        val_ds = data.dataset("val", transform, mode, val_limit)
+        train, train_y = extract_features(encoder, train_ds, batch_size, device, num_workers, "features (train)")
+        val, val_y = extract_features(encoder, val_ds, batch_size, device, num_workers, "features (val)")
     if path is not None:
         tensors = {f"{s}_{p}": feats[p].contiguous() for s, feats in (("train", train), ("val", val)) for p in POOLS}
         _write_cache(path, {**tensors, "train_labels": train_y, "val_labels": val_y})

@@ -15,8 +15,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._compat import param_groups_layer_decay
+from ..data.sampler import item_seeds
 from ..train.schedule import check_schedule, lr_at, peak_lr
 from ..train.step import autocast_for
+from .device_augment import DeviceTrainAugment
+from .features import identity_at_model_size, normalize_uint8
 from .knn import topk_accuracy
 from .model import ResolvedModel
 
@@ -93,10 +96,62 @@ def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -
     return net
 
 
+class TensorSplit(Dataset):
+    """One split held as tensors -- uint8 images ``[N, H, W]`` at the model's size and labels ``[N]`` -- served a
+    batch at a time on their device: through ``augment`` (training), or as the evaluation transform gives them
+    (``augment=None``: ``pixel / 255``, normalised). :func:`finetune` trains on it with no ``DataLoader``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        cfg: dict,
+        augment: DeviceTrainAugment | None = None,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 3 or not identity_at_model_size(cfg, images.shape[1:]):
+            raise ValueError(
+                f"TensorSplit takes uint8 images [N, H, W] at the model's size, got {images.dtype} "
+                f"{tuple(images.shape)} for input_size {cfg['input_size']}"
+            )
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"need one label per image: {images.shape[0]} images, labels {tuple(labels.shape)}")
+        self.images, self.labels, self.cfg, self.augment = images, labels.long(), cfg, augment
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        """Move images and labels to ``device`` (in place); returns ``self``."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
+
+    def batch(self, index: torch.Tensor, seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``index`` (model input, on the images' device) and their labels; ``seeds`` (``[B]`` int64, one
+        per image) when augmenting."""
+        index = index.to(self.images.device)
+        if self.augment is None:
+            return normalize_uint8(self.images[index], self.cfg), self.labels[index]
+        if seeds is None:
+            raise ValueError("augmented batches need one seed per image")
+        return self.augment(self.images[index], seeds), self.labels[index]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.batch(torch.tensor([i]), torch.tensor([i], dtype=torch.int64))
+        return x[0], int(y[0])
+
+
 @torch.no_grad()
 def evaluate(net: nn.Module, ds: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
     """Top-1 / top-5 of ``net`` on ``ds``."""
     net.eval()
+    if isinstance(ds, TensorSplit):  # on the device, no DataLoader; scores stay there
+        ds.to(device)
+        scores = []
+        for start in range(0, len(ds), batch_size):
+            x, _ = ds.batch(torch.arange(start, min(start + batch_size, len(ds)), device=device))
+            scores.append(net(x).float())
+        return topk_accuracy(torch.cat(scores), ds.labels)
     scores, labels = [], []
     for x, y in DataLoader(ds, batch_size=batch_size):
         scores.append(net(x.to(device)).float().cpu())
@@ -115,10 +170,17 @@ def finetune(
 ) -> dict[str, float]:
     """Fine-tune the whole encoder and report validation accuracy after the last epoch.
 
+    Two data paths, the same recipe: a PIL dataset goes through a ``DataLoader`` (``num_workers``); a
+    :class:`TensorSplit` (Fashion-MNIST, see :func:`clmae.eval.run.run_eval`) stays on ``device`` and each step
+    gathers its batch by index and augments it there (:class:`~clmae.eval.device_augment.DeviceTrainAugment`, one
+    seed per image from :func:`clmae.data.sampler.item_seeds`); its order is one ``randperm`` of the seeded
+    generator per epoch. Either way the loss is read once per epoch.
+
     Args:
         model: the resolved ``--model`` (not raw pixels).
-        train_ds: augmented training images (see :func:`clmae.eval.features.train_transform`).
-        val_ds: validation images with the evaluation transform.
+        train_ds: augmented training images (see :func:`clmae.eval.features.train_transform`), or a
+            :class:`TensorSplit` with a ``DeviceTrainAugment``.
+        val_ds: validation images with the evaluation transform (a :class:`TensorSplit` without augmentation).
         num_classes: number of classes.
         cfg: hyper-parameters.
         device: where to train; bf16 autocast on CUDA.
@@ -149,17 +211,35 @@ def finetune(
         criterion = nn.CrossEntropyLoss()
     drop_last = len(train_ds) >= cfg.batch_size
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        train_ds, cfg.batch_size, shuffle=True, drop_last=drop_last, generator=gen, num_workers=num_workers
-    )
-    if len(loader) == 0:
+    if len(train_ds) == 0:
         raise ValueError("the training set is empty")
+    on_device = isinstance(train_ds, TensorSplit) and train_ds.augment is not None
+    if on_device:
+        train_ds.to(dev)
+        steps = len(train_ds) // cfg.batch_size if drop_last else 1
+
+        def epoch_batches(epoch: int):
+            n = len(train_ds)
+            order = torch.randperm(n, generator=gen).to(dev)  # drawn on the CPU: the same on any device
+            seeds = item_seeds(cfg.seed, epoch, torch.arange(n)).to(dev)  # per image, not per position
+            for s in range(steps):
+                idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                yield train_ds.batch(idx, seeds[idx])
+
+    else:
+        loader = DataLoader(
+            train_ds, cfg.batch_size, shuffle=True, drop_last=drop_last, generator=gen, num_workers=num_workers
+        )
+        steps = len(loader)
+
+        def epoch_batches(epoch: int):
+            return iter(loader)
+
     loss_value = float("nan")
-    steps = len(loader)
     for epoch in range(cfg.epochs):
         net.train()
-        total, n = 0.0, 0
-        for step, (x, y) in enumerate(loader):
+        total, n = torch.zeros((), dtype=torch.float64, device=dev), 0
+        for step, (x, y) in enumerate(epoch_batches(epoch)):
             lr = lr_at(epoch * steps + step, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr, cfg.min_lr)
             for group in opt.param_groups:  # layer-wise decay: timm's groups carry their scale (MAE's lr_sched)
                 group["lr"] = lr * group["lr_scale"]
@@ -175,6 +255,6 @@ def finetune(
             if cfg.clip_grad > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
             opt.step()
-            total, n = total + loss.item(), n + 1
-        loss_value = total / max(n, 1)
+            total, n = total + loss.detach(), n + 1  # read once per epoch: no synchronisation per step
+        loss_value = total.item() / max(n, 1)
     return {**evaluate(net, val_ds, cfg.batch_size, dev), "train_loss": loss_value}

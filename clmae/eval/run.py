@@ -23,16 +23,18 @@ from .._device import resolve_device
 from .._overrides import split_options
 from ..models.config import check_encoder_kwargs
 from .data import resolve_data
+from .device_augment import DeviceTrainAugment
 from .features import (
     cache_key,
     data_config,
     default_cache_dir,
     eval_transform_for,
     features_for,
+    identity_at_model_size,
     pil_mode,
     train_transform,
 )
-from .finetune import FinetuneConfig, finetune
+from .finetune import FinetuneConfig, TensorSplit, finetune
 from .knn import knn_metrics
 from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
 from .model import resolve_model
@@ -176,6 +178,7 @@ def run_eval(
                 temperature=cfg.temperature,
                 variant=cfg.variant,
                 chunk_size=cfg.chunk_size,
+                device=device,
             )
         elif cfg.mode == "cached":
             metrics = linear_probe_cached(*frozen, cfg, str(device))
@@ -194,10 +197,12 @@ def run_eval(
             )
     else:
         aa = None if cfg.auto_augment.lower() in ("", "none") else cfg.auto_augment
-        tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
-        mode = pil_mode(prep)
-        train_ds = dataset.dataset("train", tf, mode, common.train_limit)
-        val_ds = dataset.dataset("val", eval_transform_for(prep), mode, common.val_limit)
+        train_ds, val_ds = _device_splits(dataset, prep, cfg, aa, common)
+        if train_ds is None:  # image folders, other sizes, augmentations the device path does not do: PIL
+            tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
+            mode = pil_mode(prep)
+            train_ds = dataset.dataset("train", tf, mode, common.train_limit)
+            val_ds = dataset.dataset("val", eval_transform_for(prep), mode, common.val_limit)
         sizes = (len(train_ds), len(val_ds))
         metrics = finetune(resolved, train_ds, val_ds, dataset.num_classes, cfg, str(device), common.workers)
     result = EvalResult(
@@ -228,6 +233,22 @@ def run_eval(
     if out is not None:
         result.save(out)
     return result
+
+
+def _device_splits(dataset, prep, cfg: FinetuneConfig, aa: str | None, common: CommonConfig):
+    """Fine-tuning's splits as :class:`TensorSplit` (augmented on the device) where the data is one uint8 tensor at
+    the model's size and :class:`DeviceTrainAugment` does the recipe's augmentation; ``(None, None)`` otherwise."""
+    splits = dataset.tensors("train", common.train_limit), dataset.tensors("val", common.val_limit)
+    if any(t is None or not identity_at_model_size(prep, tuple(t[0].shape[1:])) for t in splits):
+        return None, None
+    try:
+        augment = DeviceTrainAugment(
+            prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob, seed=cfg.seed
+        )
+    except ValueError:
+        return None, None
+    (train_x, train_y), (val_x, val_y) = splits
+    return TensorSplit(train_x, train_y, prep, augment), TensorSplit(val_x, val_y, prep)
 
 
 def _cache_exists(resolved, dataset, prep, common: CommonConfig) -> bool:
