@@ -89,3 +89,39 @@ def test_fixed_lambda_holds_the_factor_and_is_only_for_clmae(tmp_path):
         tiny_config(tmp_path / "x", method="mae", fixed_lambda=1.0).validate()
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         tiny_config(tmp_path / "x", fixed_lambda=2.0).validate()
+
+
+def _jpeg_folder(root, count=16):
+    from PIL import Image
+
+    for i in range(count):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        size = (44 + 4 * (i % 3), 40)  # images of different sizes in one batch
+        g = torch.Generator().manual_seed(i)
+        pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(root / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_device_decoding_trains_resumes_exactly_and_does_not_depend_on_workers(tmp_path):
+    """decode=device (the GPU path, run on the CPU): batched decoding and per-sample crops in the main process; the
+    weights do not depend on the worker count, and a resume inside an epoch equals an uninterrupted run."""
+    folder = _jpeg_folder(tmp_path / "imgs")
+    common = {"model": "vit_tiny_patch4_32", "data": str(folder), "decode": "device", "save_every_steps": 3}
+    runs = {}
+    for workers in (0, 2):
+        runs[workers] = trainer.train(tiny_config(tmp_path / f"w{workers}", num_workers=workers, **common))
+    a, b = (load_checkpoint(runs[w]["checkpoint"])["model"] for w in (0, 2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    mid = checkpoint_path(tmp_path / "w0", 1, 3)  # one update into the second epoch (2 updates each)
+    (tmp_path / "r").mkdir()
+    shutil.copy(mid, tmp_path / "r" / mid.name)
+    resumed = trainer.train(tiny_config(tmp_path / "r", num_workers=0, **common), resume="auto")
+    c = load_checkpoint(resumed["checkpoint"])["model"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    # the PIL path trains on other crops of the same distribution: other weights
+    pil = trainer.train(tiny_config(tmp_path / "pil", num_workers=0, **{**common, "decode": "pil"}))
+    d = load_checkpoint(pil["checkpoint"])["model"]
+    assert not all(torch.equal(a[k], d[k]) for k in a)
+    with pytest.raises(ValueError, match="decode must be one of auto, pil, device"):
+        tiny_config(tmp_path / "x", decode="gpu").validate()

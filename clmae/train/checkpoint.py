@@ -60,6 +60,7 @@ RESUMABLE_CHANGES = {
     "vis_every",
     "vis_images",
     "mask_probe",
+    "decode",
     "export",
     "progress",
     "batch_size",

@@ -22,6 +22,7 @@ from .._overrides import parse_pairs, split_options
 from ..models import PretrainingConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+DECODES = ("auto", "pil", "device")
 
 
 @dataclass
@@ -44,6 +45,10 @@ class TrainConfig:
         augment: MAE's augmentation, RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip,
             drawn per image from the run's seed, the epoch and the image's position; default (none): on for image
             files, off for Fashion-MNIST and synthetic images (held on the training device and augmented there).
+        decode: where image files are decoded and augmented: ``pil`` (PIL in the DataLoader workers), ``device``
+            (the workers only read the files; JPEGs are decoded in batches on the training device -- nvJPEG on a GPU --
+            and cropped there, :mod:`clmae.data.decode`), or ``auto`` (``device`` when training on CUDA, else
+            ``pil``). The two draw different crops from the same seeds (same distribution).
         skip_unreadable: leave out image files that cannot be decoded (every image is decoded once at start-up;
             their count is logged) instead of stopping at the first one.
         epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
@@ -92,6 +97,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     data: str = "fmnist-sample"
     augment: bool | None = None
+    decode: str = "auto"
     skip_unreadable: bool = False
     epoch_size: int | None = None
     init: str = ""
@@ -155,6 +161,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.decode not in DECODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
         if self.fixed_lambda is not None and not -1.0 <= self.fixed_lambda <= 1.0:
             raise ValueError(f"fixed_lambda must be in [-1, 1] (the curriculum's range), got {self.fixed_lambda}")
         if self.fixed_lambda is not None and self.method != "clmae":

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from ..curriculum import curriculum_factor, curriculum_phase
 from ..data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
+from ..data.decode import BatchDecoder, EncodedImages, collate_encoded
 from ..models import CLMAE, create_pretraining_model
 from ..viz import mask_picture
 from .checkpoint import (
@@ -191,17 +192,31 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed, epoch_size=cfg.epoch_size
     )
     on_device = isinstance(data.dataset, DeviceImages)  # small sets: held on the device, no DataLoader
+    decoder = None  # image files decoded in batches on the device: the workers only read the files
     if on_device:
         data.dataset.to(device)
     else:
+        loader_data, collate = data.dataset, None
+        if cfg.decode == "device" or (cfg.decode == "auto" and device.type == "cuda"):
+            loader_data, collate = EncodedImages(data.dataset.source), collate_encoded
+            decoder = BatchDecoder(
+                model.img_size[0],
+                data.mean,
+                data.std,
+                model.in_chans,
+                augment=cfg.augment is not False,
+                device=device,
+                names=loader_data.name,
+            )
         loader = DataLoader(
-            data.dataset,
+            loader_data,
             batch_size=cfg.batch_size,
             sampler=sampler,
             num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=device.type == "cuda" and decoder is None,  # the decoder pins what it copies itself
             persistent_workers=cfg.num_workers > 0,
             drop_last=True,
+            collate_fn=collate,
         )
     steps_per_epoch, global_batch = sampler.steps_per_epoch, sampler.global_batch
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
@@ -307,6 +322,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                 indices.append(index)
                 if on_device:
                     micro.append(data.dataset.batch(index, seeds))
+                elif decoder is not None:
+                    micro.append(decoder(*next(batches)))
                 else:
                     micro.append(next(batches).to(device, non_blocking=True))
             gens = None
