@@ -90,13 +90,21 @@ def count_flops(name: str, method: str, batch: int, model_kwargs: dict) -> int:
 
 
 def bench(
-    name: str, method: str, batch: int, device: torch.device, steps: int, warmup: int, compile: bool, model_kwargs: dict
+    name: str,
+    method: str,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    compile: bool,
+    model_kwargs: dict,
+    compile_mode: str | None = None,
 ) -> dict:
     """Time ``clmae.train_step`` on random images already on the device (the model step alone, no data loading)."""
     torch.manual_seed(0)
     model = clmae.create_pretraining_model(name, method, **model_kwargs).to(device)
     if compile:  # as `clmae train --compile`
-        compile_in_place(model)
+        compile_in_place(model, compile_mode)
     opts = clmae.build_optimizers(model, lr=1e-4)
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     if device.type == "cuda":
@@ -118,6 +126,7 @@ def bench(
         "method": method,
         "batch": batch,
         "compile": compile,
+        "compile_mode": compile_mode,
         "model_kwargs": model_kwargs,
         "median_s": median,
         "images_per_s": batch / median,
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed iterations (default: 20 GPU, 3 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 GPU, 1 CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the modules, as clmae train --compile")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--profile", action="store_true", help="also a torch.profiler record of one iteration each")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in configs:
         name, method, batch = spec.split(":")
-        row = bench(name, method, int(batch), device, steps, warmup, args.compile, model_kwargs)
+        row = bench(name, method, int(batch), device, steps, warmup, args.compile, model_kwargs, args.compile_mode)
         flops = count_flops(name, method, int(batch), model_kwargs)
         row["gflop_per_image"] = flops / int(batch) / 1e9
         row["mfu"] = flops / row["median_s"] / ceiling
