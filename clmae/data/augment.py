@@ -130,19 +130,29 @@ def _bicubic(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
-def resample_matrix(start: torch.Tensor, length: torch.Tensor, size: int, in_size: int) -> torch.Tensor:
+def _bilinear(x: torch.Tensor) -> torch.Tensor:
+    """PIL's bilinear (triangle) kernel."""
+    return (1 - x.abs()).clamp_min(0)
+
+
+KERNELS = {"bicubic": _bicubic, "bilinear": _bilinear}
+
+
+def resample_matrix(
+    start: torch.Tensor, length: torch.Tensor, size: int, in_size: int, filter: str = "bicubic"
+) -> torch.Tensor:
     """Per-sample matrices ``[N, size, in_size]`` that resample pixels ``start:start+length`` of a line to ``size``.
 
     As PIL's ``ImagingResample`` on the cropped line: output pixel ``o`` is centred at ``(o + 0.5) * length / size``
-    inside the crop, the kernel is widened by the shrink factor (antialiasing), only pixels inside the crop take part
-    and each row is normalised to sum to 1.
+    inside the crop, the kernel (PIL's ``filter``: ``"bicubic"`` or ``"bilinear"``) is widened by the shrink factor
+    (antialiasing), only pixels inside the crop take part and each row is normalised to sum to 1.
     """
     scale = (length.double() / size).unsqueeze(1)  # [N, 1]
     stretch = scale.clamp(min=1.0)
     centre = (torch.arange(size, device=start.device, dtype=torch.float64) + 0.5).unsqueeze(0) * scale  # [N, size]
     x = torch.arange(in_size, device=start.device, dtype=torch.float64).unsqueeze(0) - start.unsqueeze(1).double()
     inside = (x >= 0) & (x < length.unsqueeze(1))  # [N, in_size], positions within the crop
-    k = _bicubic((x.unsqueeze(1) - centre.unsqueeze(2) + 0.5) / stretch.unsqueeze(2)) * inside.unsqueeze(1)
+    k = KERNELS[filter]((x.unsqueeze(1) - centre.unsqueeze(2) + 0.5) / stretch.unsqueeze(2)) * inside.unsqueeze(1)
     return k / k.sum(2, keepdim=True)
 
 

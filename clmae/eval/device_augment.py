@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import crop_params, uniform
+from ..data.augment import crop_params, resample_matrix, uniform
 
 # timm's rand-...-inc1 ops, in timm's order (ColorIncreasing is the identity on grey images)
 SUPPORTED_OPS = (
@@ -99,31 +99,6 @@ def rand_augment_spec(spec: str | None, mean: Sequence[float]) -> RandAugmentSpe
         float(first.magnitude_max or _LEVEL_DENOM),
         int(ra.num_layers),
     )
-
-
-def _kernel(name: str):
-    if name == "bicubic":  # PIL's a = -0.5
-        a = -0.5
-
-        def k(x: torch.Tensor) -> torch.Tensor:
-            x = x.abs()
-            near = ((a + 2) * x - (a + 3)) * x * x + 1
-            far = (((x - 5) * x + 8) * x - 4) * a
-            return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
-
-        return k
-    return lambda x: (1 - x.abs()).clamp_min(0)  # PIL's bilinear (triangle) filter
-
-
-def _resample_matrix(start: torch.Tensor, length: torch.Tensor, size: int, in_size: int, name: str) -> torch.Tensor:
-    """:func:`clmae.data.augment.resample_matrix` with PIL's bilinear or bicubic filter."""
-    scale = (length.double() / size).unsqueeze(1)
-    stretch = scale.clamp(min=1.0)
-    centre = (torch.arange(size, device=start.device, dtype=torch.float64) + 0.5).unsqueeze(0) * scale
-    x = torch.arange(in_size, device=start.device, dtype=torch.float64).unsqueeze(0) - start.unsqueeze(1).double()
-    inside = (x >= 0) & (x < length.unsqueeze(1))
-    k = _kernel(name)((x.unsqueeze(1) - centre.unsqueeze(2) + 0.5) / stretch.unsqueeze(2)) * inside.unsqueeze(1)
-    return k / k.sum(2, keepdim=True)
 
 
 def _level(x: torch.Tensor) -> torch.Tensor:
@@ -248,8 +223,8 @@ class DeviceTrainAugment:
 
     def _crop(self, x, top, left, h, w, flip) -> torch.Tensor:
         n, _, H, W = x.shape
-        wy = _resample_matrix(top, h, self.size, H, self.filter).float()
-        wx = _resample_matrix(left, w, self.size, W, self.filter)
+        wy = resample_matrix(top, h, self.size, H, self.filter).float()
+        wx = resample_matrix(left, w, self.size, W, self.filter)
         wx = torch.where(flip.view(n, 1, 1), wx.flip(1), wx).float()
         x = _level(torch.einsum("nchw,nxw->nchx", x.float(), wx))  # PIL: horizontal pass first, rounded
         return _level(torch.einsum("nyh,nchx->ncyx", wy, x))
