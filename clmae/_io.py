@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import threading
 import zipfile
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 CONFIG_NAME = "config.json"
@@ -109,10 +110,28 @@ def weights_metadata(state: Mapping[str, torch.Tensor], **recorded: Any) -> dict
     return meta
 
 
+def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """``safetensors.torch.save`` with a canonical header: the same tensors and metadata always give the same bytes.
+
+    safetensors keeps the metadata in a hash map whose order changes from process to process, so the same weights
+    would get another sha256 each time they are saved; here the metadata is sorted and the tensors listed in the
+    order of their data.
+    """
+    raw = save(dict(state), metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = {} if meta is None else {"__metadata__": dict(sorted(meta.items()))}
+    ordered.update(sorted(header.items(), key=lambda item: item[1]["data_offsets"]))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
-    """``safetensors.torch.save_file``, then the file's mode from the umask (:func:`follow_umask`)."""
+    """:func:`safetensors_bytes` written to ``path``, then the file's mode from the umask (:func:`follow_umask`)."""
     path = Path(path)
-    save_file(dict(state), path, metadata=metadata)
+    path.write_bytes(safetensors_bytes(state, metadata))
     follow_umask(path)
     return path
 

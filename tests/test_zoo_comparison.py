@@ -14,7 +14,7 @@ import pytest
 
 from clmae.train import trainer
 from clmae.train.config import TrainConfig, load_recipe
-from clmae.zoo import fmnist, report
+from clmae.zoo import fmnist, publish, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +123,9 @@ def test_the_one_call_script_runs_end_to_end_on_the_cpu(tmp_path):
         cfg = json.loads((run / name / "export" / "train_config.json").read_text())
         assert cfg["fixed_lambda"] == lam and cfg["augment"] is True and cfg["recipe"] == "clmae_fmnist"
         assert cfg["warmup_epochs"] == pytest.approx(cfg["epochs"] / 5)
+    # packaging the first seed: cards that state the recipe, the augmentation and the measured difference
+    publish.publish(tmp_path / "zoo", 0, tmp_path / "weights", tmp_path / "bundled")
+    card = (tmp_path / "weights" / publish.NAMES["clmae"] / "README.md").read_text()
+    assert "recipe `clmae_fmnist`" in card and "RandomResizedCrop" in card and "CL-MAE - MAE:" in card
+    assert "sigma" in card and "fine-tuning |" in card
+    assert (tmp_path / "weights" / "fmnist_results" / "masks.md").is_file()

@@ -72,29 +72,45 @@ def by_model(row: dict[str, Any], key: str) -> dict[str, float]:
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """The summary's results as a markdown table (mean ± std over seeds, test-split top-1 %)."""
-    lines = ["| encoder | seeds | kNN k=5 (CL-MAE's protocol) | kNN k=20 weighted | linear probe |"]
-    lines.append("|---|---|---|---|---|")
+    """The summary's results as a markdown table (mean ± std over seeds, test-split top-1 %); a fine-tuning column
+    when any encoder was fine-tuned."""
+    keys = ["knn_reference", "knn_weighted", "linear"]
+    head = "| encoder | seeds | kNN k=5 (CL-MAE's protocol) | kNN k=20 weighted | linear probe |"
+    if any("finetune" in row for row in summary["results"].values()):
+        keys.append("finetune")
+        head += " fine-tuning |"
+    lines = [head, "|---" * (len(keys) + 2) + "|"]
     for group, row in summary["results"].items():
         n = len(row["models"])
-        lines.append(
-            f"| {group} | {n} | {_pct(row.get('knn_reference'), n)} | {_pct(row.get('knn_weighted'), n)} | "
-            f"{_pct(row.get('linear'), n)} |"
-        )
+        lines.append(f"| {group} | {n} | " + " | ".join(_pct(row.get(k), n) for k in keys) + " |")
     return "\n".join(lines)
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One sentence: CL-MAE - MAE per metric, in points and in units of the difference's standard error."""
+    comp = summary.get("comparison") or {}
+    parts = [
+        f"{100 * comp[k]['difference']:+.2f} points of {label} ({comp[k]['in_sigma']:+.1f} sigma)"
+        for k, label in (("knn_reference", "kNN"), ("linear", "linear-probe accuracy"), ("finetune", "fine-tuning"))
+        if k in comp
+    ]
+    if not parts:
+        return "CL-MAE and MAE were not both evaluated on more than one seed, so no difference is stated."
+    return f"CL-MAE - MAE: {', '.join(parts)}; sigma is the standard error of the difference over the seeds."
 
 
 def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: int, command: str, alias: str) -> str:
     s = summary
     title = METHOD_TITLES[method]
-    rows = s["results"]
-    delta = {
-        k: 100 * (rows[METHOD_TITLES["clmae"]][k]["mean"] - rows[METHOD_TITLES["mae"]][k]["mean"])
-        for k in ("knn_reference", "linear")
-        if k in rows[METHOD_TITLES["clmae"]] and k in rows[METHOD_TITLES["mae"]]
-    }
+    epochs = int(s["epochs"])
+    shown = sorted({round(1 + i * (epochs - 1) / 4) for i in range(5)})  # as curriculum_figure picks them
+    recipe = s.get("recipes", [f"{m}_fmnist_tiny" for m in ("clmae", "mae")])[0 if method == "clmae" else 1]
+    if recipe == "mae_fmnist_tiny":  # the 0.1 pipeline trained both methods with clmae_fmnist_tiny --method
+        recipe = "clmae_fmnist_tiny"
+    augmentation = s.get("augmentation", "none besides the masks")
     figure = (
-        "\n\n## The curriculum\n\nLearned masks of this run after epochs 1, 3, 5, 7 and 9 (rows per block: image, "
+        f"\n\n## The curriculum\n\nLearned masks of this run after epochs {', '.join(map(str, shown[:-1]))} and "
+        f"{shown[-1]} (rows per block: image, "
         "hidden patches, visible input, reconstruction, keep-scores), then the loss curves and lambda_cl: the masking "
         "module first hides the easy background (partner, lambda_cl > 0), then the garment itself (adversary, "
         "lambda_cl < 0).\n\n![curriculum](curriculum.png)"
@@ -103,20 +119,18 @@ def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: 
     )
     return (
         f"{title} ViT-T/4 (28 px, 1 channel) pretrained for {s['epochs']} epochs on the 60,000 Fashion-MNIST training "
-        f"images with `clmae train` (recipe `clmae_fmnist_tiny`; batch {s['batch_size']}, peak AdamW rate "
-        f"{s['base_lr'] * s['batch_size'] / 256:g}, mask ratio 0.75, no augmentation besides the masks), seed "
+        f"images with `clmae train` (recipe `{recipe}`; batch {s['batch_size']}, peak AdamW rate "
+        f"{s['base_lr'] * s['batch_size'] / 256:g}, mask ratio 0.75, augmentation: {augmentation}), seed "
         f"{seed}. Trained on one {s.get('gpu', s['device'])} in {run_info['seconds']:.0f} s "
-        f"({run_info['images_per_s']:.0f} images/s on average, six runs sharing the card), "
+        f"({run_info['images_per_s']:.0f} images/s on average, {len(s.get('train_status', s['seeds'] * 2))} runs "
+        "sharing the card), "
         f"torch {s.get('torch', '?')}. "
         "The weights are stored in float16; the results below were measured on exactly these files.\n\n"
         f'It ships inside the `clmae` package: `clmae.load_pretrained("{alias}")` loads it with no network.\n\n'
         f"Test-split top-1 accuracy (%), mean ± std over the {len(s['seeds'])} seeds of "
         "`python -m clmae.zoo.fmnist` (this weight is seed 0; per-seed values in `weights/fmnist_results`):\n\n"
         f"{results_table(summary)}\n\n"
-        f"At this short {s['epochs']}-epoch schedule CL-MAE is behind MAE: "
-        f"{delta.get('knn_reference', float('nan')):+.2f} points of kNN and {delta.get('linear', float('nan')):+.2f} "
-        "of linear-probe accuracy, and neither beats kNN on raw pixels. Nothing here says how the two compare over "
-        "the long schedules of the CL-MAE paper. Reproduce this run and its evaluation:\n\n"
+        f"{verdict(summary)} Reproduce this run and its evaluation:\n\n"
         f"```\n{command}\nclmae eval knn --model runs/{method}/export --data fmnist\n"
         f"clmae eval linear --model runs/{method}/export --data fmnist mode=cached\n```\n\n"
         f"The numbers above were measured on these float16 files; `clmae eval knn --model {alias} --data fmnist` "
@@ -147,7 +161,7 @@ def publish(
         load_name = load_names.get(name, name)
         train_config = json.loads((run / "export" / "train_config.json").read_text())
         command = (
-            "clmae train --recipe clmae_fmnist_tiny --method {method} --data fmnist --out runs/{method} seed={seed} "
+            "clmae train --recipe {recipe} --method {method} --data fmnist --out runs/{method} seed={seed} "
             "epochs={epochs} warmup_epochs={warmup_epochs:g} batch_size={batch_size} base_lr={base_lr:g} "
             "save_every={save_every} keep_checkpoints=1 log_every=50"
         ).format(**train_config)
@@ -193,6 +207,9 @@ def publish(
     results.mkdir(exist_ok=True)
     shutil.copy(zoo / "summary.json", results / "summary.json")
     (results / "summary.md").write_text(results_table(summary) + "\n")
+    for extra in ("masks.json", "masks.md"):  # how varied each run's masks were (clmae.train.probe)
+        if (zoo / extra).is_file():
+            shutil.copy(zoo / extra, results / extra)
     shutil.copytree(zoo / "eval", results / "eval", dirs_exist_ok=True)
     return shas
 
