@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", action="append", default=[], help="KEY=VALUE for every clmae train (repeatable)")
     p.add_argument("--linear-epochs", type=int, default=90)
     p.add_argument("--finetune-epochs", type=int, default=0, help="0: no fine-tuning")
+    p.add_argument("--finetune-seeds", type=int, nargs="+", default=None, help="seeds fine-tuned (default: the first)")
     p.add_argument("--parallel-eval", type=int, default=6)
     p.add_argument("--train-deadline", type=float, default=None, help="stop training this many seconds after start")
     p.add_argument("--deadline", type=float, default=None, help="stop everything this many seconds after start")
@@ -408,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     info["eval_seconds"] = time.time() - t0
     if args.finetune_epochs:
         t0 = time.time()
-        chosen = [n for n in (f"{m}_s{first}" for m in METHODS) if n in models]
+        seeds = args.finetune_seeds or [first]
+        chosen = [n for n in (f"{m}_s{s}" for m in METHODS for s in seeds) if n in models]
         jobs = [j for j in eval_jobs(args, models, out, finetune=chosen) if j[0].startswith("finetune")]
         info["finetune_status"] = _run_all(jobs, args.parallel_eval, deadline)
         info["finetune_seconds"] = time.time() - t0
