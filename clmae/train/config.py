@@ -48,7 +48,8 @@ class TrainConfig:
         decode: where image files are decoded and augmented: ``pil`` (PIL in the DataLoader workers), ``device``
             (the workers only read the files; JPEGs are decoded in batches on the training device -- nvJPEG on a GPU --
             and cropped there, :mod:`clmae.data.decode`), or ``auto`` (``device`` when training on CUDA, else
-            ``pil``). The two draw different crops from the same seeds (same distribution).
+            ``pil``). The two draw different crops from the same seeds (same distribution). The default stays
+            ``pil`` until the device path has been measured on a GPU (``benchmarks/run_gpu.sh``).
         skip_unreadable: leave out image files that cannot be decoded (every image is decoded once at start-up;
             their count is logged) instead of stopping at the first one.
         epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
@@ -97,7 +98,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     data: str = "fmnist-sample"
     augment: bool | None = None
-    decode: str = "auto"
+    decode: str = "pil"
     skip_unreadable: bool = False
     epoch_size: int | None = None
     init: str = ""
