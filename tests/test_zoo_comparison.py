@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_differences_are_stated_in_units_of_their_standard_error():
 
 def test_the_one_call_script_runs_end_to_end_on_the_cpu(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path / "out"), ZOO=str(tmp_path / "zoo"), SMOKE="1", SEEDS="0 1")
-    env["PYTHON"] = os.environ.get("PYTHON", str(Path(os.sys.executable)))
+    env["PYTHON"] = os.environ.get("PYTHON", sys.executable)
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "run_gpu_fmnist.sh")], env=env, capture_output=True, text=True, timeout=600
     )

@@ -401,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in done:
         method = runs[name][0]
         command = " ".join(["clmae", *commands[name][3:]])
-        models[name] = str(store_half(paths[name], method, epochs, command, diagnostic=runs[name][2] is not None))
+        trained = info.get("stopped_at_epoch", {}).get(name, epochs)
+        models[name] = str(store_half(paths[name], method, trained, command, diagnostic=runs[name][2] is not None))
     models.update({f"random_s{s}": ARCH for s in args.seeds})
     models["raw-pixels"] = "raw-pixels"
     t0 = time.time()
