@@ -199,3 +199,17 @@ def test_synthetic_sets_are_held_whole_and_refuse_sizes_that_do_not_fit_in_memor
     assert torch.equal(data.dataset[4], SyntheticImages(10, (3, 16, 16), 2)[4])
     with pytest.raises(ValueError, match="GiB"):
         build_pretraining_data("synthetic:100000000", 3, 224)
+
+
+def test_an_epochs_crop_plan_gives_the_batches_drawn_one_at_a_time():
+    data = build_pretraining_data("fmnist-sample", 1, 28, augment=True).dataset
+    sampler = GlobalBatchSampler(data, batch_size=16, seed=5)
+    sampler.set_epoch(2)
+    indices, seeds = sampler.plan()
+    crops = data.crop_plan(seeds)
+    assert crops[0].shape == seeds.shape
+    for k in (0, 7, len(indices) - 1):
+        assert torch.equal(data.batch(indices[k], crops=[c[k] for c in crops]), data.batch(indices[k], seeds[k]))
+    assert torch.equal(
+        torch.cat(list(data.batches(sampler))[:2]), torch.cat([data.batch(indices[k], seeds[k]) for k in (0, 1)])
+    )

@@ -40,11 +40,12 @@ def test_the_trainers_loop_body_on_device_held_data_never_synchronises(method):
     sampler = GlobalBatchSampler(data, 16, seed=0)
     sampler.set_epoch(0)
     index, seeds = (t.cuda() for t in sampler.plan())  # once per epoch
+    crops = data.crop_plan(seeds)  # once per epoch
     probe = MaskProbe(32, model.num_patches, torch.device("cuda"))
 
     def body(k):
         gen = torch.Generator(device="cuda").manual_seed(k) if method == "mae" else None
-        x = data.batch(index[k], seeds[k])
+        x = data.batch(index[k], crops=[c[k] for c in crops])
         stats = clmae.train_step(model, x, 1.0, *opts, generator=gen, return_masks=True)
         probe.record(index[k], stats["mask"])
         return stats

@@ -181,8 +181,12 @@ def resized_crop(
         ``[N, C, size, size]`` float32, in [0, 1] for uint8 input (pixel / 255), else in the input's units.
     """
     n, _, H, W = images.shape
-    wy = resample_matrix(top, h, size, H).float()
-    wx = resample_matrix(left, w, size, W)
+    if H == W:  # rows and columns in one call: half the kernel launches, which small models feel
+        both = resample_matrix(torch.cat([top, left]), torch.cat([h, w]), size, H)
+        wy, wx = both[:n], both[n:]
+    else:
+        wy, wx = resample_matrix(top, h, size, H), resample_matrix(left, w, size, W)
+    wy = wy.float()
     wx = torch.where(flip.view(n, 1, 1), wx.flip(1), wx).float()
     x = images.float()
     quantized = images.dtype == torch.uint8

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .augment import random_resized_crop
+from .augment import crop_params, resized_crop
 from .sampler import GlobalBatchSampler
 
 
@@ -71,14 +71,26 @@ class DeviceImages(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(self, index: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Images ``index`` (``[B]`` int64), augmented with per-sample ``seeds`` (``[B]`` int64; needed when
-        augmenting), normalised: ``[B, C, size, size]`` float32 on the images' device."""
+    def crop_plan(self, seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The crop boxes and flips (:func:`~clmae.data.augment.crop_params`) of many seeds at once, in the shape of
+        ``seeds``: for a whole epoch's plan, one set of kernels per epoch instead of one per batch. Row ``k`` of each
+        is what :meth:`batch` draws from ``seeds[k]``."""
+        params = crop_params(seeds.reshape(-1).to(self.device), self.images.shape[2], self.images.shape[3])
+        return tuple(p.view(seeds.shape) for p in params)
+
+    def batch(
+        self, index: torch.Tensor, seeds: torch.Tensor | None = None, crops: tuple[torch.Tensor, ...] | None = None
+    ) -> torch.Tensor:
+        """Images ``index`` (``[B]`` int64), augmented with per-sample ``seeds`` (``[B]`` int64), or with their crop
+        boxes already drawn (``crops``, a row of :meth:`crop_plan`), normalised: ``[B, C, size, size]`` float32 on
+        the images' device."""
         x = self.images[index.to(self.device)]
         if self.augment:
-            if seeds is None:
-                raise ValueError("augmented batches need one seed per image")
-            x = random_resized_crop(x, seeds.to(self.device), self.size)  # uint8 in: [0, 1] out
+            if crops is None:
+                if seeds is None:
+                    raise ValueError("augmented batches need one seed per image")
+                crops = self.crop_plan(seeds)
+            x = resized_crop(x, *crops, self.size)  # uint8 in: [0, 1] out
         elif x.dtype == torch.uint8:
             x = x.float() / 255.0
         # Python floats for one channel: the same arithmetic as clmae.data.to_float, so results match bit for bit.
@@ -98,8 +110,9 @@ class DeviceImages(Dataset):
         """This process's micro-batches of the sampler's current epoch, on the images' device (the epoch's indices
         and seeds are copied there once)."""
         indices, seeds = (t.to(self.device) for t in sampler.plan())
-        for index, seed in zip(indices, seeds):
-            yield self.batch(index, seed)
+        crops = self.crop_plan(seeds) if self.augment else None
+        for k, index in enumerate(indices):
+            yield self.batch(index, crops=None if crops is None else tuple(c[k] for c in crops))
 
     def without_augmentation(self) -> DeviceImages:
         """The same images (shared, not copied), unaugmented: for pictures. Needs images of ``size``."""

@@ -306,6 +306,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         # (indices, seeds) of this process's micro-batches, on the device for the whole epoch (no copy per step):
         # the device path reads them; the DataLoader reads the same ones through the sampler; the probe names images.
         plan = [t.to(device) for t in sampler.plan()] if on_device or probe else None
+        crops = data.dataset.crop_plan(plan[1]) if on_device and data.dataset.augment else None  # once per epoch
         if not on_device:
             with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
                 batches = iter(loader)
@@ -321,7 +322,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                 index, seeds = (plan[0][k], plan[1][k]) if plan is not None else (None, None)
                 indices.append(index)
                 if on_device:
-                    micro.append(data.dataset.batch(index, seeds))
+                    micro.append(data.dataset.batch(index, seeds, None if crops is None else [c[k] for c in crops]))
                 elif decoder is not None:
                     micro.append(decoder(*next(batches)))
                 else:

@@ -78,13 +78,16 @@ def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path,
     images = torch.randint(0, 256, (max(4 * batch, 4096), 1, 28, 28), dtype=torch.uint8)
     data = DeviceImages(images, (0.286,), (0.353,), 28, augment=True).to(dev)
     recorder = MaskProbe(probe, model.num_patches, dev) if probe else None
+    # as the trainer: the epoch's indices, seeds and crop boxes are made on the device once, before the loop
+    index_plan = torch.randint(0, len(data), (15 + steps, batch)).to(dev)
+    crops = data.crop_plan(item_seeds(0, 0, torch.arange((15 + steps) * batch)).view(15 + steps, batch).to(dev))
     for i in range(15 + steps):
         if i == 15:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        index = torch.randint(0, len(data), (batch,))
-        x = data.batch(index, item_seeds(0, 0, torch.arange(i * batch, (i + 1) * batch)))
+        index = index_plan[i]
+        x = data.batch(index, crops=[c[i] for c in crops])
         gen = torch.Generator(dev).manual_seed(i) if method == "mae" else None
         stats = train_step(model, x, 1.0 - 2.0 * (i % 2), mae_opt, masker_opt, generator=gen, return_masks=True)
         if recorder:
