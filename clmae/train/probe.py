@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from .metrics import mask_statistics
+
 
 class MaskProbe:
     """Device buffers of the masks of images ``0 .. count-1`` in the current epoch.
@@ -89,8 +91,6 @@ def probe_statistics(out: str | os.PathLike, mask_ratio: float) -> dict[str, Any
         over all recorded epochs) and ``epochs_per_image`` (mean epochs in which an image was seen), and the same
         for the last quarter of the epochs (``last_quarter_distinct_per_image``).
     """
-    from .metrics import mask_statistics
-
     records = read_probe(out)
     if not records:
         raise FileNotFoundError(f"{out} has no masks/masks-*.safetensors; train with mask_probe=N to record them")

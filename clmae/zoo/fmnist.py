@@ -155,8 +155,9 @@ def choose_schedule(args: argparse.Namespace, methods: list[str], out: Path, dea
 def run_throughput(run: Path) -> dict[str, float]:
     """A finished run's training seconds, images/s (all images over all epoch time) and last MAE loss, from its
     ``metrics.jsonl`` and exported ``train_config.json``."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    epochs = [r for r in records if r.get("type") == "epoch"]
+    from clmae.train.metrics import read_metrics
+
+    epochs = [r for r in read_metrics(run / "metrics.jsonl") if r.get("type") == "epoch"]
     config = json.loads((run / "export" / "train_config.json").read_text())
     seconds = sum(r["seconds"] for r in epochs)
     images = epochs[-1]["step"] * config["batch_size"] * config["accum_iter"]

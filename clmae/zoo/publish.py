@@ -99,14 +99,20 @@ def verdict(summary: dict[str, Any]) -> str:
     return f"CL-MAE - MAE: {', '.join(parts)}; sigma is the standard error of the difference over the seeds."
 
 
-def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: int, command: str, alias: str) -> str:
+def _card(
+    method: str,
+    summary: dict[str, Any],
+    run_info: dict[str, Any],
+    seed: int,
+    command: str,
+    alias: str,
+    recipe: str,
+) -> str:
     s = summary
     title = METHOD_TITLES[method]
     epochs = int(s["epochs"])
     shown = sorted({round(1 + i * (epochs - 1) / 4) for i in range(5)})  # as curriculum_figure picks them
-    recipe = s.get("recipes", [f"{m}_fmnist_tiny" for m in ("clmae", "mae")])[0 if method == "clmae" else 1]
-    if recipe == "mae_fmnist_tiny":  # the 0.1 pipeline trained both methods with clmae_fmnist_tiny --method
-        recipe = "clmae_fmnist_tiny"
+    runs = len(s["train_status"]) if "train_status" in s else 2 * len(s["seeds"])
     augmentation = s.get("augmentation", "none besides the masks")
     figure = (
         f"\n\n## The curriculum\n\nLearned masks of this run after epochs {', '.join(map(str, shown[:-1]))} and "
@@ -122,7 +128,7 @@ def _card(method: str, summary: dict[str, Any], run_info: dict[str, Any], seed: 
         f"images with `clmae train` (recipe `{recipe}`; batch {s['batch_size']}, peak AdamW rate "
         f"{s['base_lr'] * s['batch_size'] / 256:g}, mask ratio 0.75, augmentation: {augmentation}), seed "
         f"{seed}. Trained on one {s.get('gpu', s['device'])} in {run_info['seconds']:.0f} s "
-        f"({run_info['images_per_s']:.0f} images/s on average, {len(s.get('train_status', s['seeds'] * 2))} runs "
+        f"({run_info['images_per_s']:.0f} images/s on average, {runs} runs "
         "sharing the card), "
         f"torch {s.get('torch', '?')}. "
         "The weights are stored in float16; the results below were measured on exactly these files.\n\n"
@@ -178,7 +184,9 @@ def publish(
             "metrics": metrics,
             "tags": ["fashion-mnist"],
             "load_name": load_name,
-            "description": _card(method, summary, run_throughput(run), seed, command, load_name),
+            "description": _card(
+                method, summary, run_throughput(run), seed, command, load_name, train_config["recipe"]
+            ),
         }
         bundle, dest = bundle_root / name, weights_dir / name
         with tempfile.TemporaryDirectory() as tmp:

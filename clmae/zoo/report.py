@@ -160,6 +160,7 @@ MASK_COLUMNS = [
 def mask_report(out: Path, runs: dict[str, Path], mask_ratio: float = 0.75) -> str:
     """``masks.json`` (the probe statistics of every run, :func:`clmae.train.probe.probe_statistics`, with the last
     logged ``score_binary`` of CL-MAE runs) and a markdown table, one row per run."""
+    from clmae.train.metrics import read_metrics
     from clmae.train.probe import probe_statistics
 
     stats: dict[str, Any] = {}
@@ -168,7 +169,8 @@ def mask_report(out: Path, runs: dict[str, Path], mask_ratio: float = 0.75) -> s
             stats[name] = probe_statistics(run, mask_ratio)
         except FileNotFoundError:
             continue
-        logged = [r for r in _records(run / "metrics.jsonl") if "score_binary" in r and r.get("type") != "epoch"]
+        records = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+        logged = [r for r in records if "score_binary" in r and r.get("type") != "epoch"]
         if logged:
             stats[name]["score_binary_last"] = logged[-1]["score_binary"]
     (out / "masks.json").write_text(json.dumps(stats, indent=1) + "\n")
@@ -188,9 +190,3 @@ def mask_report(out: Path, runs: dict[str, Path], mask_ratio: float = 0.75) -> s
         cells.append("-" if score is None else f"{score:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
