@@ -116,11 +116,11 @@ def _damaged_bundle(ctx: Ctx) -> None:
     entry = registry.find("vit_t_fmnist")
     copy = ctx.tmp / "bundled" / entry.name
     copy.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
+    for name in entry.files:
         shutil.copy(registry.bundled_folder(entry) / name, copy / name)
-    data = bytearray((copy / "model.safetensors").read_bytes())
+    data = bytearray((copy / "pretraining.safetensors").read_bytes())
     data[-100] ^= 0xFF
-    (copy / "model.safetensors").write_bytes(bytes(data))
+    (copy / "pretraining.safetensors").write_bytes(bytes(data))
     ctx.monkeypatch.setattr(registry, "BUNDLED_ROOT", copy.parent)
 
 
@@ -204,7 +204,7 @@ TRAIN = ["train", "--recipe", "clmae_fmnist_tiny", "device=cpu"]
 KNN = ["eval", "knn", "device=cpu"]
 TYPO = ("unknown model argument 'depht'", "did you mean depth")
 DAMAGED = ("model.safetensors: tensor blocks.0.attn.qkv.weight differs from the sha256 recorded", "damaged")
-CHECKSUM = ("sha256 of", "model.safetensors", "damaged", "reinstall clmae")
+CHECKSUM = ("sha256 of", "pretraining.safetensors", "damaged", "reinstall clmae")
 
 # fmt: off
 CASES = [

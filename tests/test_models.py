@@ -107,11 +107,12 @@ def test_config_rebuilds_the_same_model():
     rebuilt = clmae.create_pretraining_model(model.config)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert rebuilt.config == model.config
-    # Through JSON (config.json) and from the flat layout of clmae 0.1.0 weights.
+    # Through JSON (config.json), and with the encoder arguments beside the fields.
     assert clmae.PretrainingConfig.from_dict(json.loads(json.dumps(model.config.to_dict()))) == model.config
-    flat = {k: v for k, v in model.config.to_dict().items() if k not in ("arch", "encoder_kwargs")}
-    legacy = {"name": "vit_tiny_patch4_28", **flat, "embed_dim": 48, "depth": 2, "num_heads": 3}
-    assert clmae.PretrainingConfig.from_dict(legacy) == model.config
+    flat = {k: v for k, v in model.config.to_dict().items() if k != "encoder_kwargs"}
+    assert clmae.PretrainingConfig.from_dict({**flat, "embed_dim": 48, "depth": 2, "num_heads": 3}) == model.config
+    with pytest.raises(ValueError, match="needs 'arch'"):  # the layout of the first release is no longer read
+        clmae.PretrainingConfig.from_dict({"name": "vit_tiny_patch4_28", **{k: v for k, v in flat.items() if k != "arch"}})
 
 
 def test_decoder_and_masker_initialise_themselves_as_mae():

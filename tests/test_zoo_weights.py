@@ -39,7 +39,9 @@ def test_bundled_files_match_the_registry_and_are_the_only_copy(name):
     entry = registry.find(name)
     folder = registry.bundled_folder(entry)
     assert folder == ROOT / "clmae" / "hub" / "bundled" / name
-    assert set(entry.files) == {"config.json", "model.safetensors", "pretraining.safetensors"}
+    # each tensor stored once: the encoder is the encoder.* part of the whole model's file
+    assert set(entry.files) == {"config.json", "pretraining.safetensors"}
+    assert not (folder / "model.safetensors").exists()
     records = ROOT / "weights" / name  # what documents the weight, never the weight files themselves
     for filename, sha in entry.files.items():
         assert sha256_file(folder / filename) == sha
@@ -85,8 +87,9 @@ def test_golden_outputs(name, one_thread):
 def test_bundled_weights_are_stored_in_float16_and_load_as_float32():
     name = next(e.name for e in BUNDLED if e.method == "clmae")
     folder = registry.bundled_folder(registry.find(name))
-    stored = load_file(folder / "model.safetensors")
-    assert {v.dtype for v in stored.values()} == {torch.float16}
+    whole = load_file(folder / "pretraining.safetensors")
+    stored = {k.removeprefix("encoder."): v for k, v in whole.items() if k.startswith("encoder.")}
+    assert {v.dtype for v in whole.values()} == {torch.float16}
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["clmae"]["storage_dtype"] == "float16" and cfg["clmae"]["method"] == "clmae"
     encoder = load_pretrained(name)
@@ -121,14 +124,17 @@ def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
     shutil.copytree(registry.bundled_folder(entry), copy)
     monkeypatch.setattr(registry, "BUNDLED_ROOT", tmp_path)
     load_pretrained("vit_t_fmnist")  # the intact copy loads
-    data = bytearray((copy / "model.safetensors").read_bytes())
+    data = bytearray((copy / "pretraining.safetensors").read_bytes())
     data[-100] ^= 0xFF  # one flipped byte inside a tensor
-    (copy / "model.safetensors").write_bytes(bytes(data))
+    (copy / "pretraining.safetensors").write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match=r"damaged.*reinstall clmae"):
         load_pretrained("vit_t_fmnist")
-    (copy / "pretraining.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="lacks a file of the bundled weight"):
+    with pytest.raises(ChecksumError, match=r"damaged.*reinstall clmae"):
         load_pretraining_model("vit_t_fmnist")
+    (copy / "pretraining.safetensors").unlink()
+    for load in (load_pretrained, load_pretraining_model):
+        with pytest.raises(FileNotFoundError, match="lacks a file of the bundled weight"):
+            load("vit_t_fmnist")
     source = resolve("vit_t_fmnist")
     (copy / "extra.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=r"lists no sha256 for extra\.safetensors"):
@@ -138,7 +144,7 @@ def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
 def test_registry_refuses_a_bundled_entry_without_checksums(tmp_path, monkeypatch):
     entry = json.loads((ROOT / "clmae" / "hub" / "manifest.json").read_text())["weights"][0]
     assert entry["status"] == "bundled"
-    entry["files"] = {**entry["files"], "model.safetensors": None}
+    entry["files"] = {**entry["files"], "pretraining.safetensors": None}
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({"format": 1, "weights": [entry]}))
     monkeypatch.setenv("CLMAE_WEIGHTS_MANIFEST", str(path))

@@ -1,4 +1,4 @@
-"""Fashion-MNIST read straight from its IDX files (``.gz`` or raw), e.g. Debian's ``dataset-fashion-mnist``.
+"""Fashion-MNIST read straight from its IDX files (``.gz``, ``.xz`` or raw), e.g. Debian's ``dataset-fashion-mnist``.
 
 Fashion-MNIST: Xiao, Rasul and Vollgraf, Zalando Research, 2017; MIT licence. A small subset ships with clmae
 (``clmae/data/assets``) so that the demo and tests run without any download.
@@ -7,6 +7,7 @@ Fashion-MNIST: Xiao, Rasul and Vollgraf, Zalando Research, 2017; MIT licence. A 
 from __future__ import annotations
 
 import gzip
+import lzma
 import os
 from pathlib import Path
 
@@ -27,7 +28,7 @@ _INSTALL_HINT = (
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read an unsigned-byte IDX file (the MNIST format), gzip-compressed or not.
+    """Read an unsigned-byte IDX file (the MNIST format), gzip- or xz-compressed or not.
 
     Args:
         path: the file.
@@ -36,11 +37,11 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
         uint8 tensor with the file's dimensions (``[N, 28, 28]`` images, ``[N]`` labels).
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:  # gzip raises these on corrupt or truncated files
+    except (OSError, EOFError, lzma.LZMAError) as e:  # gzip and lzma raise these on corrupt or truncated files
         raise ValueError(f"cannot read IDX file {path}: {e}; the file is corrupt or truncated, reinstall it") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
@@ -63,10 +64,10 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
 
 
 def _find(root: Path, stem: str) -> Path:
-    for candidate in (root / f"{stem}.gz", root / stem):
+    for candidate in (root / f"{stem}.gz", root / f"{stem}.xz", root / stem):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"Fashion-MNIST file {stem}(.gz) not found in {root}; {_INSTALL_HINT}")
+    raise FileNotFoundError(f"Fashion-MNIST file {stem}(.gz, .xz) not found in {root}; {_INSTALL_HINT}")
 
 
 def fmnist_root(spec: str) -> Path | None:

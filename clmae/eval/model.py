@@ -25,7 +25,6 @@ from torch import nn
 
 from .._io import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
     check_finite,
     load_torch_checkpoint,
     read_config,
@@ -134,9 +133,10 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
     then read like a local weights folder.
     """
     src = resolve_weight_or_explain(spec, revision)
-    needed = (CONFIG_NAME, WEIGHTS_NAME)
+    filename = src.encoder_file()  # model.safetensors, or the whole model's file where the encoder is stored there
+    needed = (CONFIG_NAME, filename)
     config, weights = (src.file(name, None, None, needed) for name in needed)
-    resolved = _from_files(spec, "hub", config, weights, overrides, verified=src.verified(WEIGHTS_NAME))
+    resolved = _from_files(spec, "hub", config, weights, overrides, verified=src.verified(filename))
     resolved.info.update(repo_id=src.repo_id, revision=src.revision)
     return resolved
 
@@ -145,14 +145,14 @@ def _arch_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
     """Architecture and encoder arguments recorded in a checkpoint's ``config``.
 
     Two layouts: a training run's config (``{"model": NAME, "model_kwargs": {...}}``, clmae's trainer) and a
-    :class:`~clmae.models.PretrainingConfig` (``{"arch": NAME, ...}``, or 0.1.0's ``{"name": NAME, ...}``). Arguments
+    :class:`~clmae.models.PretrainingConfig` (``{"arch": NAME, ...}``). Arguments
     that only the decoder or the masking module take are dropped.
     """
     if not isinstance(config, dict):
         return None, {}
     if isinstance(config.get("model"), str):
         pretraining = PretrainingConfig.from_kwargs(config["model"], **dict(config.get("model_kwargs") or {}))
-    elif isinstance(config.get("arch") or config.get("name"), str):
+    elif isinstance(config.get("arch"), str):
         pretraining = PretrainingConfig.from_dict(config)
     else:
         return None, {}

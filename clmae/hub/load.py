@@ -52,6 +52,16 @@ class Source:
     entry: registry.WeightEntry | None = None
     pinned: bool = False  # every file must have a registry sha256
 
+    def encoder_file(self) -> str:
+        """The file that holds the encoder: ``model.safetensors``, or ``pretraining.safetensors`` where the weight
+        has no separate encoder file (the bundled weights store each tensor once, in the whole model's file)."""
+        if self.pinned:
+            return WEIGHTS_NAME if WEIGHTS_NAME in self.sha256 or PRETRAINING_NAME not in self.sha256 else PRETRAINING_NAME
+        if self.folder is not None and not (self.folder / WEIGHTS_NAME).is_file():
+            if (self.folder / PRETRAINING_NAME).is_file():
+                return PRETRAINING_NAME
+        return WEIGHTS_NAME
+
     def verified(self, filename: str) -> bool:
         """Whether ``filename`` is checked against a registry sha256 (then its tensors need no further check)."""
         return bool(self.sha256.get(filename))
@@ -300,6 +310,30 @@ def read_weights(
     return read_safetensors(path, verify=not verified)
 
 
+def read_encoder_weights(
+    src: Source, cache_dir: str | Path | None = None, local_files_only: bool | None = None
+) -> tuple[dict[str, Any], Path, Path, dict[str, torch.Tensor]]:
+    """A weight's ``config.json`` and encoder tensors (timm keys), fetched and checked.
+
+    The encoder comes from ``model.safetensors``, or from the ``encoder.*`` tensors of ``pretraining.safetensors``
+    where the weight stores no separate encoder file (:meth:`Source.encoder_file`): the same tensors, stored once.
+
+    Returns:
+        ``(config, config path, weights file, encoder state)``.
+    """
+    filename = src.encoder_file()
+    needed = (CONFIG_NAME, filename)
+    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    cfg = read_config(config_path)
+    path = src.file(filename, cache_dir, local_files_only, needed)
+    state = read_weights(path, cfg, config_path, verified=src.verified(filename))
+    if filename == PRETRAINING_NAME:
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        if not state:
+            raise ValueError(f"{path} holds no encoder.* tensors: it is not a pretraining model's weights")
+    return cfg, config_path, path, state
+
+
 def load_encoder_state(
     model: VisionTransformer,
     state: dict[str, torch.Tensor],
@@ -360,11 +394,7 @@ def load_pretrained(
     """
     check_encoder_kwargs(kwargs)  # before any file is fetched
     src = resolve(name_or_path, revision)
-    needed = (CONFIG_NAME, WEIGHTS_NAME)
-    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
-    cfg = read_config(config_path)
-    weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only, needed)
-    state = read_weights(weights, cfg, config_path, verified=src.verified(WEIGHTS_NAME))
+    cfg, _, weights, state = read_encoder_weights(src, cache_dir, local_files_only)
     model = load_encoder_state(build_from_config(cfg, **kwargs), state, str(weights))
     pcfg = {**_preprocessing(cfg), "architecture": cfg["architecture"], "source": src.name}
     if src.repo_id is not None:

@@ -121,8 +121,15 @@ def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
         )
     if entry.status == BUNDLED and not (entry.files and all(entry.files.values())):
         raise ValueError(f"{path}: entry {name!r} is 'bundled' but not every file has a sha256")
-    if entry.status in (PUBLISHED, BUNDLED) and not {"config.json", "model.safetensors"} <= set(entry.files):
+    if entry.status == PUBLISHED and not {"config.json", "model.safetensors"} <= set(entry.files):
         raise ValueError(f"{path}: entry {name!r} must list config.json and model.safetensors with their sha256")
+    if entry.status == BUNDLED and not (
+        "config.json" in entry.files and {"model.safetensors", "pretraining.safetensors"} & set(entry.files)
+    ):
+        raise ValueError(
+            f"{path}: entry {name!r} must list config.json and model.safetensors or pretraining.safetensors "
+            "(whose encoder.* tensors are then the encoder) with their sha256"
+        )
     if entry.status == UNVERIFIED and not entry.hub_repo:
         raise ValueError(f"{path}: entry {name!r} is 'unverified' but has no hub_repo")
     return entry

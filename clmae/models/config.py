@@ -134,13 +134,10 @@ class PretrainingConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PretrainingConfig:
-        """Read :meth:`to_dict`'s layout, or the flat one of clmae 0.1.0 weights (``name`` and encoder arguments
-        beside the fields). Names and types are checked, values when the model is built."""
+        """Read :meth:`to_dict`'s layout. Names and types are checked, values when the model is built."""
         if not isinstance(values, dict):
             raise ValueError(f"a pretraining config must be a dict (PretrainingConfig.to_dict()), got {values!r}")
         values = dict(values)
-        if "arch" not in values and "name" in values:  # clmae 0.1.0 layout
-            values["arch"] = values.pop("name")
         if "arch" not in values:
             raise ValueError(f"a pretraining config needs 'arch' (an architecture name), got keys {sorted(values)}")
         encoder = values.pop("encoder_kwargs", None) or {}
