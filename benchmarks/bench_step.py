@@ -99,12 +99,13 @@ def bench(
     compile: bool,
     model_kwargs: dict,
     compile_mode: str | None = None,
+    compile_backend: str = "inductor",
 ) -> dict:
     """Time ``clmae.train_step`` on random images already on the device (the model step alone, no data loading)."""
     torch.manual_seed(0)
     model = clmae.create_pretraining_model(name, method, **model_kwargs).to(device)
     if compile:  # as `clmae train --compile`
-        compile_in_place(model, compile_mode)
+        compile_in_place(model, compile_mode, compile_backend)
     opts = clmae.build_optimizers(model, lr=1e-4)
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     if device.type == "cuda":
@@ -127,6 +128,7 @@ def bench(
         "batch": batch,
         "compile": compile,
         "compile_mode": compile_mode,
+        "compile_backend": compile_backend if compile else None,
         "model_kwargs": model_kwargs,
         "median_s": median,
         "images_per_s": batch / median,
@@ -182,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 GPU, 1 CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the modules, as clmae train --compile")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: capture only)")
     parser.add_argument("--profile", action="store_true", help="also a torch.profiler record of one iteration each")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
@@ -202,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in configs:
         name, method, batch = spec.split(":")
-        row = bench(name, method, int(batch), device, steps, warmup, args.compile, model_kwargs, args.compile_mode)
+        row = bench(
+            name,
+            method,
+            int(batch),
+            device,
+            steps,
+            warmup,
+            args.compile,
+            model_kwargs,
+            args.compile_mode,
+            args.compile_backend,
+        )
         flops = count_flops(name, method, int(batch), model_kwargs)
         row["gflop_per_image"] = flops / int(batch) / 1e9
         row["mfu"] = flops / row["median_s"] / ceiling

@@ -1,101 +1,145 @@
 #!/usr/bin/env bash
-# All GPU checks and timings in one run (not yet run on a GPU). A deadline keeps the whole script under 10 minutes:
-# every step gets its own timeout, cut to the time left, and a step with under 15 s left is skipped, so a slow step
-# costs only the ones after it and partial results still come back. Writes everything under $OUT (default:
-# benchmarks/results). Usage, from the repository root on the GPU machine:
-#     OUT=/some/folder bash benchmarks/run_gpu.sh
-# Every file is written to a scratch folder and packed at the end (also when a step fails or runs out of time) into
-# $OUT/run_gpu.tar.gz, split into 15 MB parts if larger (`cat run_gpu.tar.gz.part-* > run_gpu.tar.gz`): a GPU
-# machine hands back only a few files.
+# How fast does clmae pretrain? Every GPU timing and check in one call on one GPU, most valuable first.
+#
+# Nothing to stage: the script makes its own JPEG folders. From the repository root on the GPU machine:
+#     OUT=$OUT bash benchmarks/run_gpu.sh                 # device call: timeout_s 600, nothing to carry
+# Expected time: BUDGET (default 540 s) plus at most about 15 s: under 9.5 minutes, 45 s or more inside the limit.
+#
+# Order, each step handed back into $OUT as soon as it ends (a call cut at any moment keeps every finished step):
+#  0. preflight: CUDA device (name, memory, compute mode), python/torch/torchvision/timm, free disk; stops in
+#     seconds with one line naming what is missing;
+#  1. the headline: images/s, MFU and peak memory of one CL-MAE and one MAE iteration (bf16) for ViT-B/16 at batch
+#     256 and ViT-T/4 28 px at batch 256 (and 4096 beside it), eager; then torch.compile; then CUDA graphs
+#     (compile mode reduce-overhead) for the small model;
+#  2. the data path: PIL decoding in 16 DataLoader workers, then batched nvJPEG decoding + augmentation on the GPU;
+#  3. torchrun (NCCL, one process): ViT-B/16 training on JPEGs stopped after epoch 2, then resumed with --resume auto
+#     (only when the first run wrote its checkpoint);
+#  4. torch.profiler: the top kernels of one ViT-B/16 CL-MAE iteration (table, and a Chrome trace if it fits);
+#  5. the CUDA-only tests (bf16 step equivalence, no host synchronisation), after the main work.
+# Every step's timeout is cut to the time left, and a step with under 15 s left is skipped.
+#
+# What comes back in $OUT: log.txt (everything printed, as it happens) and run_gpu.tar.gz (replaced atomically
+# after each step: the benchmark JSON files, each step's output, the training metrics, the profile; at most 14 MB,
+# the largest traces left out first and listed in LEFT_OUT.txt). Commit the numbers to benchmarks/results/.
+#
+# SMOKE=1 runs every step on the CPU with tiny models (torch.compile with the eager backend, no CUDA graphs, no CUDA
+# tests): a CI rehearsal. Knobs: BUDGET (seconds, 540), PYTHON (python3), TRAIN_MODEL (vit_base_patch16_224).
 set -uo pipefail
-FINAL=${OUT:-benchmarks/results}
-OUT=$(mktemp -d /tmp/clmae_gpu_results.XXXXXX)
-mkdir -p "$FINAL"
-pack() {
-    tar czf "$FINAL/run_gpu.tar.gz" -C "$OUT" .
-    if [ "$(stat -c %s "$FINAL/run_gpu.tar.gz")" -gt 15000000 ]; then
-        split -b 15000000 "$FINAL/run_gpu.tar.gz" "$FINAL/run_gpu.tar.gz.part-" && rm "$FINAL/run_gpu.tar.gz"
-    fi
-    ls -la "$FINAL"
-}
-trap pack EXIT
-export PYTHONPATH=${PYTHONPATH:-}:$(pwd) PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-PY=${PYTHON:-python}
-DEADLINE=$((SECONDS + ${BUDGET:-570}))
-JPEGS=/tmp/clmae_bench_jpegs       # bench_data.py's folder: 2048 ImageNet-size JPEGs, made once
-TRAIN_JPEGS=/tmp/clmae_train_jpegs # 512 of them for the training run
-RUN=/tmp/clmae_gpu_run             # checkpoints of ViT-B are 1.8 GB each: kept out of $OUT
+cd "$(dirname "$0")/.." || exit 1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+FINAL=${OUT:-benchmarks/results/gpu}
+PY=${PYTHON:-python3}
+SMOKE=${SMOKE:-0}
+DEADLINE=$((SECONDS + ${BUDGET:-540}))
+WORK=$(mktemp -d /tmp/clmae_gpu.XXXXXX)
+RES=$WORK/results                 # what is handed back
+JPEGS=$WORK/jpegs                 # bench_data.py's folder
+TRAIN_JPEGS=$WORK/train_jpegs     # the training run's
+RUN=$WORK/run                     # checkpoints of ViT-B are 1.8 GB each: kept out of the results
+mkdir -p "$FINAL" "$RES"
+LOG=$FINAL/log.txt
+: >"$LOG"
 
-# step MAX_SECONDS COMMAND...: run with a timeout of MAX_SECONDS, or of the time left if that is shorter.
+# step NAME MAX_SECONDS COMMAND...: run with a timeout of MAX_SECONDS, or of the time left if shorter; its output
+# goes to the log and to RES/NAME.txt; then everything is handed back.
 step() {
-    local max=$1 left=$((DEADLINE - SECONDS))
-    shift
+    local name=$1 max=$2 left=$((DEADLINE - SECONDS)) rc
+    shift 2
     if [ "$left" -lt 15 ]; then
-        echo "skipped (out of time): $*"
+        echo "skipped (out of time): $name" | tee -a "$LOG" "$RES/skipped.txt"
         return 124
     fi
-    timeout -k 5 $((max < left ? max : left)) "$@"
+    echo "=== $name (at most $((max < left ? max : left)) s)" | tee -a "$LOG"
+    timeout -k 5 $((max < left ? max : left)) "$@" 2>&1 | tee -a "$LOG" >"$RES/$name.txt"
+    rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc" | tee -a "$LOG"
+    $PY -m tools.deliver "$RES" "$FINAL/run_gpu.tar.gz" --stage "$name" --preset gpu 2>&1 | tee -a "$LOG"
+    return "$rc"
 }
 
-{
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    $PY -c "import torch, timm, torchvision; print('torch', torch.__version__, 'timm', timm.__version__, 'torchvision', torchvision.__version__)"
-    nproc
-} 2>&1 | tee "$OUT/gpu_env.txt"
-
-# 1) Numerics: the implemented step equals the straightforward one under bf16 autocast on the GPU.
-if $PY -c "import pytest" 2>/dev/null; then
-    CLMAE_TEST_DEVICE=cuda step 90 $PY -m pytest -q -p no:cacheprovider tests/test_step_equivalence.py \
-        tests/test_no_host_sync.py tests/test_pretrainer.py 2>&1 | tail -20 | tee "$OUT/gpu_tests.txt"
+if [ "$SMOKE" = 1 ]; then
+    $PY -m tools.preflight --disk /tmp:1 >>"$LOG" 2>&1 || { tail -1 "$LOG"; exit 3; }
+    BENCH=(--cpu-smoke --steps 1 --warmup 1)
+    COMPILE=(--compile --compile-backend eager)  # graph capture without code generation: seconds on a CPU
+    HEAD=(--config vit_tiny_patch4_28:clmae:16 --config vit_tiny_patch4_28:mae:16)
+    SMALL=(--config vit_tiny_patch4_28:clmae:16 --config vit_tiny_patch4_28:mae:16)
+    GRAPHS=()
+    DATA=(--images 48 --batch-size 16 --workers 0 --batches 2 --warmup 1)
+    DEV=cpu
+    TRAIN_MODEL=vit_tiny_patch4_28
+    TRAIN_ARGS=(model_kwargs.depth=1 model_kwargs.embed_dim=32 model_kwargs.num_heads=2 model_kwargs.decoder_depth=1
+        model_kwargs.decoder_embed_dim=32 model_kwargs.decoder_num_heads=2 model_kwargs.masker_depth=1 batch_size=8
+        num_workers=0 save_every_steps=2 device=cpu decode=pil)
+    PROFILE=(--cpu-smoke --config vit_tiny_patch4_28:clmae:8)
+    NPROC_JPEGS=(48 24)
 else
-    echo "pytest not installed on this machine: numerics check skipped" | tee "$OUT/gpu_tests.txt"
+    $PY -m tools.preflight --cuda --min-gib 40 --disk /tmp:20 >>"$LOG" 2>&1 || { tail -1 "$LOG"; exit 3; }
+    BENCH=()
+    COMPILE=(--compile)
+    HEAD=(--config vit_base_patch16_224:clmae:256 --config vit_base_patch16_224:mae:256
+        --config vit_tiny_patch4_28:clmae:256 --config vit_tiny_patch4_28:mae:256)
+    SMALL=(--config vit_tiny_patch4_28:clmae:256 --config vit_tiny_patch4_28:mae:256)
+    GRAPHS=(--compile-mode reduce-overhead)
+    DATA=(--workers 16)
+    DEV=cuda
+    TRAIN_MODEL=${TRAIN_MODEL:-vit_base_patch16_224}
+    TRAIN_ARGS=(batch_size=64 num_workers=8 save_every_steps=4 decode=auto)
+    PROFILE=(--config vit_base_patch16_224:clmae:256)
+    NPROC_JPEGS=(2048 512)
+fi
+{
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    nproc
+} >>"$LOG" 2>&1
+cp "$LOG" "$RES/env.txt"
+cat "$LOG"
+
+# 1. the headline: eager, compiled, CUDA graphs
+step step_eager 120 $PY benchmarks/bench_step.py "${BENCH[@]}" "${HEAD[@]}" \
+    $([ "$SMOKE" = 1 ] || echo --config vit_tiny_patch4_28:clmae:4096 --config vit_tiny_patch4_28:mae:4096) --out "$RES"
+step step_compiled 180 $PY benchmarks/bench_step.py "${BENCH[@]}" "${COMPILE[@]}" "${HEAD[@]}" --out "$RES"
+step step_graphs 120 $PY benchmarks/bench_step.py "${BENCH[@]}" "${COMPILE[@]}" "${GRAPHS[@]}" "${SMALL[@]}" \
+    --out "$RES"
+
+# 2. the data path
+step jpegs 90 $PY -c "from pathlib import Path; from benchmarks.bench_data import make_jpeg_folder as m; \
+m(Path('$JPEGS'), ${NPROC_JPEGS[0]}); m(Path('$TRAIN_JPEGS'), ${NPROC_JPEGS[1]})"
+step data_pil 60 $PY benchmarks/bench_data.py --root "$JPEGS" "${DATA[@]}" --decode pil --out "$RES"
+step data_device 60 $PY benchmarks/bench_data.py --root "$JPEGS" "${DATA[@]}" --decode device --device $DEV --out "$RES"
+
+# 3. torchrun: 3 epochs, stopped once the epoch-2 checkpoint exists, then resumed to finish epoch 3
+TRAIN=($PY -m torch.distributed.run --standalone --nproc_per_node=1 -m clmae train model=$TRAIN_MODEL --data "$TRAIN_JPEGS" --out "$RUN"
+    epochs=3 warmup_epochs=1 vis_every=0 export=false progress=false log_every=4 "${TRAIN_ARGS[@]}")
+first_run() {
+    "${TRAIN[@]}" &
+    local pid=$!
+    while kill -0 $pid 2>/dev/null && [ ! -f "$RUN/checkpoint-0002.pt" ]; do sleep 1; done
+    if [ -f "$RUN/checkpoint-0002.pt" ]; then sleep 1; echo "stopping the run after epoch 2"; kill -TERM $pid; fi
+    wait $pid
+    echo "first run exit: $?"
+    ls -la "$RUN"
+}
+step train_first 150 bash -c "$(declare -f first_run); TRAIN=($(printf '%q ' "${TRAIN[@]}")); RUN=$RUN; first_run"
+if [ -f "$RUN/checkpoint-0002.pt" ]; then
+    step train_resume 120 "${TRAIN[@]}" --resume auto
+    {
+        grep -h "resumed from" "$RES/train_resume.txt" || echo "RESUME CHECK FAILED: no 'resumed from' line"
+        [ -f "$RUN/checkpoint-0003.pt" ] && echo "resume check passed: checkpoint-0003.pt written" \
+            || echo "RESUME CHECK FAILED: no checkpoint-0003.pt"
+        cp "$RUN/metrics.jsonl" "$RES/train_metrics.jsonl"
+    } 2>&1 | tee -a "$LOG" >"$RES/train_check.txt"
+else
+    echo "skipped: train_resume (the first run wrote no epoch-2 checkpoint)" | tee -a "$LOG" "$RES/skipped.txt"
 fi
 
-# 2) Input pipeline, 16 workers: PIL decoding in the workers, then nvJPEG + augmentation batched on the GPU.
-step 90 $PY -c "from pathlib import Path; from benchmarks.bench_data import make_jpeg_folder as m; \
-[m(Path(p), n) for p, n in (('$TRAIN_JPEGS', 512), ('$JPEGS', 2048)) if not Path(p).exists()]" 2>&1 | tee "$OUT/jpegs.txt"
-step 60 $PY benchmarks/bench_data.py --root $JPEGS --workers 16 --decode pil --out "$OUT" 2>&1 | tee "$OUT/bench_data_pil.txt"
-step 60 $PY benchmarks/bench_data.py --root $JPEGS --workers 16 --decode device --device cuda --out "$OUT" 2>&1 \
-    | tee "$OUT/bench_data_device.txt"
+# 4. where the time of one iteration goes
+step profile 90 $PY benchmarks/bench_step.py "${PROFILE[@]}" --steps 5 --warmup 2 --profile --out "$RES"
 
-# 3) Training on JPEG files with decode=auto under torchrun: 3 epochs of 512 images (8 updates each), stopped once
-#    the epoch-2 checkpoint exists, then resumed with --resume auto to finish epoch 3.
-rm -rf "$RUN"
-TRAIN=(torchrun --standalone --nproc_per_node=1 -m clmae train model=${TRAIN_MODEL:-vit_base_patch16_224}
-    --data "$TRAIN_JPEGS" --out "$RUN" epochs=3 warmup_epochs=1 batch_size=64 num_workers=8 save_every_steps=4
-    vis_every=0 export=false progress=false log_every=4 ${TRAIN_EXTRA:-decode=auto})
-{
-    left=$((DEADLINE - SECONDS))
-    timeout -k 5 $((left < 150 ? left : 150)) "${TRAIN[@]}" &  # timeout passes the TERM below on to torchrun
-    pid=$!
-    while kill -0 $pid 2>/dev/null && [ ! -f "$RUN/checkpoint-0002.pt" ]; do sleep 1; done
-    if [ -f "$RUN/checkpoint-0002.pt" ]; then sleep 1; echo "=== stopping the run after epoch 2"; kill -TERM $pid; fi
-    wait $pid
-    echo "=== first run exit: $?"
-    ls -la "$RUN"
-} 2>&1 | tee "$OUT/train_first.txt"
-step 120 "${TRAIN[@]}" --resume auto 2>&1 | tee "$OUT/train_resume.txt"
-{
-    ls -la "$RUN"
-    grep -h "resumed from" "$OUT/train_resume.txt" || echo "RESUME CHECK FAILED: no 'resumed from' line"
-    [ -f "$RUN/checkpoint-0003.pt" ] && echo "resume check passed: checkpoint-0003.pt written" \
-        || echo "RESUME CHECK FAILED: no checkpoint-0003.pt"
-} 2>&1 | tee "$OUT/train_check.txt"
-cp "$RUN/metrics.jsonl" "$OUT/train_metrics.jsonl" 2>/dev/null
-cp "$RUN/config.yaml" "$OUT/train_config.yaml" 2>/dev/null
-
-# 4) Where the time of one ViT-B/16 CL-MAE iteration (batch 256, bf16) goes: torch.profiler, top-20 CUDA kernels.
-step 90 $PY benchmarks/bench_step.py --config vit_base_patch16_224:clmae:256 --steps 5 --warmup 2 --profile \
-    --out "$OUT" 2>&1 | tee "$OUT/bench_profile.txt"
-
-# 5) Speed: eager, then torch.compile, for ViT-B/16 batch 256, ViT-L/16 batch 128, FMNIST ViT-T batch 4096.
-step 120 $PY benchmarks/bench_step.py --out "$OUT" 2>&1 | tee "$OUT/bench_eager.txt"
-step 180 $PY benchmarks/bench_step.py --compile --out "$OUT" \
-    --config vit_base_patch16_224:clmae:256 --config vit_base_patch16_224:mae:256 \
-    --config vit_tiny_patch4_28:clmae:4096 2>&1 | tee "$OUT/bench_compile.txt"
-# 6) The small model is launch-bound: batch 256 eager, compiled, and compiled with CUDA graphs (reduce-overhead).
-step 120 $PY benchmarks/bench_step.py --out "$OUT" --config vit_tiny_patch4_28:clmae:256 \
-    --config vit_tiny_patch4_28:mae:256 2>&1 | tee "$OUT/bench_tiny_eager.txt"
-step 150 $PY benchmarks/bench_step.py --compile --compile-mode reduce-overhead --out "$OUT" \
-    --config vit_tiny_patch4_28:clmae:256 --config vit_tiny_patch4_28:mae:256 2>&1 | tee "$OUT/bench_tiny_graphs.txt"
-echo "run_gpu.sh: $SECONDS s" | tee -a "$OUT/gpu_env.txt"
+# 5. the CUDA-only tests
+if [ "$SMOKE" != 1 ] && $PY -c "import pytest" 2>/dev/null; then
+    CLMAE_TEST_DEVICE=cuda step cuda_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_step_equivalence.py \
+        tests/test_no_host_sync.py tests/test_pretrainer.py
+fi
+echo "run_gpu.sh: $SECONDS s" | tee -a "$LOG"
+$PY -m tools.deliver "$RES" "$FINAL/run_gpu.tar.gz" --stage done --preset gpu >>"$LOG" 2>&1
+rm -rf "$WORK"

@@ -15,7 +15,7 @@ import pytest
 
 from clmae.train import trainer
 from clmae.train.config import TrainConfig, load_recipe
-from clmae.zoo import fmnist, publish, report
+from tools.zoo import fmnist, publish, report
 
 ROOT = Path(__file__).resolve().parents[1]
 

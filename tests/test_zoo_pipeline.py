@@ -1,4 +1,4 @@
-"""The pipeline that trains, evaluates and packages the zoo's weights (clmae.zoo.fmnist, clmae.zoo.publish), and
+"""The pipeline that trains, evaluates and packages the zoo's weights (tools.zoo.fmnist, tools.zoo.publish), and
 the documents that report their results."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from conftest import tiny_pretrainer
 from clmae.cli import main
 from clmae.hub import registry, save_pretrained
 from clmae.models import METHODS
-from clmae.zoo import fmnist, publish
+from tools.zoo import fmnist, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = json.loads((ROOT / "weights" / "fmnist_results" / "summary.json").read_text())

@@ -50,13 +50,14 @@ def build_optimizers(
     return mae, masker
 
 
-def compile_in_place(model: CLMAE, mode: str | None = None) -> CLMAE:
+def compile_in_place(model: CLMAE, mode: str | None = None, backend: str = "inductor") -> CLMAE:
     """``torch.compile`` the encoder blocks, the decoder and the masking module in place: parameter names (and so
     checkpoints) stay those of the plain model. ``mode`` is ``torch.compile``'s (``"reduce-overhead"`` replays each
-    compiled region as a CUDA graph: fewer kernel launches, which is what limits small models)."""
+    compiled region as a CUDA graph: fewer kernel launches, which is what limits small models); ``backend`` too
+    (``"eager"`` captures the graphs without generating code: a quick check that the model compiles)."""
     for module in (model.encoder.blocks, model.decoder, model.masker):
         if module is not None:
-            module.compile(mode=mode)
+            module.compile(mode=mode, backend=backend)
     return model
 
 

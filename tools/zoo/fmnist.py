@@ -3,28 +3,35 @@
 Every number in ``weights/fmnist_results/`` and MODEL_CARD.md comes from ``bash benchmarks/run_gpu_fmnist.sh``: one
 call on one GPU. The same schedule again, with the epochs and batch that call chose (``summary.json``)::
 
-    python -m clmae.zoo.fmnist --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs E --batch-size B --device cuda
+    python -m tools.zoo.fmnist --data fmnist --out runs/fmnist_zoo --seeds 0 1 2 --epochs E --batch-size B --device cuda
 
-Steps (each a plain ``clmae`` command, run as concurrent processes on one device):
+Stages, most valuable first (each a plain ``clmae`` command, run as concurrent processes on one device); after each
+one ``summary.json`` is written again from what exists and, with ``--deliver DIR``, the results are handed back into
+DIR at once (:mod:`tools.deliver`), so a call cut at any moment keeps every finished stage:
 
-1. ``--epochs auto``: time the training iteration of every planned run at once (augmentation and mask recording
-   included) at batch ``--batch-size``, then doubled up to ``--max-batch-size`` until the runs reach
-   ``--min-epochs`` in ``--train-seconds``; the peak LR follows ``base_lr * batch / 256`` for both methods alike.
-2. ``clmae train --recipe clmae_fmnist`` / ``mae_fmnist`` for each seed: the 60,000 training images with MAE's
-   augmentation (RandomResizedCrop 0.2-1 + flip, on the device), warm-up 20 % of the epochs, the masks of the first
-   ``--mask-probe`` images recorded every epoch. The recipes differ only in ``method``. Beside them, unless
+1. ``schedule`` (``--epochs auto``): time the training iteration of all the planned runs at once (augmentation and
+   mask recording included) with ``--max-seeds`` seeds per method, at batch ``--batch-size`` doubled up to
+   ``--max-batch-size``, until the runs reach ``--min-epochs`` in ``--train-seconds``; with fewer seeds (down to
+   ``--min-seeds``) if none does. The peak LR follows ``base_lr * batch / 256`` for both methods alike. A
+   calibration that fails or overruns ``--calibrate-seconds`` never stops the pipeline (:func:`choose_schedule`).
+2. ``train``: ``clmae train --recipe clmae_fmnist`` / ``mae_fmnist`` for each seed: the 60,000 training images with
+   MAE's augmentation (RandomResizedCrop 0.2-1 + flip, on the device), warm-up 20 % of the epochs, the masks of the
+   first ``--mask-probe`` images recorded every epoch. The recipes differ only in ``method``. Beside them, unless
    ``--no-diagnostics``, two labelled diagnostics of the first seed: CL-MAE with lambda fixed at +1 (the masking
    module always a partner) and at -1 (always an adversary); they are never reported as CL-MAE. Runs still going at
-   the training deadline are stopped and exported from their newest checkpoint (``summary.json`` says so).
-3. Every run's weights are stored in float16 (the published format) and those files are evaluated on the 10,000
-   test images with ``clmae eval``: both kNN protocols and the linear probe (features cached), fine-tuning of the
-   first seed of each method; beside them raw pixels and randomly initialised encoders.
-4. ``summary.json`` / ``summary.md`` (mean and std over seeds, CL-MAE - MAE in units of its standard error),
-   ``masks.json`` / ``masks.md`` (how many distinct masks each image received, per-position keep frequency, ...) and
-   ``curriculum.png``.
+   the training deadline are stopped and exported from their newest checkpoint (``summary.json`` says so). Every
+   run's weights are stored in float16 (the published format); those files are what is evaluated.
+3. ``probe``: both kNN protocols and the linear probe (features cached) of every seed of both methods, on the 10,000
+   test images.
+4. ``masks``: ``masks.json`` / ``masks.md`` (how many distinct masks each image received, per-position keep
+   frequency, ...), ``curriculum.png``, and the diagnostics' probes.
+5. ``references``: raw pixels and randomly initialised encoders.
+6. ``finetune``: fine-tuning of the first seed of each method.
 
-Nothing here is specific to a GPU: ``--device cpu --data fmnist-sample --epochs 2`` with a small model
-(``--override model_kwargs.depth=1``) runs the same steps in minutes; ``python -m clmae.zoo.publish OUT`` then
+``summary.json`` / ``summary.md``: mean and std over seeds, CL-MAE - MAE in units of its standard error.
+
+Nothing here is specific to a GPU: ``SMOKE=1 bash benchmarks/run_gpu_fmnist.sh`` runs every stage on the CPU with a
+small model in minutes; ``python -m tools.zoo.publish OUT`` then
 packages the first seed of each method as the bundled weights.
 """
 
@@ -44,6 +51,7 @@ from ._jobs import run_all as _run_all
 from .report import curriculum_figure, mask_report, summarize
 
 ARCH = "vit_tiny_patch4_28"
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout: calibration children run tools.zoo from there
 __all__ = ["ARCH", "main", "run_throughput", "summarize", "train_command"]
 # The two labelled diagnostics: CL-MAE with the curriculum factor held (not CL-MAE; never reported as such).
 DIAGNOSTICS = {"partner": 1.0, "adversary": -1.0}
@@ -61,8 +69,10 @@ def _train_images(spec: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path, probe: int = 1000) -> None:
-    """Time ``steps`` iterations of the trainer's loop body (after 15 warm-up ones) on random uint8 images held on
+def calibrate_child(
+    method: str, batch: int, device: str, steps: int, out: Path, probe: int = 1000, warmup: int = 15
+) -> None:
+    """Time ``steps`` iterations of the trainer's loop body (after ``warmup`` ones) on random uint8 images held on
     the device: augmentation, the training step, the mask probe. Writes images/s to ``out``."""
     import torch
 
@@ -79,10 +89,10 @@ def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path,
     data = DeviceImages(images, (0.286,), (0.353,), 28, augment=True).to(dev)
     recorder = MaskProbe(probe, model.num_patches, dev) if probe else None
     # as the trainer: the epoch's indices, seeds and crop boxes are made on the device once, before the loop
-    index_plan = torch.randint(0, len(data), (15 + steps, batch)).to(dev)
-    crops = data.crop_plan(item_seeds(0, 0, torch.arange((15 + steps) * batch)).view(15 + steps, batch).to(dev))
-    for i in range(15 + steps):
-        if i == 15:
+    index_plan = torch.randint(0, len(data), (warmup + steps, batch)).to(dev)
+    crops = data.crop_plan(item_seeds(0, 0, torch.arange((warmup + steps) * batch)).view(warmup + steps, batch).to(dev))
+    for i in range(warmup + steps):
+        if i == warmup:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -109,42 +119,105 @@ def calibrate_child(method: str, batch: int, device: str, steps: int, out: Path,
 
 
 def calibrate(args: argparse.Namespace, methods: list[str], batch: int, out: Path, deadline: float) -> float:
-    """Images/s per run while one calibration process per planned run (``methods``) trains at once: the slowest."""
+    """Images/s per run while one calibration process per planned run (``methods``) trains at once: the slowest.
+
+    Raises:
+        RuntimeError: a process failed or the deadline came first.
+    """
     folder = out / "calibration" / f"batch{batch}"
     jobs = []
     for k, method in enumerate(methods):
         f = folder / f"{k}_{method}.json"
         f.unlink(missing_ok=True)  # never mix in an earlier call's timings
-        cmd = [sys.executable, "-m", "clmae.zoo.fmnist", "--calibrate-child", method, "--batch-size", str(batch)]
-        cmd += ["--device", args.device, "--out", str(f), "--mask-probe", str(args.mask_probe)]
-        cmd += ["--calibrate-steps", str(args.calibrate_steps)]
+        cmd = [sys.executable, "-m", "tools.zoo.fmnist", "--calibrate-child", method, "--batch-size", str(batch)]
+        cmd += ["--device", args.device, "--out", str(f.resolve()), "--mask-probe", str(args.mask_probe)]
+        cmd += ["--calibrate-steps", str(args.calibrate_steps), "--calibrate-warmup", str(args.calibrate_warmup)]
         jobs.append((f"calibrate {method} #{k} batch {batch}", cmd, f.with_suffix(".log")))
-    _run_all(jobs, len(jobs), deadline)
+    _run_all(jobs, len(jobs), deadline, cwd=ROOT)
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     if len(found) < len(jobs):
-        raise RuntimeError(f"calibration at batch {batch} failed: see {folder}/*.log")
+        raise RuntimeError(f"calibration at batch {batch} failed or ran out of time: see {folder}/*.log")
     return min(r["images_per_s"] for r in found)
 
 
-def choose_schedule(args: argparse.Namespace, methods: list[str], out: Path, deadline: float) -> dict[str, Any]:
-    """The batch and epochs of every run: the smallest batch from ``--batch-size`` (doubling up to
-    ``--max-batch-size``) whose measured rate reaches ``--min-epochs`` in ``--train-seconds``, else the batch with
-    the most epochs. Returns the choice and every measured rate."""
+def planned_methods(seeds: int, diagnostics: bool) -> list[str]:
+    """The method of every run trained at once: each method's seeds, then the labelled diagnostics (CL-MAE)."""
+    return [m for m in METHODS for _ in range(seeds)] + (["clmae"] * len(DIAGNOSTICS) if diagnostics else [])
+
+
+def choose_schedule(args: argparse.Namespace, out: Path, deadline: float) -> dict[str, Any]:
+    """Seeds per method, batch and epochs of every run, from timings of all the planned runs at once.
+
+    For each batch from ``--batch-size``, doubled up to ``--max-batch-size``, the rate per run is measured with
+    ``--max-seeds`` seeds per method (and the diagnostics) training at once; the first batch at which those runs reach
+    ``--min-epochs`` in ``--train-seconds`` is chosen. If none does, fewer seeds (down to ``--min-seeds``) are
+    tried on the measured rates scaled by the number of runs (the device is shared: fewer runs, each faster); if
+    still none fits, ``--min-seeds`` at the batch with the most epochs. A calibration that fails or passes
+    ``deadline`` never stops the pipeline: the rates measured so far decide, else ``--fallback-epochs`` at
+    ``--batch-size`` with ``--min-seeds`` seeds. Returns the choice and every measurement.
+    """
     images = _train_images(args.data)
+    diagnostics = not args.no_diagnostics
+    most = planned_methods(args.max_seeds, diagnostics)
+
+    def epochs_at(rate: float) -> int:
+        return max(2, min(args.max_epochs, int(args.train_seconds * rate * args.safety / images)))
+
     measured: dict[int, dict[str, float]] = {}
-    batch, best = args.batch_size, None
+    notes = []
+    batch = args.batch_size
     while batch <= args.max_batch_size:
-        rate = calibrate(args, methods, batch, out, deadline)
-        epochs = max(2, min(args.max_epochs, int(args.train_seconds * rate * args.safety / images)))
-        measured[batch] = {"images_per_s_per_run": rate, "epochs": epochs}
-        print(f"  batch {batch}: {rate:.0f} images/s per run with {len(methods)} runs at once -> {epochs} epochs")
-        if best is None or epochs > measured[best]["epochs"]:
-            best = batch
-        if epochs >= args.min_epochs:
-            best = batch
+        try:
+            rate = calibrate(args, most, batch, out, deadline)
+        except RuntimeError as e:
+            notes.append(str(e))
+            print(f"  calibration stopped: {e}", flush=True)
             break
+        measured[batch] = {"images_per_s_per_run": rate, "epochs": epochs_at(rate), "runs": len(most)}
+        print(f"  batch {batch}: {rate:.0f} images/s per run with {len(most)} runs at once -> {epochs_at(rate)} epochs")
+        if epochs_at(rate) >= args.min_epochs:
+            return {
+                "seeds": args.max_seeds,
+                "batch_size": batch,
+                "epochs": epochs_at(rate),
+                "estimated": False,
+                "calibration": measured,
+                "train_images": images,
+                "notes": notes,
+            }
         batch *= 2
-    return {"batch_size": best, "epochs": measured[best]["epochs"], "calibration": measured, "train_images": images}
+    if not measured:
+        return {
+            "seeds": args.min_seeds,
+            "batch_size": args.batch_size,
+            "epochs": args.fallback_epochs,
+            "estimated": True,
+            "calibration": {},
+            "train_images": images,
+            "notes": [*notes, f"no calibration finished: fallback of {args.fallback_epochs} epochs"],
+        }
+    best = (args.min_seeds, max(measured, key=lambda b: measured[b]["epochs"]))
+    for seeds in range(args.max_seeds - 1, args.min_seeds - 1, -1):
+        runs = len(planned_methods(seeds, diagnostics))
+        fits = [
+            b
+            for b in sorted(measured)
+            if epochs_at(measured[b]["images_per_s_per_run"] * len(most) / runs) >= args.min_epochs
+        ]
+        if fits:
+            best = (seeds, fits[0])
+            break
+    seeds, batch = best
+    rate = measured[batch]["images_per_s_per_run"] * len(most) / len(planned_methods(seeds, diagnostics))
+    return {
+        "seeds": seeds,
+        "batch_size": batch,
+        "epochs": epochs_at(rate),
+        "estimated": True,
+        "calibration": measured,
+        "train_images": images,
+        "notes": notes,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,20 +377,57 @@ def eval_jobs(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class Stages:
+    """The pipeline's stages in order of value, each handed back as soon as it ends (:func:`tools.deliver`).
+
+    After every stage the summary is written again from what exists, so a stage that fails or runs out of time
+    costs only the stages after it; ``summary.json`` lists every stage and how it ended.
+    """
+
+    def __init__(self, out: Path, deliver_to: Path | None, groups: dict[str, list[str]], info: dict[str, Any]):
+        self.out, self.deliver_to, self.groups, self.info = out, deliver_to, groups, info
+        info.setdefault("stages", {})
+
+    def end(self, name: str, status: str) -> None:
+        """Record that stage ``name`` ended (``status``: ``done``, ``partial``, ``skipped`` or ``failed: ...``),
+        write the summary and hand the results back."""
+        self.info["stages"][name] = status
+        self.info["total_seconds"] = time.time() - self.info["start"]
+        summarize(self.out, self.groups, {k: v for k, v in self.info.items() if k != "start"})
+        print(f"stage {name}: {status}", flush=True)
+        if self.deliver_to is not None:
+            from tools.deliver import PRESETS, atomic_write, deliver
+
+            atomic_write(self.deliver_to / "summary.json", (self.out / "summary.json").read_bytes())
+            exclude, low = PRESETS["zoo"]  # mask records and later seeds' pictures go first past the return limit
+            deliver(self.out, self.deliver_to / "results.tar.gz", stage=name, exclude=exclude, low=low)
+
+
+def _status(found: dict[str, int | None], names: list[str]) -> str:
+    ok = sum(found.get(n) == 0 for n in names)
+    return "done" if ok == len(names) else ("partial" if ok else "failed") + f" ({ok}/{len(names)} jobs)"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="fmnist", help="training data spec (fmnist: Debian's files; fmnist:FOLDER)")
     p.add_argument("--eval-data", default=None, help="evaluation data spec (default: --data)")
     p.add_argument("--out", default="runs/fmnist_zoo")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--deliver", type=Path, default=None, help="hand each stage's results back into this folder")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of each method (default: chosen)")
+    p.add_argument("--min-seeds", type=int, default=3, help="--seeds unset: at least this many per method")
+    p.add_argument("--max-seeds", type=int, default=5, help="--seeds unset: this many when time allows")
     p.add_argument("--epochs", default="auto", help="epochs of every run, or 'auto' (fit --train-seconds)")
     p.add_argument("--train-seconds", type=float, default=300.0, help="--epochs auto: time for the training step")
     p.add_argument("--min-epochs", type=int, default=50, help="--epochs auto: grow the batch until this many fit")
     p.add_argument("--max-epochs", type=int, default=200)
+    p.add_argument("--fallback-epochs", type=int, default=20, help="--epochs auto: if no calibration finishes")
+    p.add_argument("--calibrate-seconds", type=float, default=120.0, help="--epochs auto: time for calibration")
     p.add_argument("--safety", type=float, default=0.8, help="--epochs auto: share of the measured rate relied on")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-batch-size", type=int, default=1024, help="--epochs auto: largest batch tried")
-    p.add_argument("--calibrate-steps", type=int, default=40)
+    p.add_argument("--calibrate-steps", type=int, default=40, help="timed iterations of each calibration process")
+    p.add_argument("--calibrate-warmup", type=int, default=15, help="untimed iterations before them")
     p.add_argument("--base-lr", type=float, default=1e-3, help="AdamW rate at batch 256 (peak = base_lr*batch/256)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes of fine-tuning")
     p.add_argument("--device", default="cuda")
@@ -327,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--linear-epochs", type=int, default=90)
     p.add_argument("--finetune-epochs", type=int, default=0, help="0: no fine-tuning")
     p.add_argument("--finetune-seeds", type=int, nargs="+", default=None, help="seeds fine-tuned (default: the first)")
+    p.add_argument("--reference-seeds", type=int, default=3, help="randomly initialised encoders evaluated")
     p.add_argument("--parallel-eval", type=int, default=6)
     p.add_argument("--train-deadline", type=float, default=None, help="stop training this many seconds after start")
     p.add_argument("--deadline", type=float, default=None, help="stop everything this many seconds after start")
@@ -336,8 +447,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.calibrate_child:
         out.parent.mkdir(parents=True, exist_ok=True)
-        calibrate_child(args.calibrate_child, args.batch_size, args.device, args.calibrate_steps, out, args.mask_probe)
+        calibrate_child(
+            args.calibrate_child,
+            args.batch_size,
+            args.device,
+            args.calibrate_steps,
+            out,
+            args.mask_probe,
+            args.calibrate_warmup,
+        )
         return 0
+    if not 1 <= args.min_seeds <= args.max_seeds:
+        p.error("--min-seeds must be at least 1 and at most --max-seeds")
     args.eval_data = args.eval_data or args.data
     if (out / "runs").exists():
         p.error(f"{out} already holds runs; choose a new --out (results of different calls are never mixed)")
@@ -345,11 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + (args.deadline or 1e9)
     train_deadline = min(deadline, start + (args.train_deadline or 1e9))
     out.mkdir(parents=True, exist_ok=True)
+    if args.deliver is not None:
+        args.deliver.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
+        "start": start,
         "arch": ARCH,
         "recipes": [f"{m}_fmnist" for m in METHODS],
         "augmentation": "RandomResizedCrop(28, scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip",
-        "seeds": args.seeds,
         "base_lr": args.base_lr,
         "data": args.data,
         "device": args.device,
@@ -363,22 +486,34 @@ def main(argv: list[str] | None = None) -> int:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["torch"] = torch.__version__
 
+    # 1. seeds, batch and epochs
+    if args.epochs == "auto":
+        print("calibrating: the planned runs' training iterations, all at once", flush=True)
+        calibration_deadline = min(train_deadline, start + args.calibrate_seconds)
+        choice = choose_schedule(args, out, calibration_deadline)
+        seeds = args.seeds or list(range(choice["seeds"]))
+        batch, epochs = choice["batch_size"], choice["epochs"]
+        info["calibration"] = {k: v for k, v in choice.items() if k not in ("batch_size", "epochs")}
+    else:
+        seeds = args.seeds or list(range(args.min_seeds))
+        batch, epochs = args.batch_size, int(args.epochs)
+    info.update(seeds=seeds, batch_size=batch, epochs=epochs, warmup_epochs=epochs / 5)
+
     # The runs: every method x seed, and the labelled diagnostics of the first seed.
-    first = args.seeds[0]
-    runs: dict[str, tuple[str, int, float | None]] = {f"{m}_s{s}": (m, s, None) for m in METHODS for s in args.seeds}
+    first = seeds[0]
+    runs: dict[str, tuple[str, int, float | None]] = {f"{m}_s{s}": (m, s, None) for m in METHODS for s in seeds}
     if not args.no_diagnostics:
         runs.update({f"diagnostic_{k}_s{first}": ("clmae", first, lam) for k, lam in DIAGNOSTICS.items()})
-
-    # 1. batch and epochs
-    if args.epochs == "auto":
-        print(f"calibrating: {len(runs)} runs' training iterations, all at once", flush=True)
-        choice = choose_schedule(args, [m for m, _, _ in runs.values()], out, train_deadline)
-        batch, epochs = choice["batch_size"], choice["epochs"]
-        info["calibration"] = choice["calibration"]
-    else:
-        batch, epochs = args.batch_size, int(args.epochs)
-    info.update(batch_size=batch, epochs=epochs, warmup_epochs=epochs / 5)
-    print(f"training {len(runs)} runs: {epochs} epochs at batch {batch}", flush=True)
+    references = seeds[: args.reference_seeds]
+    groups = {METHOD_TITLES[m]: [f"{m}_s{s}" for s in seeds] for m in METHODS}
+    for k in DIAGNOSTICS:
+        if not args.no_diagnostics:
+            groups[f"diagnostic: CL-MAE, lambda fixed {DIAGNOSTICS[k]:+g} ({k})"] = [f"diagnostic_{k}_s{first}"]
+    groups["random init"] = [f"random_s{s}" for s in references]
+    groups["raw pixels"] = ["raw-pixels"]
+    stages = Stages(out, args.deliver, groups, info)
+    stages.end("schedule", "done" if args.epochs != "auto" or not info["calibration"]["notes"] else "fallback")
+    print(f"training {len(runs)} runs ({len(seeds)} seeds per method): {epochs} epochs at batch {batch}", flush=True)
 
     # 2. training; runs still going at the training deadline are exported from their newest checkpoint
     t0 = time.time()
@@ -396,44 +531,63 @@ def main(argv: list[str] | None = None) -> int:
                 info.setdefault("stopped_at_epoch", {})[name] = completed
                 done.append(name)
                 print(f"  {name}: stopped at the deadline after {completed} epochs, exported from that checkpoint")
-    for name in done:
-        info.setdefault("runs", {})[name] = run_throughput(paths[name])
-    print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs have weights", flush=True)
-
-    # 3. float16 weights, then evaluation
     models: dict[str, str] = {}
-    for name in done:
+    for name in done:  # float16 weights: the published format, and what is evaluated
+        info.setdefault("runs", {})[name] = run_throughput(paths[name])
         method = runs[name][0]
         command = " ".join(["clmae", *commands[name][3:]])
         trained = info.get("stopped_at_epoch", {}).get(name, epochs)
         models[name] = str(store_half(paths[name], method, trained, command, diagnostic=runs[name][2] is not None))
-    models.update({f"random_s{s}": ARCH for s in args.seeds})
-    models["raw-pixels"] = "raw-pixels"
-    t0 = time.time()
-    info["eval_status"] = _run_all(eval_jobs(args, models, out, finetune=()), args.parallel_eval, deadline)
-    info["eval_seconds"] = time.time() - t0
-    if args.finetune_epochs:
-        t0 = time.time()
-        seeds = args.finetune_seeds or [first]
-        chosen = [n for n in (f"{m}_s{s}" for m in METHODS for s in seeds) if n in models]
-        jobs = [j for j in eval_jobs(args, models, out, finetune=chosen) if j[0].startswith("finetune")]
-        info["finetune_status"] = _run_all(jobs, args.parallel_eval, deadline)
-        info["finetune_seconds"] = time.time() - t0
+    print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs have weights", flush=True)
+    if args.deliver is not None:
+        from tools.deliver import deliver_parts
 
-    # 4. summary, masks and figure
-    groups = {METHOD_TITLES[m]: [f"{m}_s{s}" for s in args.seeds] for m in METHODS}
-    for k in DIAGNOSTICS:
-        if not args.no_diagnostics:
-            groups[f"diagnostic: CL-MAE, lambda fixed {DIAGNOSTICS[k]:+g} ({k})"] = [f"diagnostic_{k}_s{first}"]
-    groups["random init"] = [f"random_s{s}" for s in args.seeds]
-    groups["raw pixels"] = ["raw-pixels"]
-    info["total_seconds"] = time.time() - start
-    summarize(out, groups, info)
-    table = mask_report(out, {n: paths[n] for n in done})
-    (out / "masks.md").write_text(table + "\n")
-    print(table, flush=True)
-    if f"clmae_s{first}" in done:
-        curriculum_figure(paths[f"clmae_s{first}"], out / "curriculum.png")
+        for m in METHODS:  # seed 0's weights, candidates for the bundled pair
+            f = paths.get(f"{m}_s{first}", out) / "published" / "pretraining.safetensors"
+            if f.is_file():
+                deliver_parts(f, args.deliver / f"{m}_s{first}.pretraining.safetensors")
+    stages.end(
+        "train",
+        "done"
+        if len(done) == len(runs) and "stopped_at_epoch" not in info
+        else f"partial ({len(done)}/{len(runs)} runs have weights)",
+    )
+
+    # 3. kNN and linear probe of both methods' seeds
+    def evaluate(stage: str, names: list[str], finetune: tuple[str, ...] = ()) -> None:
+        chosen = {n: models[n] for n in names if n in models}
+        jobs = [j for j in eval_jobs(args, chosen, out, finetune) if bool(finetune) == j[0].startswith("finetune")]
+        if not jobs or time.time() > deadline:
+            stages.end(stage, "skipped" if not jobs else "skipped (out of time)")
+            return
+        t0 = time.time()
+        status = _run_all(jobs, args.parallel_eval, deadline)
+        info.setdefault("eval_status", {}).update(status)
+        info.setdefault("eval_seconds", {})[stage] = time.time() - t0
+        stages.end(stage, _status(status, [j[0] for j in jobs]))
+
+    evaluate("probe", [n for n in runs if not n.startswith("diagnostic")])
+
+    # 4. the masks each run trained with, the curriculum figure, and the fixed-lambda diagnostics' probes
+    try:
+        table = mask_report(out, {n: paths[n] for n in done})
+        (out / "masks.md").write_text(table + "\n")
+        print(table, flush=True)
+        if f"clmae_s{first}" in done:
+            curriculum_figure(paths[f"clmae_s{first}"], out / "curriculum.png")
+    except Exception as e:  # a report that fails must not cost the stages after it
+        info["masks_error"] = f"{type(e).__name__}: {e}"
+    evaluate("masks", [n for n in runs if n.startswith("diagnostic")])
+
+    # 5. references: randomly initialised encoders and raw pixels
+    models.update({f"random_s{s}": ARCH for s in references})
+    models["raw-pixels"] = "raw-pixels"
+    evaluate("references", [*(f"random_s{s}" for s in references), "raw-pixels"])
+
+    # 6. fine-tuning of the first seed(s) of each method
+    if args.finetune_epochs:
+        tuned = tuple(n for n in (f"{m}_s{s}" for m in METHODS for s in args.finetune_seeds or [first]) if n in models)
+        evaluate("finetune", list(tuned), finetune=tuned)
     return 0 if len(done) == len(runs) and "stopped_at_epoch" not in info else 1
 
 

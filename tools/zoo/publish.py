@@ -1,14 +1,16 @@
-"""Package the first seed of each method of a ``clmae.zoo.fmnist`` run as the zoo's Fashion-MNIST weights.
+"""Package the first seed of each method of a ``tools.zoo.fmnist`` run as the zoo's Fashion-MNIST weights.
 
-    python -m clmae.zoo.publish runs/fmnist_zoo
+    python -m tools.zoo.publish runs/fmnist_zoo
 
 For CL-MAE and MAE (seed ``--seed``) it rebuilds the Hub-ready folder from the run's float16 weights, checks that its
-files are byte-identical to the files that were evaluated, and splits it: the weight files (``config.json``,
-``model.safetensors``, ``pretraining.safetensors``) go into the package, ``clmae/hub/bundled/<name>/``, the only copy
-in the repository; what documents them goes into ``weights/<name>/``: the model card (``README.md``), the run's
-config, metrics and pictures, and ``golden.safetensors`` (the regression test's fixed input and expected outputs).
-The evaluation results go into ``weights/fmnist_results/``, and the files' sha256 and the measured results into the
-registry's entries in ``clmae/hub/manifest.json`` (their names and aliases are kept). Run it from a source checkout.
+files are byte-identical to the files that were evaluated, and splits it: ``config.json`` and
+``pretraining.safetensors`` go into the package, ``clmae/hub/bundled/<name>/``, the only copy in the repository
+(each tensor is stored once: the loaders take the encoder from the whole model's file; a Hub upload of the folder
+adds ``model.safetensors`` for timm); what documents them goes into ``weights/<name>/``: the model card
+(``README.md``), the run's config, metrics and pictures, and ``golden.safetensors`` (the regression test's fixed
+input and expected outputs). The evaluation results go into ``weights/fmnist_results/``, and the files' sha256 and
+the measured results into the registry's entries in ``clmae/hub/manifest.json`` (their names and aliases are kept).
+Run it from a source checkout.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from clmae._io import sha256_file
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.hub import load_pretrained, load_pretraining_model, registry, save_pretrained
 from clmae.models import METHOD_TITLES, METHODS
-from clmae.zoo.fmnist import ARCH, run_throughput
+from tools.zoo.fmnist import ARCH, run_throughput
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout: weights/ is beside clmae/
 NAMES = {method: f"{ARCH}.{method}_fmnist" for method in METHODS}
-FILES = ("config.json", "model.safetensors", "pretraining.safetensors")  # the weight files, bundled in the package
+FILES = ("config.json", "pretraining.safetensors")  # the weight files bundled in the package, each tensor once
 GOLDEN_IMAGES = 8  # the first bundled Fashion-MNIST test images
 
 
@@ -134,7 +136,7 @@ def _card(
         "The weights are stored in float16; the results below were measured on exactly these files.\n\n"
         f'It ships inside the `clmae` package: `clmae.load_pretrained("{alias}")` loads it with no network.\n\n'
         f"Test-split top-1 accuracy (%), mean ± std over the {len(s['seeds'])} seeds of "
-        "`python -m clmae.zoo.fmnist` (this weight is seed 0; per-seed values in `weights/fmnist_results`):\n\n"
+        "`python -m tools.zoo.fmnist` (this weight is seed 0; per-seed values in `weights/fmnist_results`):\n\n"
         f"{results_table(summary)}\n\n"
         f"{verdict(summary)} Reproduce this run and its evaluation:\n\n"
         f"```\n{command}\nclmae eval knn --model runs/{method}/export --data fmnist\n"
@@ -199,9 +201,11 @@ def publish(
                 raise RuntimeError(f"the rebuilt pretraining.safetensors of {name} differs from {published}; stopped")
             bundle.mkdir(parents=True, exist_ok=True)
             dest.mkdir(parents=True, exist_ok=True)
+            for f in ("config.json", "model.safetensors", "pretraining.safetensors"):
+                (bundle / f).unlink(missing_ok=True)
+                (dest / f).unlink(missing_ok=True)  # one copy of each weight file: the bundled one
             for f in FILES:
                 shutil.copy(hub / f, bundle / f)
-                (dest / f).unlink(missing_ok=True)  # one copy of each weight file: the bundled one
             shutil.copy(hub / "README.md", dest / "README.md")
         (dest / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
         shutil.copy(run / "metrics.jsonl", dest / "metrics.jsonl")
@@ -247,7 +251,7 @@ def update_manifest(path: Path, shas: dict[str, dict[str, str]], zoo: Path, seed
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("zoo", help="the --out folder of python -m clmae.zoo.fmnist")
+    p.add_argument("zoo", help="the --out folder of python -m tools.zoo.fmnist")
     p.add_argument("--seed", type=int, default=0, help="which seed's weights to publish")
     args = p.parse_args(argv)
     zoo = Path(args.zoo)

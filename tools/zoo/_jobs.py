@@ -11,11 +11,9 @@ from pathlib import Path
 
 
 def env() -> dict[str, str]:
-    """The environment of a job: unbuffered output, no Hub requests, this clmae importable."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    root = str(Path(__file__).resolve().parents[2])  # the jobs import this clmae, installed or not
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
-    return env
+    """The environment of a job: unbuffered output, no Hub requests (``clmae`` is imported as installed, or from
+    the ``PYTHONPATH`` the caller set)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
 
 
 def clmae_command(*args: str) -> list[str]:
@@ -36,11 +34,15 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, deadline: float) -> dict[str, int | None]:
+def run_all(
+    jobs: list[tuple[str, list[str], Path]], parallel: int, deadline: float, cwd: Path | None = None
+) -> dict[str, int | None]:
     """Run ``(name, command, log file)`` jobs, ``parallel`` at a time; stop what is left at ``deadline``.
 
     Each job runs in its own process group, so stopping it (at the deadline, or when this process is interrupted)
     also stops its data-loading workers.
+
+    ``cwd``: the jobs' working folder (default: this process's).
 
     Returns each job's exit status (``None``: stopped at the deadline or never started).
     """
@@ -51,7 +53,9 @@ def run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, deadline: fl
                 name, cmd, log = pending.pop(0)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 handle = log.open("w")
-                proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, env=env(), cwd=cwd, start_new_session=True
+                )
                 running[name] = (proc, handle)
                 print(f"  started {name}: {' '.join(cmd[2:])}", flush=True)
             for name, (proc, handle) in list(running.items()):
