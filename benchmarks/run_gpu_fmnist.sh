@@ -66,7 +66,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   # calibration as on the GPU, sized for the CPU: 1 to 2 seeds per method, batch 50, 2 epochs
   args=(--data fmnist-sample --device cpu --epochs auto --min-seeds 1 --max-seeds 2 --batch-size 50
     --max-batch-size 50 --calibrate-steps 1 --calibrate-warmup 1 --min-epochs 2 --max-epochs 2 --fallback-epochs 2
-    --train-seconds "${TRAIN_SECONDS:-20}" --calibrate-seconds "${CALIBRATE_SECONDS:-120}" --linear-epochs 1
+    --train-seconds "${TRAIN_SECONDS:-20}" --calibrate-seconds "${CALIBRATE_SECONDS:-180}" --linear-epochs 1
     --finetune-epochs "${FT_EPOCHS:-1}" --limit 200 --mask-probe 100 --parallel-eval 2 --workers 0
     --reference-seeds 1 --override epoch_size=200 "${tiny[@]}")
 else

@@ -112,7 +112,9 @@ def test_config_rebuilds_the_same_model():
     flat = {k: v for k, v in model.config.to_dict().items() if k != "encoder_kwargs"}
     assert clmae.PretrainingConfig.from_dict({**flat, "embed_dim": 48, "depth": 2, "num_heads": 3}) == model.config
     with pytest.raises(ValueError, match="needs 'arch'"):  # the layout of the first release is no longer read
-        clmae.PretrainingConfig.from_dict({"name": "vit_tiny_patch4_28", **{k: v for k, v in flat.items() if k != "arch"}})
+        clmae.PretrainingConfig.from_dict(
+            {"name": "vit_tiny_patch4_28", **{k: v for k, v in flat.items() if k != "arch"}}
+        )
 
 
 def test_decoder_and_masker_initialise_themselves_as_mae():

@@ -4,6 +4,7 @@ a smoke run of the whole one-call script on the CPU."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -31,27 +32,69 @@ def test_the_two_recipes_differ_only_in_method_and_follow_the_reference_schedule
 
 def _args(**kw) -> argparse.Namespace:
     values = {"data": "fmnist-sample", "batch_size": 256, "max_batch_size": 1024, "train_seconds": 100.0}
-    return argparse.Namespace(**{**values, "safety": 1.0, "min_epochs": 50, "max_epochs": 200, **kw})
+    values.update(safety=1.0, min_epochs=50, max_epochs=200, min_seeds=3, max_seeds=5, no_diagnostics=False)
+    return argparse.Namespace(**{**values, "fallback_epochs": 20, **kw})
 
 
-def test_the_schedule_grows_the_batch_until_the_aimed_epochs_fit(monkeypatch, tmp_path):
-    rates = {256: 300.0, 512: 520.0, 1024: 900.0}  # images/s per run at each batch
-    tried = []
-
+def _fake_calibration(monkeypatch, rates, tried, fail_at=None):
     def fake(args, methods, batch, out, deadline):
-        tried.append(batch)
+        tried.append((batch, len(methods)))
+        if batch == fail_at:
+            raise RuntimeError(f"calibration at batch {batch} failed or ran out of time")
         return rates[batch]
 
     monkeypatch.setattr(fmnist, "calibrate", fake)
     monkeypatch.setattr(fmnist, "_train_images", lambda spec: 1000)
-    # 100 s x 520 img/s / 1000 images = 52 epochs at 512: the first batch that reaches 50
-    choice = fmnist.choose_schedule(_args(), ["clmae", "mae"], tmp_path, 1e12)
-    assert (choice["batch_size"], choice["epochs"], tried) == (512, 52, [256, 512])
-    assert choice["calibration"][256] == {"images_per_s_per_run": 300.0, "epochs": 30}
-    # none reaches 100: the batch with the most epochs
+
+
+def test_the_schedule_takes_the_most_seeds_then_the_smallest_batch_that_fits(monkeypatch, tmp_path):
+    tried = []
+    # five seeds per method + 2 diagnostics = 12 runs at once; 100 s x 520 img/s / 1000 images = 52 epochs at 512
+    _fake_calibration(monkeypatch, {256: 300.0, 512: 520.0, 1024: 900.0}, tried)
+    choice = fmnist.choose_schedule(_args(), tmp_path, 1e12)
+    assert (choice["seeds"], choice["batch_size"], choice["epochs"]) == (5, 512, 52)
+    assert tried == [(256, 12), (512, 12)] and choice["estimated"] is False
+    assert choice["calibration"][256] == {"images_per_s_per_run": 300.0, "epochs": 30, "runs": 12}
+
+
+def test_with_too_little_time_for_five_seeds_the_schedule_takes_fewer_by_hand_computed_rates(monkeypatch, tmp_path):
+    tried = []
+    _fake_calibration(monkeypatch, {256: 200.0, 512: 300.0, 1024: 380.0}, tried)
+    choice = fmnist.choose_schedule(_args(), tmp_path, 1e12)
+    assert tried == [(256, 12), (512, 12), (1024, 12)]
+    # 4 seeds = 10 runs: 380 x 12/10 = 456 img/s -> 45 epochs, short of 50; 3 seeds = 8 runs: 300 x 12/8 = 450 at 512
+    # -> 45, 380 x 12/8 = 570 at 1024 -> 57: three seeds at batch 1024
+    assert (choice["seeds"], choice["batch_size"], choice["epochs"], choice["estimated"]) == (3, 1024, 57, True)
+    # nothing fits even with three: three seeds at the batch with the most epochs
     tried.clear()
-    choice = fmnist.choose_schedule(_args(min_epochs=100), ["clmae"], tmp_path, 1e12)
-    assert (choice["batch_size"], choice["epochs"], tried) == (1024, 90, [256, 512, 1024])
+    choice = fmnist.choose_schedule(_args(min_epochs=100), tmp_path, 1e12)
+    assert (choice["seeds"], choice["batch_size"], choice["epochs"]) == (3, 1024, 57)
+
+
+def test_a_calibration_that_fails_or_overruns_never_stops_the_schedule(monkeypatch, tmp_path):
+    tried = []
+    _fake_calibration(monkeypatch, {256: 200.0, 512: 300.0}, tried, fail_at=512)
+    choice = fmnist.choose_schedule(_args(), tmp_path, 1e12)  # 256 measured, 512 overran: 256's rate decides
+    assert tried == [(256, 12), (512, 12)]
+    assert (choice["seeds"], choice["batch_size"]) == (3, 256) and "512" in choice["notes"][0]
+    tried.clear()
+    _fake_calibration(monkeypatch, {}, tried, fail_at=256)
+    choice = fmnist.choose_schedule(_args(), tmp_path, 1e12)  # nothing measured: the fallback schedule
+    assert (choice["seeds"], choice["batch_size"], choice["epochs"]) == (3, 256, 20)
+    assert "fallback" in choice["notes"][-1]
+
+
+def test_a_pipeline_whose_calibration_overruns_still_writes_its_summary(tmp_path):
+    out, back = tmp_path / "zoo", tmp_path / "back"
+    argv = ["--data", "fmnist-sample", "--device", "cpu", "--out", str(out), "--deliver", str(back)]
+    argv += ["--calibrate-seconds", "0", "--train-deadline", "0", "--deadline", "0", "--fallback-epochs", "2"]
+    assert fmnist.main(argv) == 1  # no run trained: not a success, but every stage is accounted for
+    summary = json.loads((back / "summary.json").read_text())
+    assert summary["stages"]["schedule"] == "fallback" and summary["seeds"] == [0, 1, 2]
+    assert summary["stages"]["train"].startswith("partial (0/8")
+    assert all(summary["stages"][s].startswith("skipped") for s in ("probe", "masks", "references"))
+    with tarfile.open(back / "results.tar.gz") as tar:
+        assert "summary.json" in tar.getnames()
 
 
 def test_the_calibration_child_times_the_trainers_loop_body(tmp_path):
@@ -84,40 +127,50 @@ def test_differences_are_stated_in_units_of_their_standard_error():
 
 
 def test_the_one_call_script_runs_end_to_end_on_the_cpu(tmp_path):
-    env = dict(os.environ, OUT=str(tmp_path / "out"), ZOO=str(tmp_path / "zoo"), SMOKE="1", SEEDS="0 1")
+    env = dict(os.environ, OUT=str(tmp_path / "out"), ZOO=str(tmp_path / "zoo"), SMOKE="1")
     env["PYTHON"] = os.environ.get("PYTHON", sys.executable)
     proc = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "run_gpu_fmnist.sh")], env=env, capture_output=True, text=True, timeout=600
+        ["bash", str(ROOT / "benchmarks" / "run_gpu_fmnist.sh")], env=env, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
-    assert {p.name for p in out.iterdir()} == {
+    files = {p.name for p in out.iterdir()}
+    assert files == {
         "log.txt",
+        "summary.json",
         "results.tar.gz",
-        "clmae_s0.pretraining.part-aa",
-        "mae_s0.pretraining.part-aa",
+        "clmae_s0.pretraining.safetensors.part-00",
+        "clmae_s0.pretraining.safetensors.sha256",
+        "mae_s0.pretraining.safetensors.part-00",
+        "mae_s0.pretraining.safetensors.sha256",
     }
+    assert all(p.is_file() and p.stat().st_size <= 15_000_000 for p in out.iterdir())  # what a GPU machine returns
+    for m in ("clmae", "mae"):  # the parts join to the evaluated float16 weights
+        published = tmp_path / "zoo" / "runs" / f"{m}_s0" / "published" / "pretraining.safetensors"
+        joined = b"".join(p.read_bytes() for p in sorted(out.glob(f"{m}_s0.pretraining.safetensors.part-*")))
+        assert joined == published.read_bytes()
+        digest = (out / f"{m}_s0.pretraining.safetensors.sha256").read_text().split()[0]
+        assert digest == hashlib.sha256(joined).hexdigest()
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
-        summary = json.load(tar.extractfile("./summary.json"))
-        masks = json.load(tar.extractfile("./masks.json"))
-    assert not any(n.endswith((".pt", "model.safetensors")) for n in names)  # no weights travel in the archive
-    assert {"./summary.md", "./masks.md", "./curriculum.png", "./gpu.txt"} <= names
-    assert "./runs/clmae_s0/masks/masks-0002.safetensors" in names
+        summary = json.load(tar.extractfile("summary.json"))
+        masks = json.load(tar.extractfile("masks.json"))
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert not any(n.endswith((".pt", ".safetensors")) and "/masks/" not in n for n in names)  # no weights
+    assert {"summary.md", "masks.md", "curriculum.png", "runs/clmae_s0/masks/masks-0002.safetensors"} <= names
+    # the calibration chose the schedule (2 seeds per method at most in the rehearsal), and every stage ran
+    assert summary["stages"] == dict.fromkeys(("schedule", "train", "probe", "masks", "references", "finetune"), "done")
+    assert summary["calibration"]["calibration"] and summary["seeds"] == list(range(summary["calibration"]["seeds"]))
+    n = len(summary["seeds"])
     results = summary["results"]
     for group in ("CL-MAE", "MAE"):
-        assert len(results[group]["knn_reference"]["values"]) == 2 and len(results[group]["linear"]["values"]) == 2
+        assert len(results[group]["knn_reference"]["values"]) == n and len(results[group]["linear"]["values"]) == n
         assert len(results[group]["finetune"]["values"]) == 1  # seed 0 only
-    assert "finetune" not in results["random init"]
+    assert "finetune" not in results["random init"] and "linear" in results["raw pixels"]
+    assert "linear" in results["diagnostic: CL-MAE, lambda fixed +1 (partner)"]
     assert {"knn_reference", "knn_weighted", "linear"} <= set(summary["comparison"])
-    assert set(masks) == {
-        "clmae_s0",
-        "clmae_s1",
-        "mae_s0",
-        "mae_s1",
-        "diagnostic_partner_s0",
-        "diagnostic_adversary_s0",
-    }
+    diagnostics = {"diagnostic_partner_s0", "diagnostic_adversary_s0"}
+    assert set(masks) == {f"{m}_s{s}" for m in ("clmae", "mae") for s in summary["seeds"]} | diagnostics
     assert summary["epochs"] == 2 and summary["recipes"] == ["clmae_fmnist", "mae_fmnist"]
     run = tmp_path / "zoo" / "runs"
     for name, lam in (("diagnostic_partner_s0", 1.0), ("diagnostic_adversary_s0", -1.0), ("clmae_s0", None)):
@@ -130,3 +183,5 @@ def test_the_one_call_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert "recipe `clmae_fmnist`" in card and "RandomResizedCrop" in card and "CL-MAE - MAE:" in card
     assert "sigma" in card and "fine-tuning |" in card
     assert (tmp_path / "weights" / "fmnist_results" / "masks.md").is_file()
+    bundle = tmp_path / "bundled" / publish.NAMES["clmae"]  # each tensor once: no separate encoder file
+    assert {p.name for p in bundle.iterdir()} == {"config.json", "pretraining.safetensors"}

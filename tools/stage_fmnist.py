@@ -21,7 +21,7 @@ import lzma
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clmae.data.fashion_mnist import DEBIAN_ROOT, read_idx
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             todo.append((str(src), str(dest)))
     if todo:
         print(f"compressing {len(todo)} files with xz -9e into {args.dest} ...", flush=True)
-        with ProcessPoolExecutor(min(len(todo), os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1)) as pool:  # lzma releases the GIL
             list(pool.map(_stage_one, *zip(*todo)))
     lines = []
     for stem in STEMS:

@@ -463,8 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "runs").exists():
         p.error(f"{out} already holds runs; choose a new --out (results of different calls are never mixed)")
     start = time.time()
-    deadline = start + (args.deadline or 1e9)
-    train_deadline = min(deadline, start + (args.train_deadline or 1e9))
+    deadline = start + (1e9 if args.deadline is None else args.deadline)
+    train_deadline = min(deadline, start + (1e9 if args.train_deadline is None else args.train_deadline))
     out.mkdir(parents=True, exist_ok=True)
     if args.deliver is not None:
         args.deliver.mkdir(parents=True, exist_ok=True)
