@@ -24,9 +24,9 @@ from .._io import (
     read_config,
     read_safetensors,
 )
-from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
+from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
-from . import registry
+from . import registry, vitmae
 from .download import check_repo_id, check_revision, check_sha256, fetch
 from .registry import UnknownWeightError
 
@@ -36,7 +36,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
 WHAT_LOADS = (
     "Weights load from a folder (config.json + model.safetensors, as clmae.save_pretrained writes it), its "
     "model.safetensors file, a registry name or alias (clmae.list_pretrained()), hf-hub:org/repo[@revision] or "
-    "local-dir:/path"
+    "local-dir:/path; a transformers ViTMAE folder or repo loads too"
 )
 
 
@@ -272,6 +272,9 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
         raise ValueError(f"config.json does not describe a buildable timm model ({arch}, {args}): {e}") from e
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"config.json architecture {arch!r} is not a timm VisionTransformer")
+    eps = (cfg.get("clmae") or {}).get("norm_eps")
+    if eps is not None:  # a LayerNorm epsilon other than timm's (weights from transformers ViTMAE)
+        set_norm_eps(model, eps)
     # Keep the advertised input size true when img_size / in_chans were overridden.
     model.pretrained_cfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
     return model
@@ -362,6 +365,8 @@ def load_pretrained(
     src = resolve(name_or_path, revision)
     needed = (CONFIG_NAME, WEIGHTS_NAME)
     config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    if (hf := vitmae.vitmae_config(config_path)) is not None:  # a transformers ViTMAE folder
+        return vitmae.load_encoder(src, hf, cache_dir, local_files_only, **kwargs)
     cfg = read_config(config_path)
     weights = src.file(WEIGHTS_NAME, cache_dir, local_files_only, needed)
     state = read_weights(weights, cfg, config_path, verified=src.verified(WEIGHTS_NAME))
@@ -400,6 +405,8 @@ def load_pretraining_model(
     src = resolve(name_or_path, revision)
     needed = (CONFIG_NAME, PRETRAINING_NAME)
     config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    if (hf := vitmae.vitmae_config(config_path)) is not None:  # a transformers ViTMAEForPreTraining folder
+        return vitmae.load_pretraining(src, hf, cache_dir, local_files_only)
     cfg = read_config(config_path)
     config = (cfg.get("clmae") or {}).get("config")
     if not config:
