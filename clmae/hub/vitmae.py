@@ -20,6 +20,7 @@ from typing import Any
 
 import timm
 import torch
+from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_state, read_safetensors
@@ -432,7 +433,10 @@ def build_encoder(hf: Mapping[str, Any], preprocessing: Mapping[str, Any], **kwa
     return model
 
 
-def _preprocessing(src: Any, hf: Mapping[str, Any], cache_dir: str | Path | None, local_files_only: bool | None):
+def preprocessing_of(
+    src: Any, hf: Mapping[str, Any], cache_dir: str | Path | None, local_files_only: bool | None
+) -> dict[str, Any]:
+    """timm preprocessing of a ViTMAE source: its ``preprocessor_config.json``, or ``ViTImageProcessor``'s defaults."""
     try:
         path = src.file(PREPROCESSOR_NAME, cache_dir, local_files_only)
     except FileNotFoundError:
@@ -452,6 +456,16 @@ def vitmae_source(spec: str, cache_dir: str | Path | None = None, local_files_on
     src = resolve(spec)
     hf = vitmae_config(src.file(CONFIG_NAME, cache_dir, local_files_only, (CONFIG_NAME, WEIGHTS_NAME)))
     return None if hf is None else (src, hf)
+
+
+def has_decoder(src: Any, cache_dir: str | Path | None = None, local_files_only: bool | None = None) -> bool:
+    """Whether a ViTMAE source holds a decoder (``ViTMAEForPreTraining``), from its tensor names alone."""
+    try:
+        path = src.file(WEIGHTS_NAME, cache_dir, local_files_only, (CONFIG_NAME, WEIGHTS_NAME))
+    except FileNotFoundError:
+        return any(k.startswith("decoder.") for k in read_state(src, cache_dir, local_files_only))
+    with safe_open(path, framework="pt", device="cpu") as f:
+        return any(k.startswith("decoder.") for k in f.keys())  # noqa: SIM118 (safe_open is no dict)
 
 
 def read_clmae_state(
@@ -476,7 +490,7 @@ def load_encoder(
     from .load import load_encoder_state
 
     encoder_state, _ = read_clmae_state(src, cache_dir, local_files_only)
-    model = build_encoder(hf, _preprocessing(src, hf, cache_dir, local_files_only), **kwargs)
+    model = build_encoder(hf, preprocessing_of(src, hf, cache_dir, local_files_only), **kwargs)
     load_encoder_state(model, encoder_state, src.name)
     _record_source(model, src)
     return model.eval()
@@ -498,6 +512,6 @@ def load_pretraining(
         module = getattr(model, part)
         check_state(module, state, f"{src.name} ({part})")
         module.load_state_dict(state)
-    model.encoder.pretrained_cfg.update(_preprocessing(src, hf, cache_dir, local_files_only))
+    model.encoder.pretrained_cfg.update(preprocessing_of(src, hf, cache_dir, local_files_only))
     _record_source(model.encoder, src)
     return model.eval()

@@ -185,3 +185,30 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
     for name in (WEIGHTS_NAME, CONFIG_NAME, PREPROCESSOR_NAME):
         follow_umask(folder / name)
     return folder
+
+
+def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False) -> Path:
+    """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder.
+
+    Args:
+        spec: a weight name or alias, folder, ``hf-hub:`` repo, or a ``checkpoint-*.pt`` written by ``clmae train``.
+        folder: output folder.
+        decoder: write the decoder too (``ViTMAEForPreTraining``); the weight must include it.
+
+    Returns:
+        The folder.
+    """
+    from .load import load_pretrained, load_pretraining_model
+
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth") and path.is_file():  # a training checkpoint, verified first
+        from ..train.checkpoint import checkpoint_model, load_checkpoint
+
+        model = checkpoint_model(load_checkpoint(path)).eval()
+        return save_vitmae(model if decoder else model.encoder, folder, decoder=decoder)
+    encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
+    if not decoder:
+        return save_vitmae(encoder, folder)
+    model = load_pretraining_model(spec)
+    model.encoder.pretrained_cfg = dict(encoder.pretrained_cfg)
+    return save_vitmae(model, folder)
