@@ -21,6 +21,7 @@ from typing import Any
 import timm
 import torch
 from safetensors import safe_open
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_state, read_safetensors
@@ -491,6 +492,13 @@ def load_encoder(
 
     encoder_state, _ = read_clmae_state(src, cache_dir, local_files_only)
     model = build_encoder(hf, preprocessing_of(src, hf, cache_dir, local_files_only), **kwargs)
+    pos = encoder_state["pos_embed"]
+    if pos.shape != model.pos_embed.shape:
+        # Another img_size: resample the positions as ViTMAE's interpolate_pos_encoding does (bicubic, no
+        # antialiasing), so that the encoder equals ViTMAEModel(..., interpolate_pos_encoding=True).
+        grid = list(model.patch_embed.grid_size)
+        pos = resample_abs_pos_embed(pos, grid, num_prefix_tokens=1, interpolation="bicubic", antialias=False)
+        encoder_state = {**encoder_state, "pos_embed": pos}
     load_encoder_state(model, encoder_state, src.name)
     _record_source(model, src)
     return model.eval()
