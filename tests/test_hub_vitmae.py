@@ -170,8 +170,10 @@ def test_bundled_weight_exported_reads_back_in_transformers(tmp_path):
     encoder = clmae.load_pretrained("vit_t_fmnist")
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=encoder))
     x = torch.stack([transform(img) for img in pil])
-    for backend in ("pil", "torchvision"):
-        processor = transformers.AutoImageProcessor.from_pretrained(folder, backend=backend)
+    v5 = int(transformers.__version__.split(".")[0]) >= 5  # 5.x names the two implementations backend=...
+    for backend, fast in (("pil", False), ("torchvision", True)):
+        option = {"backend": backend} if v5 else {"use_fast": fast}
+        processor = transformers.AutoImageProcessor.from_pretrained(folder, **option)
         pixels = processor(images=pil, return_tensors="pt")["pixel_values"]
         assert pixels.shape == x.shape == (4, 1, 28, 28)
         assert_close(pixels, x, f"image processor ({backend})")
