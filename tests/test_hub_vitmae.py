@@ -317,3 +317,10 @@ def test_recipe_vit_b16_maps_onto_vit_mae_base():
     }
     assert {k: tuple(v.shape) for k, v in saved.items()} == theirs
     assert encoder.keys() == model.encoder.state_dict().keys() and decoder.keys() == model.decoder.state_dict().keys()
+
+
+def test_export_command_writes_an_encoder_folder(tmp_path):
+    assert main(["export", "vit_t_fmnist", str(tmp_path / "hf"), "--format", "transformers"]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["ViTMAEModel"] and config["num_channels"] == 1
+    assert main(["export", "vit_t_fmnist", str(tmp_path / "x"), "--decoder"]) == 2  # --decoder needs the format

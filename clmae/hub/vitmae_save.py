@@ -188,10 +188,11 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
 
 
 def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False) -> Path:
-    """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder.
+    """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder (a
+    training checkpoint: :func:`clmae.train.export.export_checkpoint_vitmae`).
 
     Args:
-        spec: a weight name or alias, folder, ``hf-hub:`` repo, or a ``checkpoint-*.pt`` written by ``clmae train``.
+        spec: a weight name or alias, folder or ``hf-hub:`` repo.
         folder: output folder.
         decoder: write the decoder too (``ViTMAEForPreTraining``); the weight must include it.
 
@@ -200,12 +201,6 @@ def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder
     """
     from .load import load_pretrained, load_pretraining_model
 
-    path = Path(spec)
-    if path.suffix in (".pt", ".pth") and path.is_file():  # a training checkpoint, verified first
-        from ..train.checkpoint import checkpoint_model, load_checkpoint
-
-        model = checkpoint_model(load_checkpoint(path)).eval()
-        return save_vitmae(model if decoder else model.encoder, folder, decoder=decoder)
     encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
     if not decoder:
         return save_vitmae(encoder, folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..models import METHODS
 from .config import list_recipes
@@ -47,9 +48,12 @@ def _visualize(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     if args.format == "transformers":
-        from ..hub.vitmae_save import export_vitmae
+        from ..hub import export_vitmae
+        from .export import export_checkpoint_vitmae
 
-        print(f"transformers ViTMAE folder in {export_vitmae(args.checkpoint, args.out, decoder=args.decoder)}")
+        path = Path(args.checkpoint)
+        write = export_checkpoint_vitmae if path.suffix in (".pt", ".pth") and path.is_file() else export_vitmae
+        print(f"transformers ViTMAE folder in {write(args.checkpoint, args.out, decoder=args.decoder)}")
         return 0
     if args.decoder:
         raise ValueError("--decoder goes with --format transformers; a clmae export always holds the decoder")
