@@ -8,6 +8,8 @@
   comes from ``arch=NAME`` or a ``config.json`` next to it.
 * a torch checkpoint (``.pt``/``.pth``): clmae's or the CL-MAE reference's, read with ``weights_only=True``; the
   architecture comes from its ``config`` entry or ``arch=NAME``.
+* a ``transformers`` ViTMAE folder or ``hf-hub:`` repo (``config.json`` with ``model_type: vit_mae``): its encoder,
+  mapped onto timm's keys (:mod:`clmae.hub.vitmae`).
 * published weights through ``clmae.hub``: a registry name (``arch.tag`` or an alias), ``hf-hub:org/repo[@rev]``
   or ``local-dir:/path``; the result records the repository and revision next to the file's sha256.
 """
@@ -32,6 +34,8 @@ from .._io import (
     sha256_file,
 )
 from ..hub import build_from_config, load_encoder_state, read_weights, resolve_weight_or_explain
+from ..hub.load import Source
+from ..hub.vitmae import vitmae_config
 from ..models import PretrainingConfig, create_encoder, create_pretraining_model, get_arch, list_models
 
 RAW_PIXELS = "raw-pixels"
@@ -117,7 +121,23 @@ def _from_files(
     return ResolvedModel(spec, kind, info, lambda **kw: build_from_config(cfg, **{**overrides, **kw}), state)
 
 
+def _from_vitmae(spec: str, kind: str, src: Any, hf: dict[str, Any], overrides: dict[str, Any]) -> ResolvedModel:
+    """A transformers ViTMAE folder or repo (:mod:`clmae.hub.vitmae`): its encoder, keys mapped onto timm's."""
+    from ..hub import vitmae
+
+    state, _ = vitmae.read_clmae_state(src, None, None)
+    preprocessing = vitmae.preprocessing_of(src, hf, None, None)
+    arch, _ = vitmae.pick_arch(vitmae.encoder_args(hf))
+    info = {"arch": arch, "format": "transformers ViTMAE", "file": src.name, "overrides": overrides}
+    if src.repo_id is not None:
+        info.update(repo_id=src.repo_id, revision=src.revision)
+    build = lambda **kw: vitmae.build_encoder(hf, preprocessing, **{**overrides, **kw})  # noqa: E731
+    return ResolvedModel(spec, kind, info, build, state)
+
+
 def _from_folder(folder: Path, overrides: dict[str, Any]) -> ResolvedModel:
+    if (hf := vitmae_config(folder / CONFIG_NAME)) is not None:
+        return _from_vitmae(str(folder), "folder", Source(str(folder), folder=folder), hf, overrides)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"{folder} is not a weights folder: it needs config.json (timm format) and model.safetensors, as written "
@@ -135,7 +155,10 @@ def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> Res
     src = resolve_weight_or_explain(spec, revision)
     filename = src.encoder_file()  # model.safetensors, or the whole model's file where the encoder is stored there
     needed = (CONFIG_NAME, filename)
-    config, weights = (src.file(name, None, None, needed) for name in needed)
+    config = src.file(CONFIG_NAME, None, None, needed)
+    if (hf := vitmae_config(config)) is not None:
+        return _from_vitmae(spec, "hub", src, hf, overrides)
+    weights = src.file(filename, None, None, needed)
     resolved = _from_files(spec, "hub", config, weights, overrides, verified=src.verified(filename))
     resolved.info.update(repo_id=src.repo_id, revision=src.revision)
     return resolved

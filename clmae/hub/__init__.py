@@ -14,12 +14,14 @@ from .load import (
 from .push import push_to_hub
 from .registry import UnknownWeightError, WeightEntry, get_weight, list_pretrained
 from .save import save_pretrained
+from .vitmae_save import export_vitmae, save_vitmae
 
 __all__ = [
     "ChecksumError",
     "UnknownWeightError",
     "WeightEntry",
     "build_from_config",
+    "export_vitmae",
     "get_weight",
     "list_pretrained",
     "load_encoder_state",
@@ -31,4 +33,5 @@ __all__ = [
     "resolve",
     "resolve_weight_or_explain",
     "save_pretrained",
+    "save_vitmae",
 ]

@@ -44,8 +44,15 @@ def _pretrained(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert``, ``push`` and ``pretrained`` to the ``clmae`` command's subparsers."""
-    p = subparsers.add_parser("convert", help="reference CL-MAE/MAE checkpoint (.pth) -> Hub-ready weights folder")
-    p.add_argument("checkpoint", help="reference training checkpoint {model, optimizer, epoch, scaler, args}")
+    p = subparsers.add_parser(
+        "convert",
+        help="reference CL-MAE/MAE checkpoint (.pth) or transformers ViTMAE folder -> Hub-ready weights folder",
+    )
+    p.add_argument(
+        "checkpoint",
+        help="reference training checkpoint {model, optimizer, epoch, scaler, args}, or a transformers ViTMAE folder "
+        "or hf-hub:org/repo (its architecture comes from its config.json)",
+    )
     p.add_argument("out", help="output folder (config.json, model.safetensors, pretraining.safetensors, README.md)")
     p.add_argument("--name", help="clmae architecture (default: the one matching the weights' shapes)")
     p.add_argument("--num-heads", type=int, help="encoder heads, if not the architecture's (not stored in weights)")

@@ -1,4 +1,5 @@
-"""Convert a reference CL-MAE or MAE training checkpoint (a torch pickle) into a clmae weights folder."""
+"""Convert a reference CL-MAE or MAE training checkpoint (a torch pickle), or a ``transformers`` ViTMAE folder, into a
+clmae weights folder."""
 
 from __future__ import annotations
 
@@ -136,6 +137,28 @@ def _pick_arch(geo: dict[str, Any], name: str | None, num_heads: int | None) -> 
     return name, overrides
 
 
+def convert_vitmae(spec: str, folder: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Turn a ``transformers`` ViTMAE folder or ``hf-hub:`` repo into a clmae weights folder: the MAE pretraining
+    model from a ``ViTMAEForPreTraining`` (it has a decoder), the encoder alone from a ``ViTMAEModel``
+    (:mod:`clmae.hub.vitmae`)."""
+    from .load import load_pretrained, load_pretraining_model
+    from .vitmae import encoder_args, has_decoder, pick_arch, vitmae_source
+
+    found = vitmae_source(spec)
+    if found is None:
+        raise ValueError(
+            f"{spec} is not a transformers ViTMAE folder (config.json with model_type vit_mae); a clmae or timm "
+            "weights folder needs no conversion, and a reference checkpoint is a .pth file"
+        )
+    src, hf = found
+    full = has_decoder(src)
+    model = load_pretraining_model(spec) if full else load_pretrained(spec)
+    meta = {"method": "mae", **(metadata or {})}
+    what = "pretraining model (encoder and decoder)" if full else "encoder"
+    meta.setdefault("description", f"MAE {what} converted from the transformers ViTMAE weights `{spec}`.")
+    return save_pretrained(model, folder, name=pick_arch(encoder_args(hf))[0], metadata=meta)
+
+
 def convert_checkpoint(
     checkpoint: str | Path,
     folder: str | Path,
@@ -164,6 +187,8 @@ def convert_checkpoint(
     Returns:
         The folder.
     """
+    if str(checkpoint).startswith(("hf-hub:", "local-dir:")) or Path(checkpoint).is_dir():  # transformers ViTMAE
+        return convert_vitmae(str(checkpoint), folder, metadata=metadata)
     raw, info = load_reference_checkpoint(checkpoint)
     state = rename_reference_keys(raw)
     geo = _geometry(state)

@@ -24,9 +24,9 @@ from .._io import (
     read_config,
     read_safetensors,
 )
-from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
+from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
-from . import registry
+from . import registry, vitmae
 from .download import check_repo_id, check_revision, check_sha256, fetch
 from .registry import UnknownWeightError
 
@@ -36,7 +36,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
 WHAT_LOADS = (
     "Weights load from a folder (config.json + model.safetensors, as clmae.save_pretrained writes it), its "
     "model.safetensors file, a registry name or alias (clmae.list_pretrained()), hf-hub:org/repo[@revision] or "
-    "local-dir:/path"
+    "local-dir:/path; a transformers ViTMAE folder or repo loads too"
 )
 
 
@@ -55,11 +55,12 @@ class Source:
     def encoder_file(self) -> str:
         """The file that holds the encoder: ``model.safetensors``, or ``pretraining.safetensors`` where the weight
         has no separate encoder file (the bundled weights store each tensor once, in the whole model's file)."""
-        if self.pinned:
-            return WEIGHTS_NAME if WEIGHTS_NAME in self.sha256 or PRETRAINING_NAME not in self.sha256 else PRETRAINING_NAME
-        if self.folder is not None and not (self.folder / WEIGHTS_NAME).is_file():
-            if (self.folder / PRETRAINING_NAME).is_file():
-                return PRETRAINING_NAME
+        if self.pinned:  # the registry lists the files
+            only_whole = WEIGHTS_NAME not in self.sha256 and PRETRAINING_NAME in self.sha256
+            return PRETRAINING_NAME if only_whole else WEIGHTS_NAME
+        folder = self.folder
+        if folder is not None and not (folder / WEIGHTS_NAME).is_file() and (folder / PRETRAINING_NAME).is_file():
+            return PRETRAINING_NAME
         return WEIGHTS_NAME
 
     def verified(self, filename: str) -> bool:
@@ -282,6 +283,9 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
         raise ValueError(f"config.json does not describe a buildable timm model ({arch}, {args}): {e}") from e
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"config.json architecture {arch!r} is not a timm VisionTransformer")
+    eps = (cfg.get("clmae") or {}).get("norm_eps")
+    if eps is not None:  # a LayerNorm epsilon other than timm's (weights from transformers ViTMAE)
+        set_norm_eps(model, eps)
     # Keep the advertised input size true when img_size / in_chans were overridden.
     model.pretrained_cfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
     return model
@@ -311,19 +315,28 @@ def read_weights(
 
 
 def read_encoder_weights(
-    src: Source, cache_dir: str | Path | None = None, local_files_only: bool | None = None
+    src: Source,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    config_path: Path | None = None,
 ) -> tuple[dict[str, Any], Path, Path, dict[str, torch.Tensor]]:
     """A weight's ``config.json`` and encoder tensors (timm keys), fetched and checked.
 
     The encoder comes from ``model.safetensors``, or from the ``encoder.*`` tensors of ``pretraining.safetensors``
     where the weight stores no separate encoder file (:meth:`Source.encoder_file`): the same tensors, stored once.
 
+    Args:
+        src: where the weight's files come from.
+        cache_dir: Hub cache folder.
+        local_files_only: never touch the network.
+        config_path: the ``config.json`` already fetched, if it was.
+
     Returns:
         ``(config, config path, weights file, encoder state)``.
     """
     filename = src.encoder_file()
     needed = (CONFIG_NAME, filename)
-    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    config_path = config_path or src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
     cfg = read_config(config_path)
     path = src.file(filename, cache_dir, local_files_only, needed)
     state = read_weights(path, cfg, config_path, verified=src.verified(filename))
@@ -394,7 +407,11 @@ def load_pretrained(
     """
     check_encoder_kwargs(kwargs)  # before any file is fetched
     src = resolve(name_or_path, revision)
-    cfg, _, weights, state = read_encoder_weights(src, cache_dir, local_files_only)
+    needed = (CONFIG_NAME, src.encoder_file())
+    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    if (hf := vitmae.vitmae_config(config_path)) is not None:  # a transformers ViTMAE folder
+        return vitmae.load_encoder(src, hf, cache_dir, local_files_only, **kwargs)
+    cfg, _, weights, state = read_encoder_weights(src, cache_dir, local_files_only, config_path)
     model = load_encoder_state(build_from_config(cfg, **kwargs), state, str(weights))
     pcfg = {**_preprocessing(cfg), "architecture": cfg["architecture"], "source": src.name}
     if src.repo_id is not None:
@@ -430,6 +447,8 @@ def load_pretraining_model(
     src = resolve(name_or_path, revision)
     needed = (CONFIG_NAME, PRETRAINING_NAME)
     config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    if (hf := vitmae.vitmae_config(config_path)) is not None:  # a transformers ViTMAEForPreTraining folder
+        return vitmae.load_pretraining(src, hf, cache_dir, local_files_only)
     cfg = read_config(config_path)
     config = (cfg.get("clmae") or {}).get("config")
     if not config:

@@ -29,7 +29,8 @@ from .._io import (
     write_safetensors,
 )
 from .._version import __version__
-from ..models import CLMAE, PretrainingConfig, default_pretrained_cfg, get_arch, list_models
+from ..models import CLMAE, PretrainingConfig, default_pretrained_cfg, get_arch, list_models, norm_eps
+from ..models.norm_eps import TIMM_NORM_EPS
 from .card import write_model_card
 
 # Encoder arguments that only change training (regularisation), never the weights' layout: left out of config.json.
@@ -269,6 +270,9 @@ def save_pretrained(
             "config": config.to_dict() if config else None,
         },
     }
+    eps = norm_eps(encoder)
+    if eps is not None and eps != TIMM_NORM_EPS:  # timm's config has no place for it: build_from_config sets it
+        cfg["clmae"]["norm_eps"] = eps
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     checksums = {f: sha256_file(folder / f) for f in (CONFIG_NAME, *files)}
     write_model_card(folder, cfg, metadata, checksums)

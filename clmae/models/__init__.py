@@ -10,6 +10,7 @@ from .decoder import MAEDecoder
 from .factory import create_encoder, create_pretraining_model
 from .masker import MaskingModule
 from .masking import num_keep, random_masking, topk_masking
+from .norm_eps import norm_eps, set_norm_eps
 from .patches import patchify, unpatchify
 from .pos_embed import sincos_2d
 from .pretrainer import CLMAE
@@ -30,9 +31,11 @@ __all__ = [
     "default_pretrained_cfg",
     "get_arch",
     "list_models",
+    "norm_eps",
     "num_keep",
     "patchify",
     "random_masking",
+    "set_norm_eps",
     "sincos_2d",
     "topk_masking",
     "unpatchify",

@@ -53,6 +53,8 @@ class PretrainingConfig:
         decoder_embed_dim: decoder width; ``None`` takes the architecture's (512 for the ImageNet models).
         decoder_depth: decoder blocks; ``None`` takes the architecture's (8).
         decoder_num_heads: decoder heads; ``None`` takes the architecture's (16).
+        norm_eps: LayerNorm epsilon of the encoder and the decoder (MAE and timm: 1e-6; ``transformers`` ViTMAE
+            weights: their ``layer_norm_eps``, 1e-12 for ``facebook/vit-mae-*``).
         masker_depth: masking-module blocks (reference: 5).
         masker_num_heads: masking-module heads (reference: 4).
         masker_mlp_ratio: masking-module MLP ratio (reference: 4).
@@ -74,6 +76,7 @@ class PretrainingConfig:
     decoder_embed_dim: int | None = None
     decoder_depth: int | None = None
     decoder_num_heads: int | None = None
+    norm_eps: float = 1e-6
     masker_depth: int = 5
     masker_num_heads: int = 4
     masker_mlp_ratio: float = 4.0
@@ -171,6 +174,7 @@ _MODEL_FIELDS = (
     "decoder_embed_dim",
     "decoder_depth",
     "decoder_num_heads",
+    "norm_eps",
     "masker_depth",
     "masker_num_heads",
     "masker_mlp_ratio",
@@ -187,6 +191,7 @@ _FIELD_MIN = {
     "decoder_num_heads": (1, True),
     "masker_num_heads": (1, True),
     "masker_mlp_ratio": (0, False),
+    "norm_eps": (0, False),
     "masker_norm_eps": (0, False),
     "gauss_sigma": (0, False),
     "div_scale": (0, False),

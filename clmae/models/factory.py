@@ -19,6 +19,7 @@ from ._registry import get_arch
 from .config import PretrainingConfig, check_encoder_kwargs
 from .decoder import MAEDecoder
 from .masker import MaskingModule
+from .norm_eps import set_norm_eps
 from .pos_embed import sincos_2d
 from .pretrainer import CLMAE
 
@@ -111,6 +112,7 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
     )
     encoder = create_encoder(cfg.arch, **cfg.encoder_kwargs)
     _init_mae_encoder(encoder)
+    set_norm_eps(encoder, cfg.norm_eps)
     encoder.pos_embed.requires_grad_(False)  # fixed positions: MAE keeps them out of training
     dec = {k: getattr(cfg, f"decoder_{k}") for k in ("embed_dim", "depth", "num_heads")}
     with _explain("the decoder", {f"decoder_{k}": v for k, v in dec.items()}):
@@ -122,6 +124,7 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
             num_heads=dec["num_heads"],
             patch_size=encoder.patch_embed.patch_size[0],
             in_chans=encoder.patch_embed.proj.in_channels,
+            norm_eps=cfg.norm_eps,
         )
     masker = None
     if cfg.method == "clmae":

@@ -49,7 +49,11 @@ def _frozen(*modules: nn.Module) -> Iterator[None]:
 
 def _module_sizes(decoder: MAEDecoder, masker: MaskingModule | None) -> dict:
     """The :class:`PretrainingConfig` decoder and masking-module fields of built modules."""
-    sizes = {"decoder_embed_dim": decoder.embed.out_features, "decoder_depth": len(decoder.blocks)}
+    sizes = {
+        "decoder_embed_dim": decoder.embed.out_features,
+        "decoder_depth": len(decoder.blocks),
+        "norm_eps": decoder.norm.eps,
+    }
     if len(decoder.blocks):
         sizes["decoder_num_heads"] = decoder.blocks[0].attn.num_heads
     if masker is not None:

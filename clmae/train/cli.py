@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..models import METHODS
 from .config import list_recipes
@@ -46,6 +47,16 @@ def _visualize(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "transformers":
+        from ..hub import export_vitmae
+        from .export import export_checkpoint_vitmae
+
+        path = Path(args.checkpoint)
+        write = export_checkpoint_vitmae if path.suffix in (".pt", ".pth") and path.is_file() else export_vitmae
+        print(f"transformers ViTMAE folder in {write(args.checkpoint, args.out, decoder=args.decoder)}")
+        return 0
+    if args.decoder:
+        raise ValueError("--decoder goes with --format transformers; a clmae export always holds the decoder")
     from .export import export_checkpoint
 
     print(f"weights in {export_checkpoint(args.checkpoint, args.out)}")
@@ -86,8 +97,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write the weights folder (config.json, model.safetensors, pretraining.safetensors, card) of a "
         "checkpoint-*.pt written by clmae train; the checkpoint's digest is verified first.",
     )
-    e.add_argument("checkpoint", help="a checkpoint-*.pt written by clmae train")
+    e.add_argument(
+        "checkpoint",
+        help="a checkpoint-*.pt written by clmae train; with --format transformers also any weight (name, folder, "
+        "hf-hub:org/repo)",
+    )
     e.add_argument("out", help="the weights folder to write (replaced whole if it exists)")
+    e.add_argument(
+        "--format",
+        choices=("clmae", "transformers"),
+        default="clmae",
+        help="clmae (timm config.json + safetensors, default) or transformers (a ViTMAE folder with "
+        "preprocessor_config.json that ViTMAEModel.from_pretrained and AutoImageProcessor load; docs/transformers.md)",
+    )
+    e.add_argument(
+        "--decoder",
+        action="store_true",
+        help="--format transformers: write the decoder too (ViTMAEForPreTraining); default: the encoder (ViTMAEModel)",
+    )
     e.set_defaults(func=_export)
 
     v = subparsers.add_parser("visualize", help="draw a checkpoint's masks, reconstructions and loss history")

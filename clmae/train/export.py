@@ -80,3 +80,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike) 
         "updates_into_next_epoch": state.get("epoch_step", 0),
     }
     return export_pretrained(model.eval(), folder, train_config)
+
+
+def export_checkpoint_vitmae(checkpoint: str | os.PathLike, folder: str | os.PathLike, decoder: bool = False) -> Path:
+    """A training checkpoint (verified first) as a ``transformers`` ViTMAE folder (:func:`clmae.hub.save_vitmae`)."""
+    from ..hub import save_vitmae
+    from .checkpoint import checkpoint_model, load_checkpoint
+
+    model = checkpoint_model(load_checkpoint(checkpoint)).eval()
+    return save_vitmae(model if decoder else model.encoder, folder, decoder=decoder)

@@ -3,6 +3,9 @@
 * ``init=SPEC`` with an encoder -- a registry name (``clmae pretrained``), ``hf-hub:ORG/REPO``, ``local-dir:PATH``,
   a weights folder or a ``.safetensors`` file of encoder weights -- loads the encoder; the decoder and the masking
   module start fresh.
+* ``init=SPEC`` with a ``transformers`` ViTMAE folder or ``hf-hub:`` repo loads its encoder and, from a
+  ``ViTMAEForPreTraining``, its decoder (the masking module starts fresh); the run must have its LayerNorm epsilon
+  (``model_kwargs.norm_eps=1e-12`` for ``facebook/vit-mae-*``).
 * ``init=pretraining:SPEC`` (any of the forms above holding ``pretraining.safetensors``), or a ``.safetensors`` file
   of a whole pretraining model (keys ``encoder.*``, ``decoder.*``, ``masker.*``), loads all three. A masking module
   the run does not have (MAE) is left out; one the file does not have (MAE weights into a CL-MAE run) starts fresh.
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.layers import resample_patch_embed
 from timm.models import adapt_input_conv
 
 from .._io import read_safetensors
-from ..models import CLMAE
+from ..models import CLMAE, norm_eps
 
 PRETRAINING_PREFIX = "pretraining:"
 _FIX = "init= needs weights of the run's architecture (embed_dim, depth, heads); pick a matching model"
@@ -105,9 +109,38 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
     return notes
 
 
+def _vitmae_state(model: CLMAE, src: Any, hf: dict[str, Any], full: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A ViTMAE source's weights with clmae's keys (``encoder.*``, and ``decoder.*`` when it has a decoder), checked
+    against what the run's model cannot adapt: its LayerNorm epsilon."""
+    from ..hub.vitmae import norm_eps_of, read_clmae_state
+
+    encoder, decoder = read_clmae_state(src)
+    if full and not decoder:
+        raise ValueError(
+            f"init: {src.name} is a transformers ViTMAEModel (encoder only): it has no decoder; drop the "
+            f"{PRETRAINING_PREFIX!r} prefix to start from its encoder"
+        )
+    eps, run_eps = norm_eps_of(hf), norm_eps(model.encoder)
+    if eps != run_eps:
+        raise ValueError(
+            f"init: {src.name} has LayerNorm epsilon {eps:g} (its layer_norm_eps), this run's model {run_eps:g}; add "
+            f"model_kwargs.norm_eps={eps:g} so that its encoder and decoder compute what they were trained to"
+        )
+    notes = []
+    if decoder and bool(hf["norm_pix_loss"]) != model.norm_pix_loss:
+        notes.append(
+            f"the decoder was trained with norm_pix_loss={bool(hf['norm_pix_loss'])}, this run uses "
+            f"norm_pix_loss={model.norm_pix_loss}"
+        )
+    state = {f"encoder.{k}": v for k, v in encoder.items()}
+    state.update({f"decoder.{k}": v for k, v in decoder.items()})
+    return state, notes
+
+
 def initialize(model: CLMAE, spec: str, log: Callable[[str], None] = print) -> None:
     """Load the weights named by ``spec`` (see the module docstring) into ``model``, logging what was done."""
     from ..hub import load_pretrained, load_pretraining_model
+    from ..hub.vitmae import vitmae_source
 
     full = spec.startswith(PRETRAINING_PREFIX)
     name = spec[len(PRETRAINING_PREFIX) :] if full else spec
@@ -116,6 +149,10 @@ def initialize(model: CLMAE, spec: str, log: Callable[[str], None] = print) -> N
         state = read_safetensors(path)  # checked: recorded tensor digests, no NaN/inf
         full = full or any(k.startswith("encoder.") for k in state)
         notes = (load_pretraining_into if full else load_encoder_into)(model, state, str(path))
+    elif (vit := vitmae_source(name)) is not None:  # a transformers ViTMAE folder: its decoder too, if it has one
+        state, notes = _vitmae_state(model, *vit, full)
+        full = any(k.startswith("decoder.") for k in state)
+        notes = (load_pretraining_into if full else load_encoder_into)(model, state, name) + notes
     elif full:
         source = load_pretraining_model(name)
         notes = load_pretraining_into(model, source.state_dict(), name)

@@ -1,0 +1,209 @@
+"""clmae weights as a Hugging Face ``transformers`` ViTMAE folder (``config.json``, ``model.safetensors``,
+``preprocessor_config.json``) that ``ViTMAEModel`` / ``ViTMAEForPreTraining`` and ``AutoImageProcessor`` load.
+
+The folder's config sets ``mask_ratio`` to 0.0, so that ``ViTMAEModel`` returns features of every patch (ViTMAE masks
+at every forward otherwise); ``from_pretrained(folder, mask_ratio=0.75)`` switches masking back on. The training mask
+ratio is kept under ``clmae.mask_ratio``. Writing needs no ``transformers``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, follow_umask, weights_metadata, write_safetensors
+from .._version import __version__
+from ..models import CLMAE, norm_eps
+from ..models.norm_eps import TIMM_NORM_EPS
+from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
+
+# timm's interpolation names -> PIL's resampling codes (transformers' ``resample``).
+_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def _refuse(what: str) -> ValueError:
+    return ValueError(f"this encoder cannot be written as a transformers ViTMAE model: {what}")
+
+
+def _encoder_config(encoder: VisionTransformer) -> dict[str, Any]:
+    """ViTMAE ``config.json`` keys of the encoder, after checking that ViTMAE has exactly its layout."""
+    block = encoder.blocks[0] if len(encoder.blocks) else None
+    if block is None:
+        raise _refuse("it has no blocks")
+    if encoder.cls_token is None or encoder.num_prefix_tokens != 1 or getattr(encoder, "no_embed_class", False):
+        raise _refuse("ViTMAE has one class token with a position and no register tokens")
+    if getattr(encoder, "dynamic_img_size", False) or encoder.pos_embed is None:
+        raise _refuse("ViTMAE has learned-size absolute positions (dynamic_img_size=False)")
+    checks = {
+        "pre_norm": not isinstance(encoder.norm_pre, nn.Identity),
+        "fc_norm / global_pool='avg' (no final norm on the tokens)": isinstance(encoder.norm, nn.Identity),
+        "layer scale (init_values)": not isinstance(getattr(block, "ls1", nn.Identity()), nn.Identity),
+        "qk_norm": not isinstance(getattr(block.attn, "q_norm", nn.Identity()), nn.Identity),
+        "patch embedding without bias": encoder.patch_embed.proj.bias is None,
+        "an activation other than GELU": not isinstance(block.mlp.act, nn.GELU)
+        or getattr(block.mlp.act, "approximate", "none") != "none",
+        "a classifier head": not isinstance(encoder.head, nn.Identity),
+    }
+    bad = [name for name, present in checks.items() if present]
+    if bad:
+        raise _refuse(", ".join(bad))
+    height, width = encoder.patch_embed.img_size
+    patch = encoder.patch_embed.patch_size
+    if patch[0] != patch[1]:
+        raise _refuse(f"patch size {patch} is not square")
+    eps = norm_eps(encoder)
+    return {
+        "hidden_size": encoder.embed_dim,
+        "num_hidden_layers": len(encoder.blocks),
+        "num_attention_heads": block.attn.num_heads,
+        "intermediate_size": block.mlp.fc1.out_features,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": TIMM_NORM_EPS if eps is None else eps,
+        "image_size": height if height == width else [height, width],
+        "patch_size": patch[0],
+        "num_channels": encoder.patch_embed.proj.in_channels,
+        "qkv_bias": block.attn.qkv.bias is not None,
+    }
+
+
+def _decoder_config(model: CLMAE, eps: float) -> dict[str, Any]:
+    dec = model.decoder
+    width = dec.embed.out_features
+    if norm_eps(dec) != eps:
+        raise _refuse(f"its decoder's LayerNorm epsilon {norm_eps(dec)} differs from the encoder's {eps}")
+    if len(dec.blocks) and dec.blocks[0].mlp.fc1.out_features != 4 * width:
+        raise _refuse("ViTMAE's decoder MLP is 4 x its width")
+    return {
+        "decoder_hidden_size": width,
+        "decoder_num_hidden_layers": len(dec.blocks),
+        "decoder_num_attention_heads": dec.blocks[0].attn.num_heads if len(dec.blocks) else 16,
+        "decoder_intermediate_size": 4 * width,
+        "norm_pix_loss": model.norm_pix_loss,
+    }
+
+
+def image_processor_config(encoder: VisionTransformer) -> dict[str, Any]:
+    """``preprocessor_config.json`` whose image processor does what timm's eval transform does with the encoder's
+    ``pretrained_cfg``: resize the short side to ``size / crop_pct``, crop the centre, scale to [0, 1], normalise.
+
+    ``BitImageProcessor`` has exactly these steps; a 1-channel model gets ``do_convert_rgb: false`` and takes
+    greyscale (mode ``"L"``) images, as timm's transform does.
+
+    Raises:
+        ValueError: preprocessing that no transformers image processor reproduces (timm's ``crop_mode="border"``).
+    """
+    cfg = dict(getattr(encoder, "pretrained_cfg", None) or {})
+    channels = encoder.patch_embed.proj.in_channels
+    height, width = encoder.patch_embed.img_size
+    mean, std = list(cfg.get("mean", (0.5,) * channels)), list(cfg.get("std", (0.5,) * channels))
+    if len(mean) != channels or len(std) != channels:
+        raise _refuse(f"its preprocessing has mean {mean} and std {std} for {channels} channel(s)")
+    crop_pct = cfg.get("crop_pct") or 1.0
+    mode = cfg.get("crop_mode") or "center"
+    interpolation = cfg.get("interpolation") or "bicubic"
+    if interpolation not in _RESAMPLE:
+        raise _refuse(f"interpolation {interpolation!r} has no PIL resampling code")
+    out: dict[str, Any] = {
+        "image_processor_type": "BitImageProcessor",
+        "do_resize": True,
+        "resample": _RESAMPLE[interpolation],
+        "do_center_crop": True,
+        "crop_size": {"height": height, "width": width},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": mean,
+        "image_std": std,
+        "do_convert_rgb": channels == 3,
+    }
+    if mode == "squash":  # timm resizes the whole image to the input size
+        out.update(size={"height": height, "width": width}, do_center_crop=False)
+        out.pop("crop_size")
+    elif mode == "center":  # timm: short side to floor(size / crop_pct), centre crop (transforms_factory.py)
+        out["size"] = {"shortest_edge": math.floor(min(height, width) / crop_pct)}
+    else:
+        raise _refuse(f"timm's crop_mode={mode!r} has no transformers image processor")
+    return out
+
+
+def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = True) -> Path:
+    """Write ``model`` as a ``transformers`` ViTMAE folder.
+
+    Args:
+        model: a timm ``VisionTransformer`` (gives a ``ViTMAEModel`` folder) or a :class:`~clmae.models.CLMAE`
+            (a ``ViTMAEForPreTraining`` folder with its decoder; the masking module has no place in ViTMAE and is
+            left out).
+        folder: output folder (created; files of the same names are replaced).
+        decoder: with a ``CLMAE``, write the decoder too (``False``: the encoder alone, as ``ViTMAEModel``).
+
+    Returns:
+        The folder.
+
+    Raises:
+        ValueError: anything ViTMAE cannot hold exactly, named (layer scale, ``avg`` pooling, ...); nothing is
+            written then.
+    """
+    pretraining = model if isinstance(model, CLMAE) else None
+    encoder = pretraining.encoder if pretraining is not None else model
+    if not isinstance(encoder, VisionTransformer):
+        raise ValueError(f"save_vitmae takes a timm VisionTransformer or a CLMAE, got {type(model).__name__}")
+    config = _encoder_config(encoder)
+    mask_ratio = pretraining.mask_ratio if pretraining is not None else 0.75
+    with_decoder = decoder and pretraining is not None
+    if with_decoder:
+        config.update(_decoder_config(pretraining, config["layer_norm_eps"]))
+    config.update(
+        architectures=["ViTMAEForPreTraining" if with_decoder else "ViTMAEModel"],
+        model_type=MODEL_TYPE,
+        mask_ratio=0.0,  # unmasked features; from_pretrained(folder, mask_ratio=0.75) masks again
+        dtype="float32",
+        clmae={"version": __version__, "mask_ratio": mask_ratio, "source": encoder.pretrained_cfg.get("source")},
+    )
+    dec_state = pretraining.decoder.state_dict() if with_decoder else None
+    state = to_vitmae_state(encoder.state_dict(), dec_state)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+    check_finite(state, "the model to export")
+    processor = image_processor_config(encoder)
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder: give a folder to write the ViTMAE weights into")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(state, folder / WEIGHTS_NAME, {"format": "pt", **weights_metadata(state)})
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (folder / PREPROCESSOR_NAME).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
+    for name in (WEIGHTS_NAME, CONFIG_NAME, PREPROCESSOR_NAME):
+        follow_umask(folder / name)
+    return folder
+
+
+def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False) -> Path:
+    """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder (a
+    training checkpoint: :func:`clmae.train.export.export_checkpoint_vitmae`).
+
+    Args:
+        spec: a weight name or alias, folder or ``hf-hub:`` repo.
+        folder: output folder.
+        decoder: write the decoder too (``ViTMAEForPreTraining``); the weight must include it.
+
+    Returns:
+        The folder.
+    """
+    from .load import load_pretrained, load_pretraining_model
+
+    encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
+    if not decoder:
+        return save_vitmae(encoder, folder)
+    model = load_pretraining_model(spec)
+    model.encoder.pretrained_cfg = dict(encoder.pretrained_cfg)
+    return save_vitmae(model, folder)
