@@ -19,16 +19,16 @@ demo: $(VENV)/.installed
 	$(BIN)/clmae demo --out demo
 
 test: $(VENV)/.installed
-	$(BIN)/ruff check clmae tests examples benchmarks hubconf.py
-	$(BIN)/ruff format --check clmae tests examples benchmarks hubconf.py
+	$(BIN)/ruff check clmae tests examples benchmarks tools hubconf.py
+	$(BIN)/ruff format --check clmae tests examples benchmarks tools hubconf.py
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check clmae tests examples benchmarks hubconf.py
+	$(BIN)/ruff check clmae tests examples benchmarks tools hubconf.py
 
 format: $(VENV)/.installed
-	$(BIN)/ruff format clmae tests examples benchmarks hubconf.py
-	$(BIN)/ruff check --fix clmae tests examples benchmarks hubconf.py
+	$(BIN)/ruff format clmae tests examples benchmarks tools hubconf.py
+	$(BIN)/ruff check --fix clmae tests examples benchmarks tools hubconf.py
 
 clean:
 	rm -rf $(VENV) demo build *.egg-info .pytest_cache .ruff_cache
