@@ -210,6 +210,3 @@ def test_an_epochs_crop_plan_gives_the_batches_drawn_one_at_a_time():
     assert crops[0].shape == seeds.shape
     for k in (0, 7, len(indices) - 1):
         assert torch.equal(data.batch(indices[k], crops=[c[k] for c in crops]), data.batch(indices[k], seeds[k]))
-    assert torch.equal(
-        torch.cat(list(data.batches(sampler))[:2]), torch.cat([data.batch(indices[k], seeds[k]) for k in (0, 1)])
-    )

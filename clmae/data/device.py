@@ -11,13 +11,12 @@ which images each process reads at each step, and the augmentation of each image
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from .augment import crop_params, resized_crop
-from .sampler import GlobalBatchSampler
 
 
 class DeviceImages(Dataset):
@@ -105,14 +104,6 @@ class DeviceImages(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         return self.batch(torch.tensor([index]), torch.tensor([seed], dtype=torch.int64))[0]
-
-    def batches(self, sampler: GlobalBatchSampler) -> Iterator[torch.Tensor]:
-        """This process's micro-batches of the sampler's current epoch, on the images' device (the epoch's indices
-        and seeds are copied there once)."""
-        indices, seeds = (t.to(self.device) for t in sampler.plan())
-        crops = self.crop_plan(seeds) if self.augment else None
-        for k, index in enumerate(indices):
-            yield self.batch(index, crops=None if crops is None else tuple(c[k] for c in crops))
 
     def without_augmentation(self) -> DeviceImages:
         """The same images (shared, not copied), unaugmented: for pictures. Needs images of ``size``."""

@@ -52,14 +52,6 @@ class DataSpec:
         """Whether the data has class labels (an evaluation needs them)."""
         return self.kind in LABELLED
 
-    def require_labels(self) -> None:
-        """Raise a ``ValueError`` if the data has no class labels, naming the specs that have."""
-        if not self.labelled:
-            raise ValueError(
-                f"{self.spec!r} has no labels for evaluation; use fmnist, fmnist-sample or imagefolder:FOLDER "
-                "(FOLDER/train/CLASS/IMAGE and FOLDER/val/CLASS/IMAGE)"
-            )
-
 
 def parse_data_spec(spec: str) -> DataSpec:
     """Parse ``spec`` (see the module docstring); a ``ValueError`` naming the valid forms for a malformed one.
