@@ -24,7 +24,8 @@ from pathlib import Path
 
 PART_BYTES = 15_000_000  # every returned file stays under the 16 MiB limit with room to spare
 BUDGET = 14_000_000  # bytes of files packed into one archive (pictures and JSON hardly compress)
-NEVER = ("*.pt", "*.safetensors", "*.tmp", "*.part-*")  # weights and checkpoints travel by deliver_parts, or not
+# Checkpoints and weight files travel by deliver_parts, or not at all (other safetensors, e.g. mask records, do).
+NEVER = ("*.pt", "*model.safetensors", "*pretraining.safetensors", "*.tmp", "*.part-*")
 # What a results folder of the zoo pipeline hands back: ``(exclude, low)`` patterns. Never: checkpoints, exported and
 # float16 weights (seed 0's travel apart), feature caches, TensorBoard; last: mask records, pictures of later seeds.
 PRESETS = {
