@@ -45,6 +45,7 @@ from ..curriculum import curriculum_factor, curriculum_phase
 from ..data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
 from ..data.decode import BatchDecoder, EncodedImages, collate_encoded
 from ..models import CLMAE, create_pretraining_model
+from ..models.factory import check_pretraining_fits
 from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
@@ -163,7 +164,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     out, device, master = Path(cfg.out), info.device, info.is_main
     log = print if master else lambda line: None
 
-    # Model: the same initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
+    # initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    check_pretraining_fits(cfg.pretraining_config(), device, 4, "training (weights, gradients, AdamW's two moments)")
     torch.manual_seed(cfg.seed)
     model = create_pretraining_model(cfg.pretraining_config()).to(device)
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
