@@ -19,6 +19,7 @@ import yaml
 
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
+from ..data.spec import check_outside, check_path
 from ..models import PretrainingConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -131,6 +132,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise a ``ValueError`` naming the first bad field; return ``self``."""
+        check_path(self.out, "--out")
+        check_outside(self.out, self.data, "--out")
         self.pretraining_config()  # method, mask ratio and model_kwargs, checked as the model will be built
         for name in ("epochs", "batch_size", "accum_iter", "save_every", "log_every", "vis_images"):
             if getattr(self, name) < 1:
