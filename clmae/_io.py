@@ -4,15 +4,18 @@ what to do, the state-dict comparison, sha256, file modes, and the one-line form
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import pickle
 import re
+import shutil
 import struct
 import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,78 @@ _UMASK_LOCK = threading.Lock()
 # Errors the commands report as one line and exit code 2: bad input (ValueError) and files that are missing,
 # unreadable or in the way (OSError: FileNotFoundError, NotADirectoryError, PermissionError, ...).
 USER_ERRORS = (ValueError, OSError)
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space (``ENOSPC``, ``EDQUOT``); the message names the folder, the bytes needed and
+    the bytes free, and the partial files are already removed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes free for this user in the file system of ``folder`` (or of its nearest existing parent)."""
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def state_nbytes(value: Any) -> int:
+    """Bytes of the tensors in a (nested) state: about what ``torch.save`` or safetensors will write."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(state_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(state_nbytes(v) for v in value)
+    return 0
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path, needed: int, what: str, cleanup: Callable[[], None]) -> Iterator[None]:
+    """Write ``what`` into ``folder`` (about ``needed`` bytes) or fail cleanly for lack of space.
+
+    Refused before anything is written when the file system says the bytes are not free; a write that still fails
+    for space (``ENOSPC``, a quota) runs ``cleanup`` (removing the partial files) and raises :class:`DiskFullError`
+    naming the folder, the bytes needed and the bytes free. Other errors also run ``cleanup``, then propagate.
+    """
+    from .models._size import human_bytes
+
+    def full() -> DiskFullError:
+        free = free_bytes(folder)
+        have = "unknown" if free is None else f"{human_bytes(free)} ({free:,} bytes)"
+        return DiskFullError(
+            f"no space left in {folder} for {what}: it needs about {human_bytes(needed)} ({needed:,} bytes) or more, "
+            f"{have} free; free some space or write elsewhere (its partial files were removed; earlier files are "
+            "intact)"
+        )
+
+    free = free_bytes(folder)
+    if free is not None and needed > free:
+        raise full()
+    try:
+        yield
+    except BaseException as e:
+        cleanup()
+        space = isinstance(e, OSError) and e.errno in _SPACE_ERRNOS
+        if isinstance(e, RuntimeError):  # torch.save turns a failed write into "unexpected pos": ask the disk
+            now = free_bytes(folder)
+            space = now is not None and needed > now
+        if space:
+            raise full() from None
+        raise
 
 
 def error_line(error: BaseException) -> str:

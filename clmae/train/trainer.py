@@ -30,7 +30,6 @@ statistics); the ``"type": "epoch"`` records are means over the epoch and over a
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from .checkpoint import (
     load_resume,
     order_of,
     prune_checkpoints,
+    remove_temporaries,
     restore,
     rng_state,
     save_checkpoint,
@@ -70,7 +70,7 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .export import export_complete, export_pretrained
+from .export import export_complete, export_pretrained, remove_export_debris
 from .init import initialize
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
@@ -163,6 +163,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
 def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
     log = print if master else lambda line: None
+    if master:  # what killed processes of this run left (the run holds --out's lock): removed before anything else
+        remove_temporaries(out)
+        remove_export_debris(out / "export")
 
     # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
     # initialisation on every process (DDP broadcasts rank 0's weights anyway).
@@ -410,8 +413,6 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if not (out / "history.png").is_file() and history:
             plot_history(history, out / "history.png")
     if master and cfg.export and (start_epoch < cfg.epochs or not export_complete(out / "export")):
-        for stale in out.glob(".export.*"):  # left by an export of this run killed half-way (the run holds --out)
-            shutil.rmtree(stale, ignore_errors=True)
         exported = export_pretrained(model, out / "export", cfg.to_dict())
         print(f"done: weights in {exported}, checkpoints and metrics in {out}")
     if info.distributed:
