@@ -347,6 +347,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` starts as a safetensors file does: an 8-byte header length, then a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
 def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a torch checkpoint (a pickle) with ``torch.load(weights_only=True)``.
 
@@ -368,8 +379,23 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
         ValueError: the file is truncated or corrupt, holds other objects, or is not a dict.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(path.glob("checkpoint-*.pt"))
+        hint = f", e.g. {inside[-1]}" if inside else ""
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file; give a checkpoint file inside it{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if is_safetensors(path):
+        folder = path.parent
+        if (folder / CONFIG_NAME).is_file():
+            raise ValueError(
+                f"{path} is already clmae weights (safetensors, with {folder / CONFIG_NAME} beside it), not a torch "
+                f"checkpoint: nothing to convert; load the folder with clmae.load_pretrained('{folder}')"
+            )
+        raise ValueError(
+            f"{path} is a safetensors weights file, not a torch checkpoint (.pt/.pth); load it with "
+            f"clmae.load_pretrained('{path}', arch=NAME)"
+        )
     allowed = [argparse.Namespace]
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5: a context manager
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)  # torch >= 2.4: process-wide

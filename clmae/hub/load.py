@@ -78,6 +78,12 @@ class Source:
                         f"{path} is missing: this install of clmae lacks a file of the bundled weight "
                         f"{self.entry.name}; reinstall clmae (pip install --force-reinstall clmae)"
                     )
+                if filename == PRETRAINING_NAME:
+                    raise FileNotFoundError(
+                        f"{self.folder} has no {PRETRAINING_NAME}: it holds an encoder only ({WEIGHTS_NAME}); the "
+                        "whole pretraining model (decoder, masking module) is saved by clmae.save_pretrained(CLMAE) "
+                        "and clmae export; load the encoder with clmae.load_pretrained"
+                    )
                 raise FileNotFoundError(
                     f"{path} does not exist; a weights folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
                 )

@@ -66,6 +66,7 @@ RESUMABLE_CHANGES = {
     "batch_size",
     "accum_iter",
     "global_batch",
+    "term_grace",
 }
 
 
