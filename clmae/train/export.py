@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import state_nbytes, writing
+from ..data.spec import check_path
 from ..hub import save_pretrained
 from ..models import CLMAE, METHOD_TITLES
 
@@ -34,7 +35,7 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
         folder: output folder.
         train_config: the run's ``TrainConfig`` as a dict (recorded in the folder).
     """
-    folder = Path(folder)
+    folder = check_path(folder, "the weights folder")
     description = (
         f"{METHOD_TITLES[model.method]} pretraining of `{train_config['model']}` for {train_config['epochs']} epochs "
         f"on `{train_config.get('data', '')}` with `clmae train` (recipe `{train_config.get('recipe') or 'custom'}`)."
