@@ -106,7 +106,7 @@ def test_extract_skips_unreadable_files_as_train_does(model_dir, image_dir, tmp_
     root, _ = image_dir
     (root / "broken.png").write_bytes(b"\x89PNG not really")
     (root / "sub" / "cut.jpg").write_bytes((root / "sub" / "d.jpg").read_bytes()[:200])
-    assert _run(["extract", str(folder), str(root), str(tmp_path / "o"), "--quiet", *option]) == 0
+    assert _run(["extract", str(folder), str(root), str(tmp_path / "o"), *option, "--quiet"]) == 0
     assert f"4 images in {root} (2 unreadable left out)" in capsys.readouterr().out
     with safe_open(tmp_path / "o.safetensors", "pt") as f:
         assert json.loads(f.metadata()["files"]) == ["a.png", "b.png", "sub/c.png", "sub/d.jpg"]

@@ -25,7 +25,9 @@ from .._io import (
     read_safetensors,
 )
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
+from ..models._size import SIZE_ARGS
 from ..models.config import check_encoder_kwargs
+from ..models.factory import check_timm_fits
 from . import registry
 from .download import check_repo_id, check_revision, check_sha256, fetch
 from .registry import UnknownWeightError
@@ -272,6 +274,8 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
     if not timm.is_model(arch):
         raise ValueError(f"config.json names architecture {arch!r}, which neither timm nor clmae knows")
     args.setdefault("pretrained_cfg", {**_preprocessing(cfg), "architecture": arch})
+    given = {**cfg.get("model_args", {}), **kwargs}  # what config.json and the caller chose: named if too large
+    check_timm_fits(arch, args, {k: v for k, v in given.items() if k in SIZE_ARGS})
     try:
         model = timm.create_model(arch, pretrained=False, **args)
     except (RuntimeError, TypeError, ValueError, AssertionError) as e:

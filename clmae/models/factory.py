@@ -77,14 +77,33 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
 
 
 def _meta_encoder(name: str, kwargs: dict[str, Any]) -> tuple[int, VisionTransformer]:
-    """The encoder's number count and its meta-device stand-in (at most one block when ``depth`` is given), see
-    :mod:`._size`."""
+    """The encoder's number count and its meta-device stand-in, see :func:`meta_timm`."""
     spec = get_arch(name)
     args = {**spec.model_args, "num_classes": 0, **kwargs, "pretrained_cfg": spec.full_pretrained_cfg()}
+    return meta_timm(spec.timm_arch, args)
+
+
+def meta_timm(arch: str, args: dict[str, Any]) -> tuple[int, nn.Module]:
+    """Number count of ``timm.create_model(arch, **args)`` and its meta-device stand-in (at most one block when
+    ``depth`` is given), see :mod:`._size`."""
+    args = dict(args)
     depth = args.pop("depth", None)
     if depth is None:  # the architecture's own depth (timm's), a few dozen blocks at most
-        return stack_numel(lambda d: timm.create_model(spec.timm_arch, pretrained=False, **args), 1)
-    return stack_numel(lambda d: timm.create_model(spec.timm_arch, pretrained=False, depth=d, **args), depth)
+        return stack_numel(lambda d: timm.create_model(arch, pretrained=False, **args), 1)
+    return stack_numel(lambda d: timm.create_model(arch, pretrained=False, depth=d, **args), depth)
+
+
+def check_timm_fits(arch: str, args: dict[str, Any], given: dict[str, Any]) -> None:
+    """A ``ValueError`` naming the size argument if ``timm.create_model(arch, **args)`` would not fit the free
+    memory; ``given`` are the arguments to name (the rest of ``args`` stays as it is)."""
+
+    def numel(chosen: dict[str, Any]) -> float | None:
+        try:
+            return meta_timm(arch, {**{k: v for k, v in args.items() if k not in given}, **chosen})[0]
+        except (TypeError, AssertionError, RuntimeError, ValueError, OverflowError) as e:
+            return too_large(e)
+
+    check_fits(f"the {arch} encoder", numel, {k: v for k, v in given.items() if k != "pretrained_cfg"})
 
 
 def encoder_numel(name: str, kwargs: dict[str, Any]) -> float | None:
