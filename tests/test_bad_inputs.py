@@ -207,7 +207,7 @@ DAMAGED = ("model.safetensors: tensor blocks.0.attn.qkv.weight differs from the 
 
 
 def _huge(argument: str) -> tuple[str, ...]:
-    return (f"model argument {argument} makes", "too large", "of memory is free")
+    return (f"model argument {argument} makes", "too large", "of memory (", "free now")
 
 
 CHECKSUM = ("sha256 of", "model.safetensors", "damaged", "reinstall clmae")
@@ -436,7 +436,7 @@ CASES = [
          or _api(clmae.load_pretraining_model, c.tmp / "w"), ("has no pretraining.safetensors", "encoder only"),
          FileNotFoundError, absent=("holds config.json and model.safetensors",)),
     Case("api-registry-name-dot-dot", lambda c: _manifest(c, name="../../x.evil") and _api(clmae.load_pretrained,
-         "../../x.evil"), ("'../../x.evil'", "outside the package"), ValueError),
+         "evil"), ("'../../x.evil'", "outside the package"), ValueError),
     Case("api-registry-file-dot-dot", lambda c: _manifest(c, files={"config.json": "0" * 64, "model.safetensors":
          "0" * 64, "../../escape.bin": "0" * 64}) and _api(clmae.load_pretrained, "x.evil"),
          ("'../../escape.bin'", "outside the package"), ValueError),

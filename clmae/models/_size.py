@@ -54,26 +54,31 @@ def too_large(error: BaseException) -> float | None:
     return math.inf if "overflow" in str(error).lower() or isinstance(error, OverflowError) else None
 
 
-def available_memory(device: str | torch.device = "cpu") -> int | None:
-    """Bytes free for new tensors on ``device``: ``MemAvailable`` of ``/proc/meminfo`` (else the free physical pages)
-    for the CPU, ``torch.cuda.mem_get_info`` for a GPU; ``None`` where the system does not say."""
+def memory(device: str | torch.device = "cpu") -> tuple[int, int] | None:
+    """``(total, free)`` bytes of ``device``'s memory: ``MemTotal`` and ``MemAvailable`` of ``/proc/meminfo`` (else
+    the physical pages) for the CPU, ``torch.cuda.mem_get_info`` for a GPU; ``None`` where the system does not say."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
-            return torch.cuda.mem_get_info(device)[0]
+            free, total = torch.cuda.mem_get_info(device)
         except (RuntimeError, AssertionError):
             return None
+        return total, free
     if device.type != "cpu":
         return None
+    info = {}
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                key, _, value = line.partition(":")
+                info[key] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    if "MemTotal" in info:
+        return info["MemTotal"], info.get("MemAvailable", info.get("MemFree", info["MemTotal"]))
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        page = os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
     except (ValueError, OSError, AttributeError):
         return None
 
@@ -95,7 +100,8 @@ def check_fits(
     copies: int = 1,
     purpose: str = "its weights",
 ) -> None:
-    """A ``ValueError`` if ``what`` would not fit ``device``'s free memory; nothing is allocated.
+    """A ``ValueError`` if ``what`` would not fit ``device``'s memory (its total: what is free changes from moment to
+    moment, and a model larger than the whole memory can never be built); nothing is allocated.
 
     Args:
         what: the model, for the message.
@@ -107,12 +113,13 @@ def check_fits(
         purpose: what the copies are, for the message.
     """
     count = numel(given)
-    free = available_memory(device)
-    if count is None or free is None:
+    mem = memory(device)
+    if count is None or mem is None:
         return
+    total, free = mem
     itemsize = torch.empty((), dtype=torch.get_default_dtype(), device="meta").element_size()
     need = count * itemsize * copies
-    if need <= free:
+    if need <= total:  # what is free changes from moment to moment; more than the whole memory never fits
         return
     size = f"about {human_bytes(need)} for {purpose} ({count:,} numbers)"
     if math.isinf(need):
@@ -127,6 +134,6 @@ def check_fits(
         key = min(culprits)[1]
         subject = f"model argument {key}={given[key]!r} makes {what}"
     raise ValueError(
-        f"{subject} too large: {size}, and "
-        f"{human_bytes(free)} of memory is free on {torch.device(device)}; choose smaller model arguments"
+        f"{subject} too large: {size}, and {torch.device(device)} has {human_bytes(total)} of memory "
+        f"({human_bytes(free)} free now); choose smaller model arguments"
     )

@@ -153,7 +153,7 @@ def check_pretraining_fits(
     cfg: PretrainingConfig, device: str | torch.device = "cpu", copies: int = 1, purpose: str = "its weights"
 ) -> None:
     """A ``ValueError`` naming the size argument if ``copies`` float32 copies of the model ``cfg`` describes would
-    not fit ``device``'s free memory (see :func:`._size.check_fits`); nothing is allocated."""
+    not fit ``device``'s memory (see :func:`._size.check_fits`); nothing is allocated."""
     fields = {f.name: f.default for f in dataclasses.fields(PretrainingConfig)}
     own = {k: getattr(cfg, k) for k in SIZE_ARGS if k in fields and getattr(cfg, k) != fields[k]}
     given = {**cfg.encoder_kwargs, **own}

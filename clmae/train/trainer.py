@@ -155,20 +155,20 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         errors = [e for e in gather_objects(error) if e]
         if errors:
             raise ValueError(errors[0])
-        where = {"step": 0, "epoch": 0}  # how far the run got, for the line an interrupt prints
+        reached = {"step": 0, "epoch": 0}  # how far the run got, for the line an interrupt prints
         with GracefulStop(cfg.term_grace) as stop:
             try:
-                return _train(cfg, resume, info, stop, where)
+                return _train(cfg, resume, info, stop, reached)
             except GraceOver:
                 raise Terminated(
-                    f"stopped by SIGTERM after {where['step']} updates: what was in progress was abandoned after "
+                    f"stopped by SIGTERM after {reached['step']} updates: what was in progress was abandoned after "
                     f"term_grace={cfg.term_grace:g} s; {_resume_hint(cfg.out)}"
                 ) from None
             except (Interrupted, Terminated):
                 raise
             except KeyboardInterrupt:
                 raise Interrupted(
-                    f"stopped by Ctrl-C in epoch {where['epoch'] + 1} of {cfg.epochs} after {where['step']} updates; "
+                    f"stopped by Ctrl-C in epoch {reached['epoch'] + 1} of {cfg.epochs} after {reached['step']} updates; "
                     f"{_resume_hint(cfg.out)}"
                 ) from None
     finally:
@@ -194,7 +194,7 @@ def _stop_requested(stop: GracefulStop, info: DistInfo, sync: bool) -> bool:
 
 
 def _train(
-    cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, where: dict[str, int]
+    cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, reached: dict[str, int]
 ) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
     log = print if master else lambda line: None
@@ -359,7 +359,7 @@ def _train(
     for epoch in range(start_epoch, cfg.epochs):
         lam = curriculum_factor(epoch, cfg.epochs) if cfg.fixed_lambda is None else cfg.fixed_lambda
         first = start_step if epoch == start_epoch else 0
-        where.update(epoch=epoch, step=step)
+        reached.update(epoch=epoch, step=step)
         stop_if_asked(epoch, first, sync=True)  # before the epoch draws anything: a checkpoint here resumes exactly
         sampler.set_epoch(epoch, first)
         if not first:
@@ -415,7 +415,7 @@ def _train(
                 if k in stats:
                     sums[k] = sums.get(k, 0.0) + stats[k]
             step += 1
-            where["step"] = step
+            reached["step"] = step
             bar.update(global_batch)
             if log_now:
                 _stop_if_not_finite(bad, epoch, step, out)
