@@ -168,8 +168,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
                 raise
             except KeyboardInterrupt:
                 raise Interrupted(
-                    f"stopped by Ctrl-C in epoch {reached['epoch'] + 1} of {cfg.epochs} after {reached['step']} updates; "
-                    f"{_resume_hint(cfg.out)}"
+                    f"stopped by Ctrl-C in epoch {reached['epoch'] + 1} of {cfg.epochs} after {reached['step']} "
+                    f"updates; {_resume_hint(cfg.out)}"
                 ) from None
     finally:
         lock.release()
