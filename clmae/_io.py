@@ -61,6 +61,15 @@ class DiskFullError(OSError):
 _SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+def human_bytes(n: float) -> str:
+    """``1.8 TB``, ``12.3 GB``, ``512 B``: decimal units."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if abs(n) < 1000 or unit == "EB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"  # pragma: no cover
+
+
 def free_bytes(folder: str | Path) -> int | None:
     """Bytes free for this user in the file system of ``folder`` (or of its nearest existing parent)."""
     folder = Path(os.path.abspath(folder))
@@ -91,7 +100,6 @@ def writing(folder: str | Path, needed: int, what: str, cleanup: Callable[[], No
     for space (``ENOSPC``, a quota) runs ``cleanup`` (removing the partial files) and raises :class:`DiskFullError`
     naming the folder, the bytes needed and the bytes free. Other errors also run ``cleanup``, then propagate.
     """
-    from .models._size import human_bytes
 
     def full() -> DiskFullError:
         free = free_bytes(folder)

@@ -25,9 +25,8 @@ from .._io import (
     read_safetensors,
 )
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models
-from ..models._size import SIZE_ARGS
 from ..models.config import check_encoder_kwargs
-from ..models.factory import check_timm_fits
+from ..models.factory import SIZE_ARGS, check_timm_fits
 from . import registry
 from .download import check_repo_id, check_revision, check_sha256, fetch
 from .registry import UnknownWeightError

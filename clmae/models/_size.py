@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import human_bytes
+
 # Arguments that change how many numbers a model holds: the ones named when a model is too large.
 SIZE_ARGS = (
     "depth",
@@ -81,15 +83,6 @@ def memory(device: str | torch.device = "cpu") -> tuple[int, int] | None:
         return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def human_bytes(n: float) -> str:
-    """``1.8 TB``, ``12.3 GB``, ``512 B``: decimal units."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
-        if abs(n) < 1000 or unit == "EB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} EB"  # pragma: no cover
 
 
 def check_fits(
