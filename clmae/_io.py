@@ -4,15 +4,18 @@ what to do, the state-dict comparison, sha256, file modes, and the one-line form
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import pickle
 import re
+import shutil
 import struct
 import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,86 @@ _UMASK_LOCK = threading.Lock()
 # Errors the commands report as one line and exit code 2: bad input (ValueError) and files that are missing,
 # unreadable or in the way (OSError: FileNotFoundError, NotADirectoryError, PermissionError, ...).
 USER_ERRORS = (ValueError, OSError)
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space (``ENOSPC``, ``EDQUOT``); the message names the folder, the bytes needed and
+    the bytes free, and the partial files are already removed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def human_bytes(n: float) -> str:
+    """``1.8 TB``, ``12.3 GB``, ``512 B``: decimal units."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if abs(n) < 1000 or unit == "EB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"  # pragma: no cover
+
+
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes free for this user in the file system of ``folder`` (or of its nearest existing parent)."""
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def state_nbytes(value: Any) -> int:
+    """Bytes of the tensors in a (nested) state: about what ``torch.save`` or safetensors will write."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(state_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(state_nbytes(v) for v in value)
+    return 0
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path, needed: int, what: str, cleanup: Callable[[], None]) -> Iterator[None]:
+    """Write ``what`` into ``folder`` (about ``needed`` bytes) or fail cleanly for lack of space.
+
+    Refused before anything is written when the file system says the bytes are not free; a write that still fails
+    for space (``ENOSPC``, a quota) runs ``cleanup`` (removing the partial files) and raises :class:`DiskFullError`
+    naming the folder, the bytes needed and the bytes free. Other errors also run ``cleanup``, then propagate.
+    """
+
+    def full() -> DiskFullError:
+        free = free_bytes(folder)
+        have = "unknown" if free is None else f"{human_bytes(free)} ({free:,} bytes)"
+        return DiskFullError(
+            f"no space left in {folder} for {what}: it needs about {human_bytes(needed)} ({needed:,} bytes) or more, "
+            f"{have} free; free some space or write elsewhere (its partial files were removed; earlier files are "
+            "intact)"
+        )
+
+    free = free_bytes(folder)
+    if free is not None and needed > free:
+        raise full()
+    try:
+        yield
+    except BaseException as e:
+        cleanup()
+        space = isinstance(e, OSError) and e.errno in _SPACE_ERRNOS
+        if isinstance(e, RuntimeError):  # torch.save turns a failed write into "unexpected pos": ask the disk
+            now = free_bytes(folder)
+            space = now is not None and needed > now
+        if space:
+            raise full() from None
+        raise
 
 
 def error_line(error: BaseException) -> str:
@@ -272,6 +355,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` starts as a safetensors file does: an 8-byte header length, then a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
 def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a torch checkpoint (a pickle) with ``torch.load(weights_only=True)``.
 
@@ -293,8 +387,23 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
         ValueError: the file is truncated or corrupt, holds other objects, or is not a dict.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(path.glob("checkpoint-*.pt"))
+        hint = f", e.g. {inside[-1]}" if inside else ""
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file; give a checkpoint file inside it{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if is_safetensors(path):
+        folder = path.parent
+        if (folder / CONFIG_NAME).is_file():
+            raise ValueError(
+                f"{path} is already clmae weights (safetensors, with {folder / CONFIG_NAME} beside it), not a torch "
+                f"checkpoint: nothing to convert; load the folder with clmae.load_pretrained('{folder}')"
+            )
+        raise ValueError(
+            f"{path} is a safetensors weights file, not a torch checkpoint (.pt/.pth); load it with "
+            f"clmae.load_pretrained('{path}', arch=NAME)"
+        )
     allowed = [argparse.Namespace]
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5: a context manager
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)  # torch >= 2.4: process-wide

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -80,12 +82,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from ._io import USER_ERRORS, error_line
+    from .train.signals import Terminated
 
+    def terminate(signum: int, frame: object) -> None:  # the trainer notes SIGTERM its own way while a run lives
+        raise Terminated("stopped by SIGTERM")
+
+    command = args.command if args.command != "eval" else f"eval {args.protocol}"
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
         return args.func(args)
     except USER_ERRORS as e:
-        print(f"clmae {args.command}: error: {error_line(e)}", file=sys.stderr)
+        print(f"clmae {command}: error: {error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (the trainer's says where it stopped), no traceback
+        print(f"clmae {command}: interrupted: {error_line(e) if str(e) else 'stopped by Ctrl-C'}", file=sys.stderr)
+        return 130
+    except Terminated as e:
+        print(f"clmae {command}: terminated: {error_line(e)}", file=sys.stderr)
+        return Terminated.exit_code
+    finally:
+        if saved is not None:
+            signal.signal(signal.SIGTERM, saved)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ masking module hides (:func:`run_demo`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from .curriculum import curriculum_factor, curriculum_phase
 from .data import CLASSES, DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from .data.fashion_mnist import MEAN, STD
+from .data.spec import check_path
 from .eval.features import extract_features
 from .eval.knn import knn_metrics
 from .models import create_pretraining_model
@@ -64,13 +65,13 @@ def run_demo(
     """
     from .hub import load_pretrained, load_pretraining_model
 
+    out = check_path(out, "--out")
     start = time.perf_counter()
     model = load_pretraining_model(weights)
     if model.masker is None:
         raise ValueError(f"{weights} has no masking module (an MAE weight); give a CL-MAE weight, e.g. vit_t_fmnist")
     train_images, train_labels = load_fashion_mnist("train", root=data_root)
     test_images, test_labels = load_fashion_mnist("test", root=data_root)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train = (to_float(train_images), train_labels.long())
     test = (to_float(test_images), test_labels.long())
@@ -129,8 +130,18 @@ def run_train_demo(
 
     Returns:
         The metrics written to ``metrics.json``.
+
+    Raises:
+        ValueError: an argument makes no sense (checked as ``clmae train`` checks its own, before anything runs).
     """
-    out = Path(out)
+    out = check_path(out, "--out")
+    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("num_images", num_images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if batch_size > min(num_images, 1000):
+        raise ValueError(f"--batch-size {batch_size} is larger than the {min(num_images, 1000)} training images")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {lr!r}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     images, _ = load_fashion_mnist("train", root=SAMPLE_ROOT)

@@ -33,6 +33,11 @@ def create_model(name: str | os.PathLike, pretrained: bool = False, **kwargs: An
     Returns:
         The timm ``VisionTransformer``.
     """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(
+            f"create_model: name must be an architecture or weight name (a string) or a weights folder path, got "
+            f"{name!r} ({type(name).__name__}); see clmae.list_models() and clmae.list_pretrained()"
+        )
     name = os.fspath(name)
     if pretrained:
         return load_pretrained(name, **kwargs).train()

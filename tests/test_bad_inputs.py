@@ -204,6 +204,12 @@ TRAIN = ["train", "--recipe", "clmae_fmnist_tiny", "device=cpu"]
 KNN = ["eval", "knn", "device=cpu"]
 TYPO = ("unknown model argument 'depht'", "did you mean depth")
 DAMAGED = ("model.safetensors: tensor blocks.0.attn.qkv.weight differs from the sha256 recorded", "damaged")
+
+
+def _huge(argument: str) -> tuple[str, ...]:
+    return (f"model argument {argument} makes", "too large", "of memory (", "free now")
+
+
 CHECKSUM = ("sha256 of", "pretraining.safetensors", "damaged", "reinstall clmae")
 
 # fmt: off
@@ -376,8 +382,102 @@ CASES = [
          torch.zeros(2, 3, 28, 28)), ("1 channel", "got 3"), ValueError),
     Case("api-wrong-size", lambda c: _api(clmae.check_input, clmae.load_pretrained(c.folder()),
          torch.zeros(2, 1, 32, 32)), ("28x28", "got 32x32", "img_size"), ValueError),
+    # Sizes that would not fit memory: refused before anything is allocated, by name.
+    Case("api-create-model-depth-huge", lambda c: _api(clmae.create_model, "vit_tiny_patch4_28", depth=10**6),
+         _huge("depth=1000000"), ValueError),
+    Case("api-create-model-width-huge", lambda c: _api(clmae.create_model, "vit_tiny_patch4_28", embed_dim=10**9,
+         num_heads=1), _huge("embed_dim=1000000000"), ValueError),
+    Case("api-create-model-image-huge", lambda c: _api(clmae.create_model, "vit_tiny_patch4_28", img_size=10**6,
+         patch_size=1), _huge("img_size=1000000"), ValueError),
+    Case("api-pretraining-decoder-depth-huge", lambda c: _api(clmae.create_pretraining_model, "vit_tiny_patch4_28",
+         decoder_depth=10**6), _huge("decoder_depth=1000000"), ValueError),
+    Case("api-pretraining-masker-mlp-huge", lambda c: _api(clmae.create_pretraining_model, "vit_tiny_patch4_28",
+         masker_mlp_ratio=1e9), _huge("masker_mlp_ratio=1000000000.0"), ValueError),
+    Case("api-load-pretrained-depth-huge", lambda c: _api(clmae.load_pretrained, c.folder(), depth=10**6),
+         _huge("depth=1000000"), ValueError),
+    Case("train-depth-huge", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", "run",
+         "model_kwargs.depth=1000000"], _huge("depth=1000000")),
+    Case("eval-width-huge", lambda c: [*KNN, "--model", "vit_tiny_patch4_28", "--data", "fmnist-sample",
+         "model_kwargs.embed_dim=1000000000", "model_kwargs.num_heads=1"], _huge("embed_dim=1000000000")),
+    # Outputs that would land inside the inputs, and empty paths (an unset variable).
+    Case("train-out-inside-data", lambda c: [*TRAIN, "--data", str(c.images()), "--out", "imgs/run"],
+         ("--out imgs/run", "inside the data folder", "read back")),
+    Case("train-out-is-the-data", lambda c: [*TRAIN, "--data", f"imagefolder:{c.images()}", "--out", "imgs"],
+         ("--out imgs is the data folder",)),
+    Case("train-out-inside-data-through-a-link", lambda c: os.symlink(c.images(), c.tmp / "ln") or [*TRAIN, "--data",
+         "ln", "--out", "imgs/run"], ("inside the data folder",)),
+    Case("train-out-empty", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", ""], ("--out is empty",)),
+    Case("train-data-empty", lambda c: [*TRAIN, "--data", "", "--out", "run"], ("data spec", "''")),
+    Case("extract-out-inside-images", lambda c: ["extract", str(c.folder()), str(c.images()), "imgs/f.safetensors"],
+         ("output imgs/f.safetensors is inside the data folder",)),
+    Case("extract-out-empty", lambda c: ["extract", str(c.folder()), str(c.images()), ""], ("output is empty",)),
+    Case("extract-images-empty", lambda c: ["extract", str(c.folder()), "", "o"], ("images folder is empty",)),
+    Case("extract-unknown-option", lambda c: ["extract", str(c.folder()), str(c.images()), "o", "skip_unreadabel=1"],
+         ("unknown option skip_unreadabel", "skip_unreadable")),
+    Case("export-out-empty", lambda c: ["export", str(_training_checkpoint(c)), ""], ("weights folder is empty",)),
+    Case("demo-out-empty", lambda c: ["demo", "--out", ""], ("--out is empty",)),
+    Case("demo-train-epochs-negative", lambda c: ["demo", "--train", "--epochs", "-1"], ("--epochs", ">= 1", "-1")),
+    Case("demo-train-batch-size-zero", lambda c: ["demo", "--train", "--batch-size", "0"], ("--batch-size", ">= 1")),
+    Case("demo-train-batch-size-too-large", lambda c: ["demo", "--train", "--batch-size", "5000"],
+         ("--batch-size 5000", "1000 training images")),
+    Case("demo-train-lr-nan", lambda c: ["demo", "--train", "--lr", "nan"], ("--lr", "finite")),
+    # Files and names that are not what the command expects.
+    Case("visualize-a-folder", lambda c: ["visualize", str(c.folder())], ("is a folder, not a checkpoint file",),
+         absent=("does not exist",)),
+    Case("visualize-a-run-folder", lambda c: _training_checkpoint(c) and ["visualize", "run"],
+         ("run is a folder", "e.g. run/checkpoint-0001.pt")),
+    Case("convert-clmae-weights", lambda c: ["convert", str(c.folder() / "model.safetensors"), "out"],
+         ("already clmae weights", "nothing to convert", "load_pretrained"), absent=("num_heads",)),
+    Case("convert-bare-safetensors", lambda c: ["convert", str(_bare_safetensors(c)), "out"],
+         ("safetensors weights file, not a torch checkpoint",)),
+    Case("api-create-model-not-a-name", lambda c: _api(clmae.create_model, 123), ("name must be", "got 123 (int)"),
+         TypeError),
+    Case("api-pretraining-model-of-an-encoder-folder", lambda c: (c.folder() / "pretraining.safetensors").unlink()
+         or _api(clmae.load_pretraining_model, c.tmp / "w"), ("has no pretraining.safetensors", "encoder only"),
+         FileNotFoundError, absent=("holds config.json and model.safetensors",)),
+    Case("api-registry-name-dot-dot", lambda c: _manifest(c, name="../../x.evil") and _api(clmae.load_pretrained,
+         "evil"), ("'../../x.evil'", "outside the package"), ValueError),
+    Case("api-registry-file-dot-dot", lambda c: _manifest(c, files={"config.json": "0" * 64, "model.safetensors":
+         "0" * 64, "../../escape.bin": "0" * 64}) and _api(clmae.load_pretrained, "x.evil"),
+         ("'../../escape.bin'", "outside the package"), ValueError),
+    Case("api-hub-without-network", lambda c: _no_network(c) or _api(clmae.load_pretrained, "hf-hub:org/repo"),
+         ("cannot be reached", "HF_HUB_OFFLINE=1", "hf download org/repo config.json model.safetensors"),
+         FileNotFoundError, hub=True),
 ]
 # fmt: on
+
+
+def _manifest(ctx: Ctx, name: str = "x.evil", files: dict | None = None) -> Path:
+    """A weights manifest with one bundled entry, used in place of the package's."""
+    files = files or {"config.json": "0" * 64, "model.safetensors": "0" * 64}
+    entry = {
+        "name": name,
+        "aliases": [],
+        "method": "clmae",
+        "arch": "vit_tiny_patch4_28",
+        "hub_repo": None,
+        "revision": None,
+        "files": files,
+        "status": "bundled",
+    }
+    path = ctx.tmp / "manifest.json"
+    path.write_text(json.dumps({"weights": [entry]}))
+    ctx.monkeypatch.setenv("CLMAE_WEIGHTS_MANIFEST", str(path))
+    return path
+
+
+def _no_network(ctx: Ctx) -> None:
+    """No network and no HF_HUB_OFFLINE: the Hub endpoint refuses connections (a closed local port)."""
+    from huggingface_hub import constants
+
+    ctx.monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    ctx.monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    ctx.monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    ctx.monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}"
+    )
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        ctx.monkeypatch.delenv(key, raising=False)
 
 
 def _after(setup: Callable[[Ctx], Any], ctx: Ctx) -> Callable[..., Any]:
@@ -417,7 +517,7 @@ def test_the_corpus_has_unique_ids_and_covers_every_command():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     commands = {c.id.split("-")[0] for c in CASES}
-    assert {"train", "eval", "extract", "convert", "api"} <= commands
+    assert {"train", "eval", "extract", "convert", "export", "demo", "visualize", "api"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -98,3 +98,16 @@ def test_pretrained_command(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and all(" bundled " in line for line in out)
     assert len({line.index(" bundled ") for line in out}) == 1  # columns line up
+
+
+@pytest.mark.parametrize("option", [["skip_unreadable=true"], ["--skip-unreadable"]])
+def test_extract_skips_unreadable_files_as_train_does(model_dir, image_dir, tmp_path, capsys, option):
+    folder, _ = model_dir
+    root, _ = image_dir
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    (root / "sub" / "cut.jpg").write_bytes((root / "sub" / "d.jpg").read_bytes()[:200])
+    assert _run(["extract", str(folder), str(root), str(tmp_path / "o"), *option, "--quiet"]) == 0
+    assert f"4 images in {root} (2 unreadable left out)" in capsys.readouterr().out
+    with safe_open(tmp_path / "o.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["files"]) == ["a.png", "b.png", "sub/c.png", "sub/d.jpg"]
+        assert f.get_tensor("pooled").shape == (4, 32)

@@ -161,3 +161,40 @@ def test_two_process_resume_inside_an_epoch_equals_an_uninterrupted_run(tmp_path
     assert [{k: v for k, v in r.items() if k not in times} for r in a["metrics"]] == [
         {k: v for k, v in r.items() if k not in times} for r in b["metrics"]
     ]
+
+
+@pytest.mark.integration
+def test_two_process_sigterm_writes_a_checkpoint_and_resumes_exactly(tmp_path):
+    # torchrun passes SIGTERM on to both workers; they agree at a logging step (log_every=4) to stop there, rank 0
+    # writes a checkpoint of that update, and both exit 143. --resume auto then ends as the uninterrupted run.
+    common = ["epochs=3", "batch_size=4", "keep_checkpoints=0", "save_every=10"]  # no checkpoint but the last one
+    _torchrun(tmp_path / "ref", *common)
+    run = tmp_path / "run"
+    port = f"--master_port={_free_port()}"
+    launcher = ["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1", port]
+    proc = subprocess.Popen(
+        [sys.executable, *launcher, *_train_args(run, *common)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():  # update 4 is done
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # of 24 updates: the run stops at update 8 or 12
+    _, err = proc.communicate(timeout=180)
+    stopped = [p for p in list_checkpoints(run) if p.name != "checkpoint-0003.pt"]
+    assert "terminated: stopped by SIGTERM" in err and stopped, err[-3000:]
+    updates = load_checkpoint(stopped[-1])["step"]
+    assert updates % 4 == 0 or stopped[-1].name.count("-") == 1, stopped  # a logging step, or an epoch's start
+    assert not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
+    _torchrun(run, *common, "--resume", "auto")
+    a = load_checkpoint(tmp_path / "ref" / "checkpoint-0003.pt")
+    b = load_checkpoint(run / "checkpoint-0003.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    times = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in times} for r in a["metrics"]] == [
+        {k: v for k, v in r.items() if k not in times} for r in b["metrics"]
+    ]

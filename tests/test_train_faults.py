@@ -1,6 +1,7 @@
 """Fault tests of ``clmae train``: kills at random moments and inside checkpoint and export writes, damaged
 checkpoints, two runs on one folder, and resuming inside an epoch. Nothing may be lost or loaded silently."""
 
+import errno
 import json
 import os
 import random
@@ -17,8 +18,9 @@ from safetensors.torch import load_file
 from clmae.train import trainer
 from clmae.train.checkpoint import DamagedCheckpointError, list_checkpoints, load_checkpoint
 from clmae.train.config import TrainConfig
-from clmae.train.export import export_checkpoint, export_complete
+from clmae.train.export import export_checkpoint, export_complete, remove_export_debris
 from clmae.train.lock import RunLock
+from clmae.train.signals import GracefulStop, GraceOver, Terminated
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -327,3 +329,221 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
     assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
     first = export_checkpoint(run / "checkpoint-0001.pt", tmp_path / "w")
     assert export_checkpoint(run / "checkpoint-0001.pt", first) == first and export_complete(first)  # replaced whole
+
+
+# --- Interrupts, full disks and debris -----------------------------------------------------------------------------
+
+
+def _cli_spawn(cfg, resume="auto"):
+    """``clmae train`` (the command, as a user runs it) with ``cfg`` as its recipe."""
+    recipe = cfg.out + ".json"
+    with open(recipe, "w") as f:
+        json.dump(cfg.to_dict(), f)
+    args = [sys.executable, "-m", "clmae", "train", "--recipe", recipe, *(["--resume", resume] if resume else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(proc):
+    """Read the command's output up to the line it prints as the training loop starts (or to its end)."""
+    for line in proc.stdout:
+        if "process(es) on cpu" in line:
+            return
+
+
+def _one_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _dead_pid():
+    """The id of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_sigint_and_sigterm_at_random_moments_resume_exactly(tmp_path, sig):
+    cfg = dict(data="synthetic:128", epochs=3, save_every_steps=2, keep_checkpoints=1)
+    start = time.perf_counter()
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    span = time.perf_counter() - start
+    run, rng, stopped = tmp_path / "run", random.Random(int(sig)), 0
+    code, first = (130, "clmae train: interrupted: stopped by Ctrl-C") if sig == signal.SIGINT else (143, "")
+    for _ in range(4):
+        proc = _cli_spawn(tiny_config(run, **cfg))
+        _wait_for_training(proc)
+        time.sleep(rng.uniform(0.0, 0.5 * span))  # inside the training loop, which takes most of the span
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0 or export_complete(run / "export"):
+            break  # finished (a signal that came after the run's end, as the command exits, stopped no training)
+        stopped += 1
+        assert proc.returncode == code, err
+        line = _one_line(err)
+        assert line.startswith(first or "clmae train: terminated: stopped by SIGTERM after"), line
+        assert "--resume auto" in line or "start again" in line, line
+        if sig == signal.SIGTERM and " wrote " in line:  # a checkpoint of exactly the update reached
+            path = line.split(" wrote ")[1].split(":")[0]
+            updates = int(line.split(" after ")[1].split()[0])
+            assert load_checkpoint(path)["step"] == updates and list_checkpoints(run)[-1] == type(run)(path)
+        assert not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
+    else:
+        proc = _cli_spawn(tiny_config(run, **cfg))
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert stopped >= 1
+    _assert_finished_like(run, tmp_path / "ref")
+
+
+def test_sigterm_writes_a_checkpoint_of_the_update_reached_and_resumes_exactly(tmp_path, monkeypatch):
+    cfg = dict(epochs=2, keep_checkpoints=0)  # no checkpoints inside epochs: the one SIGTERM writes is the only one
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run, real_step, steps = tmp_path / "run", trainer.train_step, [0]
+
+    def step_then_term(*args, **kwargs):
+        steps[0] += 1
+        if steps[0] == 5:  # SIGTERM arrives during update 5: it finishes, then the run stops
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step_then_term)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated, match=r"after 5 updates \(epoch 1 of 2\); wrote .*checkpoint-0000-00000005\.pt"):
+        trainer.train(tiny_config(run, **cfg))
+    assert signal.getsignal(signal.SIGTERM) == before  # the run's handler lives as long as the run
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0000-00000005.pt"]
+    assert not (run / ".lock").exists()
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    trainer.train(tiny_config(run, **cfg), "auto")
+    _assert_finished_like(run, tmp_path / "ref")
+
+
+def test_sigterm_abandons_what_outlasts_the_grace_period():
+    with pytest.raises(GraceOver), GracefulStop(grace=0.2) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested is not None
+        for _ in range(600):  # at most a minute: the timer ends it long before
+            time.sleep(0.1)
+
+
+def _enospc(real, after_calls):
+    """``real`` that, on its ``after_calls``-th call, writes a little and fails as a full disk does."""
+    calls = [0]
+
+    def write(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == after_calls:
+            target = args[1]
+            if hasattr(target, "write"):
+                target.write(b"\0" * 4096)
+            else:
+                os.makedirs(target, exist_ok=True)
+                with open(os.path.join(target, "model.safetensors"), "wb") as f:
+                    f.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    return write
+
+
+def test_a_full_disk_during_a_checkpoint_fails_cleanly_and_the_run_resumes_exactly(tmp_path, monkeypatch, capsys):
+    from clmae import cli
+    from clmae.train import checkpoint
+
+    cfg = dict(epochs=2, save_every_steps=3, keep_checkpoints=0)
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run = tmp_path / "run"
+    recipe = tmp_path / "run.json"
+    recipe.write_text(json.dumps(tiny_config(run, **cfg).to_dict()))
+    monkeypatch.setattr(checkpoint.torch, "save", _enospc(torch.save, 3))  # the third checkpoint: after update 8
+    capsys.readouterr()
+    assert cli.main(["train", "--recipe", str(recipe), "--resume", "auto"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"clmae train: error: no space left in {run} for checkpoint checkpoint-0001.pt"), line
+    assert "it needs about" in line and "free" in line
+    assert not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
+    kept = list_checkpoints(run)
+    assert [p.name for p in kept] == ["checkpoint-0000-00000003.pt", "checkpoint-0000-00000006.pt"]
+    for path in kept:  # the earlier checkpoints are intact
+        load_checkpoint(path)
+    monkeypatch.undo()
+    assert cli.main(["train", "--recipe", str(recipe), "--resume", "auto"]) == 0
+    _assert_finished_like(run, tmp_path / "ref")
+
+
+def test_a_full_disk_during_an_export_fails_cleanly_and_leaves_the_earlier_export(tmp_path, monkeypatch, capsys):
+    from clmae import cli
+    from clmae.train import export
+
+    cfg = dict(epochs=1, keep_checkpoints=0)
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run = tmp_path / "run"
+    recipe = tmp_path / "run.json"
+    recipe.write_text(json.dumps(tiny_config(run, **cfg).to_dict()))
+    monkeypatch.setattr(export, "save_pretrained", _enospc(export.save_pretrained, 1))
+    capsys.readouterr()
+    assert cli.main(["train", "--recipe", str(recipe)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"clmae train: error: no space left in {run} for the weights folder export"), line
+    assert not export_complete(run / "export") and not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
+    load_checkpoint(run / "checkpoint-0001.pt")
+    # clmae export into a folder that holds an earlier export: that one stays as it was
+    monkeypatch.undo()
+    assert cli.main(["export", str(run / "checkpoint-0001.pt"), str(tmp_path / "w")]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "w").iterdir()}
+    monkeypatch.setattr(export, "save_pretrained", _enospc(export.save_pretrained, 1))
+    capsys.readouterr()
+    assert cli.main(["export", str(run / "checkpoint-0001.pt"), str(tmp_path / "w")]) == 2
+    assert "no space left in" in _one_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "w").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    assert cli.main(["train", "--recipe", str(recipe), "--resume", "auto"]) == 0
+    _assert_finished_like(run, tmp_path / "ref")
+
+
+def test_debris_of_killed_runs_and_exports_is_removed_by_the_next_one(tmp_path):
+    cfg = dict(epochs=1, keep_checkpoints=0)
+    trainer.train(tiny_config(tmp_path / "ref", **cfg))
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, **cfg))
+    dead = _dead_pid()
+    # what processes killed inside a checkpoint write and an export left: --resume auto removes it
+    (run / f".checkpoint-0002.pt.tmp{dead}").write_bytes(b"\0" * 1000)
+    (run / f".export.tmp{dead}").mkdir()
+    (run / f".export.tmp{dead}" / "model.safetensors").write_bytes(b"\0" * 1000)
+    trainer.train(tiny_config(run, **cfg), "auto")
+    assert not list(run.glob(".*tmp*"))
+    _assert_finished_like(run, tmp_path / "ref")
+    # clmae export killed after writing its files, before moving the folder into place
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_EXPORT, str(run / "checkpoint-0001.pt"), str(tmp_path / "w")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert [p.name for p in tmp_path.glob(".w.tmp*")] == [f".w.tmp{proc.pid}"] and not (tmp_path / "w").exists()
+    export_checkpoint(run / "checkpoint-0001.pt", tmp_path / "w")
+    assert export_complete(tmp_path / "w") and not list(tmp_path.glob(".w.*"))
+    # killed between its two renames: the earlier export, set aside, comes back
+    (tmp_path / "w").rename(tmp_path / f".w.old{dead}")
+    (tmp_path / f".w.tmp{dead}").mkdir()
+    assert [p.name for p in remove_export_debris(tmp_path / "w")] == [f".w.tmp{dead}"]
+    assert export_complete(tmp_path / "w") and not list(tmp_path.glob(".w.*"))
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from clmae.train import export
+real = export.save_pretrained
+def save_pretrained(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+export.save_pretrained = save_pretrained
+export.export_checkpoint(sys.argv[1], sys.argv[2])
+"""

@@ -6,35 +6,33 @@ import os
 from pathlib import Path
 
 from .images import IMAGE_EXTENSIONS, ImageSource
+from .walk import walk_files
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
     """The image files under ``root``, at any depth, in a fixed order.
 
-    Files with an extension of :data:`~clmae.data.images.IMAGE_EXTENSIONS` (any case) count; hidden files and
-    folders (names starting with ``.``) are skipped; symbolic links are followed. The order is that of the paths
-    relative to ``root``, compared folder by folder, so it is the same on every machine.
+        Files with an extension of :data:`~clmae.data.images.IMAGE_EXTENSIONS` (any case) count; hidden files and
+        folders (names starting with ``.``) are skipped; symbolic links are followed, each real folder read once
+    (:func:`~clmae.data.walk.walk_files`). The order is that of the paths
+        relative to ``root``, compared folder by folder, so it is the same on every machine.
 
-    Raises:
-        FileNotFoundError: ``root`` does not exist, or holds no image file.
-        ValueError: ``root`` is a file.
+        Raises:
+            FileNotFoundError: ``root`` does not exist, or holds no image file.
+            ValueError: ``root`` is a file.
     """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"data folder {root} does not exist; give a folder of images")
     if not root.is_dir():
         raise ValueError(f"data {root} is a file, not a folder; give the folder that holds the images")
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(folder).relative_to(root).parts
-        found += [(*rel, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    found = [parts for parts in walk_files(root) if parts[-1].lower().endswith(IMAGE_EXTENSIONS)]
     if not found:
         raise FileNotFoundError(
             f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth, e.g. a flat folder "
             "or an ImageNet-style ROOT/CLASS/IMAGE.jpg tree)"
         )
-    return [root.joinpath(*parts) for parts in sorted(found)]
+    return [root.joinpath(*parts) for parts in found]
 
 
 class ImageFolderImages(ImageSource):

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,35 @@ class DataSpec:
     def labelled(self) -> bool:
         """Whether the data has class labels (an evaluation needs them)."""
         return self.kind in LABELLED
+
+
+def check_path(value: str | os.PathLike | None, what: str) -> Path:
+    """``value`` as a ``Path``; a ``ValueError`` if it is empty (``--out ""``, an unset shell variable), which would
+    otherwise mean the current folder."""
+    if value is None or not str(os.fspath(value)).strip():
+        raise ValueError(f"{what} is empty (an unset variable?); give a path")
+    return Path(value)
+
+
+def check_outside(out: str | os.PathLike, data: str | os.PathLike, what: str, data_what: str = "--data") -> None:
+    """A ``ValueError`` if the output ``out`` is the folder that ``data`` (a data spec or a folder) reads, or inside
+    it: what a run writes would be read back as data by the next one. Links are resolved before comparing."""
+    folder = Path(data) if isinstance(data, os.PathLike) else None
+    if folder is None:
+        try:
+            parsed = parse_data_spec(str(data))
+        except ValueError:
+            return  # the reader reports a bad spec
+        if parsed.kind not in ("imagefolder", "hfds"):
+            return  # fmnist reads four named files, wds named shards, synthetic nothing
+        folder = parsed.root
+    inside, where = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
+    if inside == where or where in inside.parents:
+        relation = "is the data folder" if inside == where else f"is inside the data folder {folder}"
+        raise ValueError(
+            f"{what} {out} {relation} ({data_what} {data}): its outputs would be read back as input data; choose "
+            f"an output outside {folder}"
+        )
 
 
 def parse_data_spec(spec: str) -> DataSpec:

@@ -39,7 +39,14 @@ def _handler(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from .._overrides import coerce
     from .extract import extract_folder
+
+    skip = args.skip_unreadable
+    for key, value in parse_pairs(args.overrides).items():
+        if key != "skip_unreadable":
+            raise ValueError(f"unknown option {key}={value}; clmae extract takes skip_unreadable=true|false")
+        skip = coerce(value, bool, key)
 
     out = extract_folder(
         args.model,
@@ -50,6 +57,7 @@ def _extract(args: argparse.Namespace) -> int:
         device=args.device,
         num_workers=args.num_workers,
         progress=not args.quiet,
+        skip_unreadable=skip,
         revision=args.revision,
     )
     print(f"wrote {out}")
@@ -89,4 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="image decoding processes (default: 0)")
     p.add_argument("--revision", help="Hub revision (default: the registry's pinned commit)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out image files that cannot be decoded (their count is printed), as train's skip_unreadable=true",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="skip_unreadable=true (same as the flag)")
     p.set_defaults(func=_extract)

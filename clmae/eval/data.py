@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset, Subset
 from ..data.fashion_mnist import CLASSES, load_fashion_mnist
 from ..data.images import read_image
 from ..data.spec import parse_data_spec
+from ..data.walk import walk_files
 from ..models import FMNIST_CFG, SMALL_RGB_CFG
 
 SPLITS = ("train", "val")
@@ -91,12 +93,11 @@ class EvalData:
             images, labels = load_fashion_mnist("train" if split == "train" else "test", self.root)
             ds: Dataset = TensorImages(images, labels, transform, mode)
         else:
-            from torchvision.datasets import ImageFolder
 
             def load(path: str) -> Image.Image:
                 return read_image(path, mode)
 
-            ds = ImageFolder(str(self.root / split), transform=transform, loader=load)
+            ds = _image_folder()(str(self.root / split), transform=transform, loader=load)
             if ds.classes != self.classes:
                 raise ValueError(
                     f"{self.root}/train and {self.root}/val must have the same class folders, got {self.classes} and "
@@ -115,6 +116,32 @@ class EvalData:
         images, labels = load_fashion_mnist("train" if split == "train" else "test", self.root)
         keep = subset_indices(images.shape[0], limit)
         return (images, labels) if keep is None else (images[keep], labels[keep])
+
+
+def _image_folder() -> type:
+    """torchvision's ``ImageFolder`` listing each class folder with clmae's walk (:mod:`clmae.data.walk`), which ends
+    on link cycles; the files in torchvision's order."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    class Folder(ImageFolder):
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+            valid = is_valid_file or (lambda path: has_file_allowed_extension(path, extensions or IMG_EXTENSIONS))
+            samples = []
+            for name, index in sorted(class_to_idx.items()):
+                folder = Path(directory, name)
+                if folder.is_dir():
+                    parts = walk_files(folder, hidden=True)
+                    paths = sorted((os.path.join(folder, *p[:-1]), p[-1]) for p in parts)  # as sorted(os.walk)
+                    samples += [(os.path.join(d, f), index) for d, f in paths if valid(os.path.join(d, f))]
+            filled = {index for _, index in samples}
+            empty = sorted(name for name, index in class_to_idx.items() if index not in filled)
+            if empty and not allow_empty:
+                raise FileNotFoundError(f"found no image in class folder(s) {', '.join(empty)} of {directory}")
+            return samples
+
+    return Folder
 
 
 def subset_indices(n: int, limit: int | None) -> torch.Tensor | None:
@@ -159,7 +186,7 @@ def resolve_data(spec: str) -> EvalData:
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise FileNotFoundError(f"{root}/train has no class folders; put images in train/<class>/ and val/<class>/")
-    files = [f for s in SPLITS for f in (root / s).rglob("*") if f.is_file()]
+    files = [root.joinpath(s, *parts) for s in SPLITS for parts in walk_files(root / s, hidden=True, warn=None)]
     return EvalData(spec, "imagefolder", root, classes, dict(_FOLDER_CFG), _fingerprint(files, root))
 
 

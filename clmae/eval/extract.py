@@ -13,8 +13,9 @@ from torch.utils.data import Dataset
 
 from .._device import resolve_device
 from .._io import write_safetensors
-from ..data.imagefolder import find_images
+from ..data.imagefolder import ImageFolderImages
 from ..data.images import read_image
+from ..data.spec import check_outside, check_path
 from ..hub import load_pretrained
 from .features import FEATURES, extract_features, pil_mode
 
@@ -40,12 +41,15 @@ def extract_folder(
     device: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
+    skip_unreadable: bool = False,
     **load_kwargs: Any,
 ) -> Path:
     """``clmae extract``: load ``model_name``, encode every image under ``images``, write ``out`` (safetensors).
 
     The file holds one tensor per feature; its metadata holds ``files`` (JSON list of paths relative to ``images``,
-    row order), ``model`` and ``data_config``.
+    row order), ``model`` and ``data_config``. With ``skip_unreadable`` (as in ``clmae train``) every image is decoded
+    once first and those that cannot be are left out (and out of ``files``), their count printed; otherwise the
+    first one stops the command.
 
     Returns:
         The output path.
@@ -57,14 +61,20 @@ def extract_folder(
         raise ValueError(f"features must be among {', '.join(FEATURES)} (comma-separated), got {','.join(features)}")
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"batch size must be >= 1 and workers >= 0, got {batch_size} and {num_workers}")
-    out = Path(out)
+    out = check_path(out, "output")
+    check_path(images, "images folder")
     if out.is_dir():
         raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'features.safetensors'}")
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     if out.is_dir():
         raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'features.safetensors'}")
-    files = find_images(images)
+    check_outside(out, Path(images), "output", "images folder")
+    source = ImageFolderImages(images)
+    if skip_unreadable:
+        dropped = source.drop_unreadable()
+        print(f"{len(source)} images in {images} ({dropped} unreadable left out)")
+    files = [Path(source.files[i]) for i in (range(source.raw_len()) if source.keep is None else source.keep)]
     model = load_pretrained(model_name, **load_kwargs)
     cfg = timm.data.resolve_data_config({}, model=model)
     dataset = _Images(files, timm.data.create_transform(**cfg), pil_mode(cfg))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.utils import (
@@ -76,6 +79,31 @@ def check_revision(revision: str | None, name: str | None = None) -> str | None:
     return revision
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub endpoint (``HF_ENDPOINT``) cannot be reached, or ``None`` when it answers a TCP connection within
+    ``timeout`` seconds (or a proxy is set, which only a request can test).
+
+    Without it, a machine with no network spends about a minute in ``huggingface_hub``'s retries, printing each one,
+    before every download fails; with it a load fails in seconds (or uses the cache) with one clear line.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return None
+    return _unreachable(host, port, timeout)
+
+
+@lru_cache(maxsize=8)
+def _unreachable(host: str, port: int, timeout: float) -> str | None:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or e}"
+    return None
+
+
 def _offline() -> bool:
     # Read at call time as well: huggingface_hub reads HF_HUB_OFFLINE once, at import.
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
@@ -110,6 +138,9 @@ def fetch(
     check_revision(revision)
     offline = _offline() if local_files_only is None else local_files_only
     where = f"{repo_id}@{revision or 'main'}/{filename}"
+    unreachable = None if offline else hub_unreachable()
+    if unreachable:  # no network: the cache alone, at once, instead of a minute of retries
+        offline = True
     try:
         path = hf_hub_download(
             repo_id,
@@ -122,14 +153,20 @@ def fetch(
         )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         files = list(dict.fromkeys([*needed, filename]))
+        why = (
+            f"the Hub cannot be reached ({unreachable}; no network?); set HF_HUB_OFFLINE=1 to use the cache "
+            "without trying the network"
+            if unreachable
+            else "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True), or the Hub could not be reached"
+        )
         cmd = f"hf download {repo_id} {' '.join(files)}"
         cmd += (f" --revision {revision}" if revision else "") + (f" --cache-dir {cache_dir}" if cache_dir else "")
         py = f"huggingface_hub.snapshot_download({repo_id!r}, allow_patterns={files!r}"
         py += f", revision={revision!r}" if revision else ""
         py += f", cache_dir={str(cache_dir)!r}" if cache_dir else ""
         raise FileNotFoundError(
-            f"{where} is not in the local Hub cache{f' ({cache_dir})' if cache_dir else ''} and downloads are off "
-            f"(HF_HUB_OFFLINE=1 or local_files_only=True), or the Hub could not be reached. With network access, get "
+            f"{where} is not in the local Hub cache{f' ({cache_dir})' if cache_dir else ''} and {why}. With network "
+            "access, get "
             f"every file this needs ({', '.join(files)}) at once: `{cmd}` (in Python: {py})), then work offline."
         ) from None
     except RepositoryNotFoundError as e:

@@ -26,6 +26,7 @@ from .._io import (
 )
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
+from ..models.factory import SIZE_ARGS, check_timm_fits
 from . import registry, vitmae
 from .download import check_repo_id, check_revision, check_sha256, fetch
 from .registry import UnknownWeightError
@@ -88,6 +89,12 @@ class Source:
                     raise FileNotFoundError(
                         f"{path} is missing: this install of clmae lacks a file of the bundled weight "
                         f"{self.entry.name}; reinstall clmae (pip install --force-reinstall clmae)"
+                    )
+                if filename == PRETRAINING_NAME:
+                    raise FileNotFoundError(
+                        f"{self.folder} has no {PRETRAINING_NAME}: it holds an encoder only ({WEIGHTS_NAME}); the "
+                        "whole pretraining model (decoder, masking module) is saved by clmae.save_pretrained(CLMAE) "
+                        "and clmae export; load the encoder with clmae.load_pretrained"
                     )
                 raise FileNotFoundError(
                     f"{path} does not exist; a weights folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
@@ -277,6 +284,8 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
     if not timm.is_model(arch):
         raise ValueError(f"config.json names architecture {arch!r}, which neither timm nor clmae knows")
     args.setdefault("pretrained_cfg", {**_preprocessing(cfg), "architecture": arch})
+    given = {**cfg.get("model_args", {}), **kwargs}  # what config.json and the caller chose: named if too large
+    check_timm_fits(arch, args, {k: v for k, v in given.items() if k in SIZE_ARGS})
     try:
         model = timm.create_model(arch, pretrained=False, **args)
     except (RuntimeError, TypeError, ValueError, AssertionError) as e:

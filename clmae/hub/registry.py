@@ -6,6 +6,7 @@ import difflib
 import fnmatch
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,9 @@ STATUSES = (PUBLISHED, BUNDLED, UNVERIFIED, NOT_PUBLISHED)
 MANIFEST = Path(__file__).resolve().parent / "manifest.json"
 # Weights with status "bundled" ship inside the package, one folder per entry.
 BUNDLED_ROOT = Path(__file__).resolve().parent / "bundled"
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 class UnknownWeightError(ValueError):
@@ -89,8 +93,12 @@ class WeightEntry:
 
 
 def bundled_folder(entry: WeightEntry) -> Path:
-    """Where the package keeps a ``"bundled"`` entry's files."""
-    return BUNDLED_ROOT / entry.name
+    """Where the package keeps a ``"bundled"`` entry's files; a ``ValueError`` for a name that would lead outside
+    ``BUNDLED_ROOT`` (names are checked when the manifest is read; this holds for entries built by hand too)."""
+    folder = BUNDLED_ROOT / entry.name
+    if os.path.realpath(folder).startswith(os.path.realpath(BUNDLED_ROOT) + os.sep) and ".." not in entry.name:
+        return folder
+    raise ValueError(f"weight name {entry.name!r} points outside the package's weights folder {BUNDLED_ROOT}")
 
 
 def manifest_path() -> Path:
@@ -114,6 +122,16 @@ def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
         raise ValueError(f"{path}: entry {name!r} has status {entry.status!r}, expected one of {STATUSES}")
     if "." not in entry.name:
         raise ValueError(f"{path}: entry name {name!r} must be 'arch.tag'")
+    for what, value in [
+        ("name", entry.name),
+        *(("alias", a) for a in entry.aliases),
+        *(("file", f) for f in entry.files),
+    ]:
+        if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+            raise ValueError(
+                f"{path}: entry {name!r} has the {what} {value!r}: names may hold letters, digits and . _ - only (no "
+                "'/' or '..'), so that they can never point outside the package's weights folder"
+            )
     if entry.status == PUBLISHED and not (entry.hub_repo and entry.pinned):
         raise ValueError(
             f"{path}: entry {name!r} is 'published' but is not pinned: it needs hub_repo, a 40-hex commit id as "

@@ -16,7 +16,8 @@ from torch import nn
 
 from ._init import init_linear_and_norm
 from ._registry import get_arch
-from .config import PretrainingConfig, check_encoder_kwargs
+from ._size import SIZE_ARGS, check_fits, stack_numel, too_large
+from .config import METHOD_TITLES, PretrainingConfig, check_encoder_kwargs
 from .decoder import MAEDecoder
 from .masker import MaskingModule
 from .norm_eps import set_norm_eps
@@ -59,9 +60,11 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
     """
     spec = get_arch(name)
     check_encoder_kwargs(kwargs)
+    given = {k: v for k, v in kwargs.items() if k != "pretrained_cfg"}
+    check_fits(f"the {name} encoder", lambda a: encoder_numel(name, a), given)
     args = {**spec.model_args, "num_classes": 0, **kwargs}
     args.setdefault("pretrained_cfg", spec.full_pretrained_cfg())
-    with _explain(f"the {name} encoder", {k: v for k, v in kwargs.items() if k != "pretrained_cfg"}):
+    with _explain(f"the {name} encoder", given):
         model = timm.create_model(spec.timm_arch, pretrained=False, **args)
     # Keep the advertised input size true when img_size / in_chans were overridden; mean/std of another channel count
     # (ImageNet's three values for a greyscale model) become their average, repeated per channel.
@@ -72,6 +75,98 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
             cfg[key] = (round(sum(cfg[key]) / len(cfg[key]), 4),) * in_chans
     _set_sincos(model)
     return model
+
+
+def _meta_encoder(name: str, kwargs: dict[str, Any]) -> tuple[int, VisionTransformer]:
+    """The encoder's number count and its meta-device stand-in, see :func:`meta_timm`."""
+    spec = get_arch(name)
+    args = {**spec.model_args, "num_classes": 0, **kwargs, "pretrained_cfg": spec.full_pretrained_cfg()}
+    return meta_timm(spec.timm_arch, args)
+
+
+def meta_timm(arch: str, args: dict[str, Any]) -> tuple[int, nn.Module]:
+    """Number count of ``timm.create_model(arch, **args)`` and its meta-device stand-in (at most one block when
+    ``depth`` is given), see :mod:`._size`."""
+    args = dict(args)
+    depth = args.pop("depth", None)
+    if depth is None:  # the architecture's own depth (timm's), a few dozen blocks at most
+        return stack_numel(lambda d: timm.create_model(arch, pretrained=False, **args), 1)
+    return stack_numel(lambda d: timm.create_model(arch, pretrained=False, depth=d, **args), depth)
+
+
+def check_timm_fits(arch: str, args: dict[str, Any], given: dict[str, Any]) -> None:
+    """A ``ValueError`` naming the size argument if ``timm.create_model(arch, **args)`` would not fit the free
+    memory; ``given`` are the arguments to name (the rest of ``args`` stays as it is)."""
+
+    def numel(chosen: dict[str, Any]) -> float | None:
+        try:
+            return meta_timm(arch, {**{k: v for k, v in args.items() if k not in given}, **chosen})[0]
+        except (TypeError, AssertionError, RuntimeError, ValueError, OverflowError) as e:
+            return too_large(e)
+
+    check_fits(f"the {arch} encoder", numel, {k: v for k, v in given.items() if k != "pretrained_cfg"})
+
+
+def encoder_numel(name: str, kwargs: dict[str, Any]) -> float | None:
+    """Numbers (parameters and buffers) held by ``create_encoder(name, **kwargs)``, found without building it;
+    ``inf`` if a tensor would be larger than torch can address, ``None`` if it cannot be built (the build then says
+    why)."""
+    try:
+        return _meta_encoder(name, kwargs)[0]
+    except (TypeError, AssertionError, RuntimeError, ValueError, OverflowError) as e:
+        return too_large(e)
+
+
+def _with_arch_decoder(cfg: PretrainingConfig) -> PretrainingConfig:
+    """``cfg`` with the architecture's decoder where none is asked for."""
+    spec = get_arch(cfg.arch)
+    return dataclasses.replace(
+        cfg,
+        decoder_embed_dim=cfg.decoder_embed_dim or spec.decoder_embed_dim,
+        decoder_depth=spec.decoder_depth if cfg.decoder_depth is None else cfg.decoder_depth,
+        decoder_num_heads=cfg.decoder_num_heads or spec.decoder_num_heads,
+    )
+
+
+def pretraining_numel(cfg: PretrainingConfig) -> float | None:
+    """Numbers (parameters and buffers) held by ``create_pretraining_model(cfg)``, found without building it (as
+    :func:`encoder_numel`)."""
+    cfg = _with_arch_decoder(cfg)
+    try:
+        count, encoder = _meta_encoder(cfg.arch, cfg.encoder_kwargs)
+        grid, width = encoder.patch_embed.num_patches, encoder.embed_dim
+        patch, chans = encoder.patch_embed.patch_size[0], encoder.patch_embed.proj.in_channels
+        count += stack_numel(
+            lambda d: MAEDecoder(grid, width, cfg.decoder_embed_dim, d, cfg.decoder_num_heads, patch, chans),
+            cfg.decoder_depth,
+        )[0]
+        if cfg.method == "clmae":
+            count += stack_numel(
+                lambda d: MaskingModule(grid, width, d, cfg.masker_num_heads, cfg.masker_mlp_ratio),
+                cfg.masker_depth,
+            )[0]
+    except (TypeError, AssertionError, RuntimeError, ValueError, OverflowError) as e:
+        return too_large(e)
+    return count
+
+
+def check_pretraining_fits(
+    cfg: PretrainingConfig, device: str | torch.device = "cpu", copies: int = 1, purpose: str = "its weights"
+) -> None:
+    """A ``ValueError`` naming the size argument if ``copies`` float32 copies of the model ``cfg`` describes would
+    not fit ``device``'s memory (see :func:`._size.check_fits`); nothing is allocated."""
+    fields = {f.name: f.default for f in dataclasses.fields(PretrainingConfig)}
+    own = {k: getattr(cfg, k) for k in SIZE_ARGS if k in fields and getattr(cfg, k) != fields[k]}
+    given = {**cfg.encoder_kwargs, **own}
+    enc_keys = set(cfg.encoder_kwargs)
+
+    def numel(args: dict[str, Any]) -> int | None:
+        values = {k: args.get(k, fields[k]) for k in own}
+        encoder_kwargs = {k: v for k, v in args.items() if k in enc_keys}
+        return pretraining_numel(dataclasses.replace(cfg, encoder_kwargs=encoder_kwargs, **values))
+
+    what = f"the {METHOD_TITLES[cfg.method]} pretraining model of {cfg.arch}"
+    check_fits(what, numel, {k: v for k, v in given.items() if k != "pretrained_cfg"}, device, copies, purpose)
 
 
 def _init_mae_encoder(encoder: VisionTransformer) -> None:
@@ -103,13 +198,8 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
         cfg = name
     else:
         cfg = PretrainingConfig.from_kwargs(name, method, check=False, **kwargs)  # checked below, by building it
-    spec = get_arch(cfg.arch)
-    cfg = dataclasses.replace(  # the architecture's decoder where none is asked for
-        cfg,
-        decoder_embed_dim=cfg.decoder_embed_dim or spec.decoder_embed_dim,
-        decoder_depth=spec.decoder_depth if cfg.decoder_depth is None else cfg.decoder_depth,
-        decoder_num_heads=cfg.decoder_num_heads or spec.decoder_num_heads,
-    )
+    check_pretraining_fits(cfg)
+    cfg = _with_arch_decoder(cfg)
     encoder = create_encoder(cfg.arch, **cfg.encoder_kwargs)
     _init_mae_encoder(encoder)
     set_norm_eps(encoder, cfg.norm_eps)

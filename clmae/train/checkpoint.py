@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import load_torch_checkpoint, tensor_bytes
+from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
 from .config import TrainConfig
 
 _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
@@ -66,6 +66,7 @@ RESUMABLE_CHANGES = {
     "batch_size",
     "accum_iter",
     "global_batch",
+    "term_grace",
 }
 
 
@@ -148,17 +149,20 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with its digest atomically: to a temporary file in the same folder, flushed, then renamed
     over ``path``.
 
-    A crash at any moment leaves either the previous file or the complete new one, never a partial file.
+    A crash at any moment leaves either the previous file or the complete new one, never a partial file; a write
+    that fails (a full disk: :class:`~clmae._io.DiskFullError`, naming the folder and the bytes needed and free)
+    removes its temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "digest": state_digest(state)}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path.parent, state_nbytes(state), f"checkpoint {path.name}", lambda: tmp.unlink(missing_ok=True)):
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     return path
 
 
@@ -256,13 +260,20 @@ def set_aside_newer(out: str | os.PathLike, state: dict[str, Any], suffix: str) 
     return [p.with_name(p.name + suffix) for p in newer]
 
 
+def remove_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Delete the temporary checkpoint files that processes killed while writing left in ``out`` (the caller holds
+    ``out``'s lock, see :mod:`clmae.train.lock`, so no other process is writing them); return their paths."""
+    stale = [p for p in Path(out).glob(".checkpoint-*.pt.tmp*") if not p.name.endswith(f".tmp{os.getpid()}")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def prune_checkpoints(out: str | os.PathLike, keep: int) -> None:
-    """Delete temporary files left by a process of this run killed while writing (the run holds ``out``'s lock, see
-    :mod:`clmae.train.lock`) and, unless ``keep`` is 0 (keep all), all but the ``keep`` newest end-of-epoch
-    checkpoints and every checkpoint inside an epoch but the newest checkpoint."""
-    for stale in Path(out).glob(".checkpoint-*.pt.tmp*"):
-        if not stale.name.endswith(f".tmp{os.getpid()}"):
-            stale.unlink(missing_ok=True)
+    """Delete temporary files left by a process of this run killed while writing (:func:`remove_temporaries`) and,
+    unless ``keep`` is 0 (keep all), all but the ``keep`` newest end-of-epoch checkpoints and every checkpoint inside
+    an epoch but the newest checkpoint."""
+    remove_temporaries(out)
     if keep == 0:
         return
     found = list_checkpoints(out)

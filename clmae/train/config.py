@@ -19,6 +19,7 @@ import yaml
 
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
+from ..data.spec import check_outside, check_path
 from ..models import PretrainingConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -88,6 +89,9 @@ class TrainConfig:
             (``OUT/masks/masks-EEEE.safetensors``), to study how masks vary over a run (0: none).
         fixed_lambda: diagnostic only, not CL-MAE: hold the curriculum factor at this value for the whole run
             (+1: the masking module always a partner, -1: always an adversary) instead of the curriculum.
+        term_grace: seconds a run has after SIGTERM to finish its update and write a checkpoint of that position
+            before it abandons them (then exit code 143); see :mod:`clmae.train.signals` and docs/cli.md (SLURM's
+            ``--signal``).
     """
 
     recipe: str = ""
@@ -128,9 +132,12 @@ class TrainConfig:
     progress: bool = True
     mask_probe: int = 0
     fixed_lambda: float | None = None
+    term_grace: float = 60.0
 
     def validate(self) -> TrainConfig:
         """Raise a ``ValueError`` naming the first bad field; return ``self``."""
+        check_path(self.out, "--out")
+        check_outside(self.out, self.data, "--out")
         self.pretraining_config()  # method, mask ratio and model_kwargs, checked as the model will be built
         for name in ("epochs", "batch_size", "accum_iter", "save_every", "log_every", "vis_images"):
             if getattr(self, name) < 1:
@@ -144,6 +151,7 @@ class TrainConfig:
             "weight_decay",
             "mask_ratio",
             "fixed_lambda",
+            "term_grace",
         ):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -159,6 +167,7 @@ class TrainConfig:
             "keep_checkpoints",
             "vis_every",
             "mask_probe",
+            "term_grace",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -3,12 +3,16 @@ at all; and the same folder from any training checkpoint (``clmae export``)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from .._io import state_nbytes, writing
+from ..data.spec import check_path
 from ..hub import save_pretrained
 from ..models import CLMAE, METHOD_TITLES
 
@@ -21,20 +25,24 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
 
     The files go to a temporary folder beside ``folder``, which then replaces ``folder``: a crash at any moment
     leaves the previous folder, or no folder (then ``clmae train --resume auto`` or ``clmae export`` writes it),
-    never a partial one. An existing ``folder`` is replaced only if it is empty or an earlier export.
+    never a partial one; what a killed export left is removed by the next (:func:`remove_export_debris`). A full disk
+    fails with :class:`~clmae._io.DiskFullError` (the folder, the bytes needed and free), the temporary folder
+    removed and the previous export intact. An existing ``folder`` is replaced only if it is empty or an earlier
+    export.
 
     Args:
         model: the trained pretraining model.
         folder: output folder.
         train_config: the run's ``TrainConfig`` as a dict (recorded in the folder).
     """
-    folder = Path(folder)
+    folder = check_path(folder, "the weights folder")
     description = (
         f"{METHOD_TITLES[model.method]} pretraining of `{train_config['model']}` for {train_config['epochs']} epochs "
         f"on `{train_config.get('data', '')}` with `clmae train` (recipe `{train_config.get('recipe') or 'custom'}`)."
     )
     if train_config.get("init"):
         description += f" Training started from the weights `{train_config['init']}`."
+    remove_export_debris(folder)
     if folder.exists() and not (folder.is_dir() and (export_complete(folder) or not any(folder.iterdir()))):
         raise ValueError(
             f"{folder} exists and is not a weights folder written by clmae (no {MARKER}); choose a new folder, "
@@ -43,15 +51,56 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old{os.getpid()}")
-    for own in (tmp, old):  # a process of the same id (ids are reused) may have been killed while exporting
-        shutil.rmtree(own, ignore_errors=True)
-    save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
-    (tmp / MARKER).write_text(json.dumps(train_config, indent=2))
+    needed = state_nbytes(model.encoder.state_dict()) + state_nbytes(model.state_dict())  # the two weights files
+    with writing(folder.parent, needed, f"the weights folder {folder.name}", lambda: _remove(tmp)):
+        save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
+        (tmp / MARKER).write_text(json.dumps(train_config, indent=2))
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # an earlier process of the same id (ids are reused): not this one, which is not exporting
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process: alive
+        return True
+    return True
+
+
+def remove_export_debris(folder: str | os.PathLike) -> list[Path]:
+    """Remove what exports to ``folder`` killed half-way left beside it (``.NAME.tmpPID``, ``.NAME.oldPID`` of
+    processes that no longer run) and return the paths removed. A previous export that a killed process had set aside
+    (``.NAME.oldPID``) while ``folder`` is missing is put back first: it is the last complete one."""
+    folder = Path(folder)
+    pattern = re.compile(rf"^\.{re.escape(folder.name)}\.(tmp|old)(\d+)$")
+    stale = []
+    for path in sorted(folder.parent.glob(f".{glob.escape(folder.name)}.*")) if folder.parent.is_dir() else []:
+        m = pattern.match(path.name)
+        if m and not _alive(int(m.group(2))):
+            stale.append((m.group(1), path))
+    for kind, path in stale:
+        if kind == "old" and not folder.exists() and export_complete(path):
+            os.replace(path, folder)
+    removed = []
+    for _, path in stale:
+        if path.exists() or path.is_symlink():
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def export_complete(folder: str | os.PathLike) -> bool:

@@ -30,7 +30,6 @@ statistics); the ``"type": "epoch"`` records are means over the epoch and over a
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from ..curriculum import curriculum_factor, curriculum_phase
 from ..data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
 from ..data.decode import BatchDecoder, EncodedImages, collate_encoded
 from ..models import CLMAE, create_pretraining_model
+from ..models.factory import check_pretraining_fits
 from ..viz import mask_picture
 from .checkpoint import (
     checkpoint_path,
@@ -53,6 +53,7 @@ from .checkpoint import (
     load_resume,
     order_of,
     prune_checkpoints,
+    remove_temporaries,
     restore,
     rng_state,
     save_checkpoint,
@@ -69,12 +70,13 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .export import export_complete, export_pretrained
+from .export import export_complete, export_pretrained, remove_export_debris
 from .init import initialize
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .probe import MaskProbe, probe_path
 from .schedule import lr_at, peak_lr, set_lr
+from .signals import GracefulStop, GraceOver, Interrupted, Terminated
 from .step import build_optimizers, compile_in_place, train_step
 from .visualize import plot_history
 
@@ -153,17 +155,56 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         errors = [e for e in gather_objects(error) if e]
         if errors:
             raise ValueError(errors[0])
-        return _train(cfg, resume, info)
+        reached = {"step": 0, "epoch": 0}  # how far the run got, for the line an interrupt prints
+        with GracefulStop(cfg.term_grace) as stop:
+            try:
+                return _train(cfg, resume, info, stop, reached)
+            except GraceOver:
+                raise Terminated(
+                    f"stopped by SIGTERM after {reached['step']} updates: what was in progress was abandoned after "
+                    f"term_grace={cfg.term_grace:g} s; {_resume_hint(cfg.out)}"
+                ) from None
+            except (Interrupted, Terminated):
+                raise
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"stopped by Ctrl-C in epoch {reached['epoch'] + 1} of {cfg.epochs} after {reached['step']} "
+                    f"updates; {_resume_hint(cfg.out)}"
+                ) from None
     finally:
         lock.release()
         cleanup()
 
 
-def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, Any]:
+def _resume_hint(out: str | Path) -> str:
+    kept = list_checkpoints(out)
+    if not kept:
+        return "no checkpoint was written yet: rerun the command to start again"
+    return f"the newest checkpoint is {kept[-1]}: continue with the same command and --resume auto"
+
+
+def _stop_requested(stop: GracefulStop, info: DistInfo, sync: bool) -> bool:
+    """Whether to stop for SIGTERM now; under torchrun every process answers the same, at ``sync`` points only."""
+    if not info.distributed:
+        return stop.requested is not None
+    if not sync:
+        return False
+    flag = torch.tensor(float(stop.requested is not None), device=info.device)
+    return all_reduce_mean(flag).item() > 0
+
+
+def _train(
+    cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, reached: dict[str, int]
+) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
     log = print if master else lambda line: None
+    if master:  # what killed processes of this run left (the run holds --out's lock): removed before anything else
+        remove_temporaries(out)
+        remove_export_debris(out / "export")
 
-    # Model: the same initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
+    # initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    check_pretraining_fits(cfg.pretraining_config(), device, 4, "training (weights, gradients, AdamW's two moments)")
     torch.manual_seed(cfg.seed)
     model = create_pretraining_model(cfg.pretraining_config()).to(device)
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
@@ -267,9 +308,13 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         mininterval=1.0,
     )
 
+    saved_at = (start_epoch, start_step)  # the position the newest checkpoint holds (or the start: nothing to save)
+
     def save(epoch_done: int, epoch_step: int) -> Path | None:
         """Checkpoint (rank 0 writes; every process takes part in the gathers); never of a NaN state (an epoch's end
         has just been checked)."""
+        nonlocal saved_at
+        saved_at = (epoch_done, epoch_step)
         if epoch_step:
             _stop_if_not_finite(bad, epoch_done, step, out)
         rng_ranks = gather_objects(rng_state())
@@ -297,9 +342,25 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
     model.train()
     bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
     probe = MaskProbe(min(cfg.mask_probe, len(data.dataset)), model.num_patches, device) if cfg.mask_probe else None
+
+    def stop_if_asked(epoch: int, s: int, sync: bool) -> None:
+        """On SIGTERM: a checkpoint of this position (``s`` updates done in ``epoch``), unless one holds it, then
+        :class:`Terminated`."""
+        if not _stop_requested(stop, info, sync):
+            return
+        wrote = save(epoch, s) if (epoch, s) != saved_at else None
+        stop.disarm()
+        if wrote is not None:
+            done = f"wrote {wrote}: continue with the same command and --resume auto"
+        else:
+            done = _resume_hint(out) if step else "no update was done: rerun the command to start again"
+        raise Terminated(f"stopped by SIGTERM after {step} updates (epoch {epoch + 1} of {cfg.epochs}); {done}")
+
     for epoch in range(start_epoch, cfg.epochs):
         lam = curriculum_factor(epoch, cfg.epochs) if cfg.fixed_lambda is None else cfg.fixed_lambda
         first = start_step if epoch == start_epoch else 0
+        reached.update(epoch=epoch, step=step)
+        stop_if_asked(epoch, first, sync=True)  # before the epoch draws anything: a checkpoint here resumes exactly
         sampler.set_epoch(epoch, first)
         if not first:
             sums = {}
@@ -314,6 +375,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
             probe.reset()
         t_epoch = t_log = time.perf_counter()
         for s in range(first, steps_per_epoch):
+            if s > first:  # the update before has finished
+                stop_if_asked(epoch, s, sync=step % cfg.log_every == 0)
             lr = lr_at(step, total_steps, warmup_steps, lr_max, cfg.min_lr)
             set_lr((mae_opt, masker_opt), lr)
             micro, indices = [], []
@@ -352,6 +415,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
                 if k in stats:
                     sums[k] = sums.get(k, 0.0) + stats[k]
             step += 1
+            reached["step"] = step
             bar.update(global_batch)
             if log_now:
                 _stop_if_not_finite(bad, epoch, step, out)
@@ -407,8 +471,6 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo) -> dict[str, An
         if not (out / "history.png").is_file() and history:
             plot_history(history, out / "history.png")
     if master and cfg.export and (start_epoch < cfg.epochs or not export_complete(out / "export")):
-        for stale in out.glob(".export.*"):  # left by an export of this run killed half-way (the run holds --out)
-            shutil.rmtree(stale, ignore_errors=True)
         exported = export_pretrained(model, out / "export", cfg.to_dict())
         print(f"done: weights in {exported}, checkpoints and metrics in {out}")
     if info.distributed:

@@ -88,10 +88,13 @@ def visualize_checkpoint(
     Returns:
         The PNG files written: ``masks-<checkpoint>.png`` and ``history-<checkpoint>.png``.
     """
+    from ..data.spec import check_path
     from .checkpoint import checkpoint_model, load_checkpoint
     from .trainer import model_data
 
     checkpoint = Path(checkpoint)
+    if out is not None:
+        check_path(out, "--out")
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
     model = checkpoint_model(state)
