@@ -181,3 +181,35 @@ def test_the_demo_takes_only_fashion_mnist_specs(tmp_path, capsys):
     for spec in ("synthetic:8", f"imagefolder:{tmp_path}"):
         assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--data", spec]) == 2
         assert "the demo reads Fashion-MNIST" in capsys.readouterr().err
+
+
+# docs/architecture.md: the floors of the package; a unit imports only from floors below its own.
+FLOORS = {
+    **dict.fromkeys(("_io", "_device", "_overrides", "_compat", "_version", "curriculum"), 0),
+    "data": 1,
+    "models": 2,
+    "hub": 3,
+    "viz": 3,
+    "train": 4,
+    "factory": 4,
+    "eval": 5,
+    "demo": 6,
+    "cli": 7,
+    "__main__": 8,
+    "__init__": 8,
+}
+
+
+def test_every_import_points_to_a_lower_floor_as_docs_architecture_states():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    wrong = []
+    for path in (ROOT / "clmae").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        unit = _unit(module).removeprefix("clmae.")
+        assert unit in FLOORS, f"{unit} has no floor: add it to docs/architecture.md and FLOORS"
+        assert f"`{unit}" in page, f"docs/architecture.md does not place {unit}"
+        for imported in _imports(path):
+            target = _unit(imported).removeprefix("clmae.")
+            if target not in (unit, "clmae") and FLOORS.get(target, 99) >= FLOORS[unit]:
+                wrong.append(f"{module} (floor {FLOORS[unit]}) -> {imported} (floor {FLOORS.get(target)})")
+    assert not wrong, "imports that do not point down:\n" + "\n".join(wrong)
