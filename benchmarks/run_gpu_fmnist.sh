@@ -18,11 +18,12 @@
 # diagnostics' probes; the references (random init, raw pixels); fine-tuning of seed 0 of each method; then the
 # CUDA-only tests.
 #
-# What comes back in $OUT (5-6 files, none over 15 MB, no folders): log.txt (everything printed, as it happens);
+# What comes back in $OUT (5 files, none over 15 MB, no folders): log.txt (everything printed, as it happens);
 # summary.json (rewritten after each stage: the schedule, every stage's status, per-method mean and std, CL-MAE - MAE
 # in sigma); results.tar.gz (replaced atomically after each stage: summary.md, masks.json/md, curriculum.png, eval
-# JSON, logs, metrics, configs, mask records, pictures, cuda_tests.txt; no weights); the float16 pretraining weights of
-# seed 0 of each method as {clmae,mae}_s0.pretraining.safetensors.part-NN + .sha256 (`cat NAME.part-* > NAME`).
+# JSON, logs, metrics, configs, mask records, pictures, cuda_tests.txt; no weights); weights_s0.tar.part-NN, the float16
+# pretraining weights of seed 0 of each method (`cat weights_s0.tar.part-* > weights_s0.tar`; its sha256 is in
+# summary.json, weights_returned).
 # `python -m tools.zoo.publish ZOO_DIR` turns the unpacked results plus those weights into the bundled weights.
 #
 # SMOKE=1 runs every stage on the CPU with a tiny model, calibration included, on the bundled sample (a few minutes).

@@ -145,7 +145,7 @@ def test_a_comparison_killed_at_a_random_moment_keeps_every_finished_stage(tmp_p
     assert set(stages) <= set(summary["stages"])  # every stage the log calls delivered is in the archive
     if "train" in stages:
         assert any(n.startswith("runs/clmae_s0/") for n in names)
-        assert (out / "clmae_s0.pretraining.safetensors.sha256").is_file()
+        assert (out / "weights_s0.tar.part-00").is_file() and summary["weights_returned"]["sha256"]
 
 
 @pytest.mark.integration

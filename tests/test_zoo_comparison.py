@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -135,22 +136,16 @@ def test_the_one_call_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
     files = {p.name for p in out.iterdir()}
-    assert files == {
-        "log.txt",
-        "summary.json",
-        "results.tar.gz",
-        "clmae_s0.pretraining.safetensors.part-00",
-        "clmae_s0.pretraining.safetensors.sha256",
-        "mae_s0.pretraining.safetensors.part-00",
-        "mae_s0.pretraining.safetensors.sha256",
-    }
+    assert files == {"log.txt", "summary.json", "results.tar.gz", "weights_s0.tar.part-00"}
     assert all(p.is_file() and p.stat().st_size <= 15_000_000 for p in out.iterdir())  # what a GPU machine returns
-    for m in ("clmae", "mae"):  # the parts join to the evaluated float16 weights
-        published = tmp_path / "zoo" / "runs" / f"{m}_s0" / "published" / "pretraining.safetensors"
-        joined = b"".join(p.read_bytes() for p in sorted(out.glob(f"{m}_s0.pretraining.safetensors.part-*")))
-        assert joined == published.read_bytes()
-        digest = (out / f"{m}_s0.pretraining.safetensors.sha256").read_text().split()[0]
-        assert digest == hashlib.sha256(joined).hexdigest()
+    joined = b"".join(p.read_bytes() for p in sorted(out.glob("weights_s0.tar.part-*")))
+    assert hashlib.sha256(joined).hexdigest() == json.loads((out / "summary.json").read_text())["weights_returned"][
+        "sha256"
+    ]
+    with tarfile.open(fileobj=io.BytesIO(joined)) as tar:  # the parts join to the evaluated float16 weights
+        for m in ("clmae", "mae"):
+            published = tmp_path / "zoo" / "runs" / f"{m}_s0" / "published" / "pretraining.safetensors"
+            assert tar.extractfile(f"{m}_s0.pretraining.safetensors").read() == published.read_bytes()
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
         summary = json.load(tar.extractfile("summary.json"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import io
 import os
 import sys
@@ -106,8 +105,8 @@ def deliver(
 
 
 def deliver_parts(path: str | os.PathLike, dest_prefix: str | os.PathLike, part_bytes: int = PART_BYTES) -> list[Path]:
-    """Copy ``path`` as ``DEST_PREFIX.part-00``, ``-01``, ... of at most ``part_bytes`` each, each written atomically,
-    and ``DEST_PREFIX.sha256`` last (``cat DEST_PREFIX.part-* > FILE``, then compare). Returns the parts."""
+    """Copy ``path`` as ``DEST_PREFIX.part-00``, ``-01``, ... of at most ``part_bytes`` each, each written atomically
+    (``cat DEST_PREFIX.part-* > FILE`` joins them; the caller records the whole file's sha256). Returns the parts."""
     data = Path(path).read_bytes()
     dest = Path(dest_prefix)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +115,6 @@ def deliver_parts(path: str | os.PathLike, dest_prefix: str | os.PathLike, part_
         part = dest.with_name(f"{dest.name}.part-{i:02d}")
         atomic_write(part, data[start : start + part_bytes])
         parts.append(part)
-    digest = hashlib.sha256(data).hexdigest()
-    atomic_write(dest.with_name(f"{dest.name}.sha256"), f"{digest}  {dest.name}\n".encode())
     return parts
 
 

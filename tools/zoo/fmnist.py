@@ -403,6 +403,31 @@ class Stages:
             deliver(self.out, self.deliver_to / "results.tar.gz", stage=name, exclude=exclude, low=low)
 
 
+def return_weights(paths: dict[str, Path], seed: int, deliver_to: Path) -> dict[str, Any] | None:
+    """Hand back the float16 pretraining weights of ``seed`` of each method (the candidates for the bundled pair) as
+    one tar in parts of at most 15 MB: few files, as a GPU machine returns few. Returns what ``summary.json``
+    records of it (its sha256 included), or ``None`` if no weights exist."""
+    import hashlib
+    import tarfile
+    import tempfile
+
+    from tools.deliver import deliver_parts
+
+    files = {f"{m}_s{seed}.pretraining.safetensors": paths.get(f"{m}_s{seed}") for m in METHODS}
+    files = {k: p / "published" / "pretraining.safetensors" for k, p in files.items() if p is not None}
+    files = {k: f for k, f in files.items() if f.is_file()}
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / f"weights_s{seed}.tar"
+        with tarfile.open(bundle, "w") as tar:
+            for name, f in files.items():
+                tar.add(f, arcname=name)
+        parts = deliver_parts(bundle, deliver_to / bundle.name)
+        digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    return {"file": bundle.name, "parts": [p.name for p in parts], "sha256": digest, "holds": sorted(files)}
+
+
 def _status(found: dict[str, int | None], names: list[str]) -> str:
     ok = sum(found.get(n) == 0 for n in names)
     return "done" if ok == len(names) else ("partial" if ok else "failed") + f" ({ok}/{len(names)} jobs)"
@@ -540,12 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = str(store_half(paths[name], method, trained, command, diagnostic=runs[name][2] is not None))
     print(f"training: {info['train_seconds']:.0f} s; {len(done)}/{len(runs)} runs have weights", flush=True)
     if args.deliver is not None:
-        from tools.deliver import deliver_parts
-
-        for m in METHODS:  # seed 0's weights, candidates for the bundled pair
-            f = paths.get(f"{m}_s{first}", out) / "published" / "pretraining.safetensors"
-            if f.is_file():
-                deliver_parts(f, args.deliver / f"{m}_s{first}.pretraining.safetensors")
+        info["weights_returned"] = return_weights(paths, first, args.deliver)
     stages.end(
         "train",
         "done"
