@@ -139,9 +139,10 @@ def test_the_one_call_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert files == {"log.txt", "summary.json", "results.tar.gz", "weights_s0.tar.part-00"}
     assert all(p.is_file() and p.stat().st_size <= 15_000_000 for p in out.iterdir())  # what a GPU machine returns
     joined = b"".join(p.read_bytes() for p in sorted(out.glob("weights_s0.tar.part-*")))
-    assert hashlib.sha256(joined).hexdigest() == json.loads((out / "summary.json").read_text())["weights_returned"][
-        "sha256"
-    ]
+    assert (
+        hashlib.sha256(joined).hexdigest()
+        == json.loads((out / "summary.json").read_text())["weights_returned"]["sha256"]
+    )
     with tarfile.open(fileobj=io.BytesIO(joined)) as tar:  # the parts join to the evaluated float16 weights
         for m in ("clmae", "mae"):
             published = tmp_path / "zoo" / "runs" / f"{m}_s0" / "published" / "pretraining.safetensors"
