@@ -1,8 +1,18 @@
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from clmae.train.config import TrainConfig, apply_overrides, list_recipes, load_recipe, resolve_config
+from clmae.train.config import (
+    TrainConfig,
+    apply_overrides,
+    list_recipes,
+    load_recipe,
+    resolve_config,
+    resumable_fields,
+)
 
 
 def test_shipped_recipes_follow_the_method():
@@ -62,7 +72,9 @@ def test_layers_and_typed_overrides():
         None,
         "mae",
     )
-    assert cfg.model_kwargs == {"depth": 2, "drop_path_rate": 0.1} and cfg.data == "fmnist-sample"
+    # the recipe's mask_ratio / norm_pix_loss are short for model arguments: they live in model_kwargs only
+    assert cfg.model_kwargs == {"mask_ratio": 0.75, "norm_pix_loss": False, "depth": 2, "drop_path_rate": 0.1}
+    assert cfg.data == "fmnist-sample"
     assert isinstance(cfg.epochs, int) and cfg.global_batch == 200
     # to_dict is plain data and round-trips
     d = cfg.to_dict()
@@ -89,7 +101,16 @@ def test_recipe_files(tmp_path):
         (["amp=maybe"], "amp='maybe': expected bool"),
         (["model_kwargs.dpeth=2"], r"unknown model argument 'dpeth' \(did you mean depth"),
         (["model.dpeth=2"], r"unknown model argument 'dpeth'"),
-        (["model_kwargs.mask_ratio=0.5"], "not as model_kwargs.mask_ratio"),
+        (["model_kwargs.method=mae"], "not as model_kwargs.method"),
+        (["model_kwargs.mask_ratio=1.0"], r"mask_ratio must be in \(0, 1\)"),
+        (["norm_pix_loss=maybe"], "norm_pix_loss='maybe': expected bool"),
+        (["num_workers=-1"], "num_workers must be >= 0, got -1"),
+        (["vis_images=0"], "vis_images must be >= 1, got 0"),
+        (["epoch_size=0"], r"epoch_size must be >= 1 \(or none"),
+        (["term_grace=nan"], "term_grace='nan': expected a finite number"),
+        (["min_lr=-1e-5"], "min_lr must be >= 0"),
+        (["decode=gpu"], "decode must be one of auto, pil, device"),
+        (["fixed_lambda=1.5"], r"fixed_lambda must be in \[-1, 1\]"),
         (["device=tpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (["epochs"], "key=value"),
         (["method=byol"], "method must be one of"),
@@ -113,3 +134,39 @@ def test_unknown_recipe_suggests_names():
 def test_apply_overrides_in_place():
     cfg = TrainConfig()
     assert apply_overrides(cfg, ["seed=3"]) is cfg and cfg.seed == 3
+
+
+def test_mask_ratio_and_norm_pix_loss_have_one_home():
+    short = resolve_config("clmae_fmnist_tiny", ["mask_ratio=0.6", "norm_pix_loss=true"])
+    long = resolve_config("clmae_fmnist_tiny", ["model_kwargs.mask_ratio=0.6", "model_kwargs.norm_pix_loss=true"])
+    assert short == long and short.model_kwargs == {"mask_ratio": 0.6, "norm_pix_loss": True}
+    assert (short.mask_ratio, short.norm_pix_loss) == (0.6, True)
+    model = short.pretraining_config()
+    assert (model.mask_ratio, model.norm_pix_loss) == (0.6, True)
+    assert "mask_ratio" not in short.to_dict() and "norm_pix_loss" not in short.to_dict()
+    assert TrainConfig().mask_ratio == 0.75 and TrainConfig().norm_pix_loss is False  # the model's defaults
+
+
+def test_each_field_is_declared_once_with_its_rules():
+    fields = dataclasses.fields(TrainConfig)
+    assert all(f.metadata["doc"] for f in fields)
+    for f in fields:  # the docstring is built from the declarations: every field once
+        assert TrainConfig.__doc__.count(f"\n    {f.name}: ") == 1, f.name
+    # what a resume may change: output, logging, pictures, workers, and how the global batch is split
+    assert resumable_fields() == {
+        "recipe", "data", "num_workers", "device", "compile", "out", "save_every", "save_every_steps",
+        "keep_checkpoints", "log_every", "vis_every", "vis_images", "mask_probe", "decode", "export", "progress",
+        "batch_size", "accum_iter", "global_batch", "term_grace",
+    }  # fmt: skip
+    # docs/cli.md names the same fields
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    listed = text.split("except in these fields:", 1)[1].split(".", 1)[0]
+    assert set(re.findall(r"`(\w+)`", listed)) == resumable_fields()
+
+
+@pytest.mark.parametrize("name", ["epochs", "warmup_epochs", "base_lr", "lr", "min_lr", "fixed_lambda", "term_grace"])
+def test_values_set_in_code_are_checked_as_overrides_are(name):
+    cfg = TrainConfig()
+    setattr(cfg, name, float("inf"))  # bypasses the override parser's own check
+    with pytest.raises(ValueError, match=f"{name} must be a finite number, got inf"):
+        cfg.validate()

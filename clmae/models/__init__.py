@@ -7,7 +7,7 @@ from ._registry import FMNIST_CFG, SMALL_RGB_CFG, ArchSpec, default_pretrained_c
 from .checks import check_input
 from .config import METHOD_TITLES, METHODS, PretrainingConfig
 from .decoder import MAEDecoder
-from .factory import create_encoder, create_pretraining_model
+from .factory import check_config, create_encoder, create_pretraining_model
 from .masker import MaskingModule
 from .masking import num_keep, random_masking, topk_masking
 from .norm_eps import norm_eps, set_norm_eps
@@ -25,6 +25,7 @@ __all__ = [
     "MAEDecoder",
     "MaskingModule",
     "PretrainingConfig",
+    "check_config",
     "check_input",
     "create_encoder",
     "create_pretraining_model",

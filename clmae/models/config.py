@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from .._overrides import coerce
@@ -116,24 +115,20 @@ class PretrainingConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_kwargs(cls, arch: str, method: str = "clmae", *, check: bool = True, **kwargs: Any) -> PretrainingConfig:
+    def from_kwargs(cls, arch: str, method: str = "clmae", **kwargs: Any) -> PretrainingConfig:
         """Split flat keyword arguments: this dataclass's fields, the rest are encoder arguments.
 
-        Every argument is checked here, by name, type and value, so that a config that would not build fails before
-        anything runs: names and types by the dataclass, values by :meth:`check` (the model built on the ``meta``
-        device, which allocates nothing).
+        Names and types are checked here; values that only building can check (``embed_dim`` divisible by
+        ``num_heads``, ...) by :func:`clmae.models.check_config`, which builds the model on the ``meta`` device.
 
         Args:
             arch: the encoder architecture.
             method: ``"clmae"`` or ``"mae"``.
-            check: build the model on the ``meta`` device to check the values (e.g. ``embed_dim`` divisible by
-                ``num_heads``); :func:`~clmae.models.create_pretraining_model` skips it, it builds the model anyway.
             **kwargs: dataclass fields and timm ``VisionTransformer`` arguments.
         """
         own = set(_MODEL_FIELDS)
         encoder = {k: v for k, v in kwargs.items() if k not in own}
-        cfg = cls(arch, method, **{k: v for k, v in kwargs.items() if k in own}, encoder_kwargs=encoder)
-        return cfg.check() if check else cfg
+        return cls(arch, method, **{k: v for k, v in kwargs.items() if k in own}, encoder_kwargs=encoder)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PretrainingConfig:
@@ -147,20 +142,7 @@ class PretrainingConfig:
         if not isinstance(encoder, dict):
             raise ValueError(f"encoder_kwargs must be a dict of model arguments, got {encoder!r}")
         arch, method = values.pop("arch"), values.pop("method", "clmae")
-        return cls.from_kwargs(arch, method, check=False, **{**values, **encoder})
-
-    def check(self) -> PretrainingConfig:
-        """Build the model on the ``meta`` device (no memory, no initialisation cost); a ``ValueError`` naming the
-        arguments if it cannot be built (unknown ``arch``, ``embed_dim`` not divisible by ``num_heads``, ...).
-
-        Returns:
-            ``self``.
-        """
-        from .factory import create_pretraining_model
-
-        with torch.device("meta"):
-            create_pretraining_model(self)
-        return self
+        return cls.from_kwargs(arch, method, **{**values, **encoder})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` reads it back."""

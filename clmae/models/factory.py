@@ -197,7 +197,7 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
             raise ValueError("give either a PretrainingConfig or an architecture name with keyword arguments")
         cfg = name
     else:
-        cfg = PretrainingConfig.from_kwargs(name, method, check=False, **kwargs)  # checked below, by building it
+        cfg = PretrainingConfig.from_kwargs(name, method, **kwargs)  # values checked below, by building it
     check_pretraining_fits(cfg)
     cfg = _with_arch_decoder(cfg)
     encoder = create_encoder(cfg.arch, **cfg.encoder_kwargs)
@@ -229,3 +229,16 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
                 norm_eps=mask["norm_eps"],
             )
     return CLMAE(encoder, decoder, masker, cfg)
+
+
+def check_config(cfg: PretrainingConfig) -> PretrainingConfig:
+    """Build ``cfg``'s model on the ``meta`` device (no memory, no initialisation cost), so that a config that would
+    not build fails before anything runs: a ``ValueError`` naming the arguments (unknown ``arch``, ``embed_dim`` not
+    divisible by ``num_heads``, a model too large for the device, ...).
+
+    Returns:
+        ``cfg``.
+    """
+    with torch.device("meta"):
+        create_pretraining_model(cfg)
+    return cfg

@@ -41,33 +41,9 @@ import torch
 from torch import nn
 
 from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
-from .config import TrainConfig
+from .config import TrainConfig, resumable_fields
 
 _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
-# Fields that may change when a run is resumed; any other difference is an error.
-# batch_size/accum_iter/global_batch may change with the number of processes as long as the global batch stays.
-RESUMABLE_CHANGES = {
-    "recipe",
-    "data",
-    "num_workers",
-    "device",
-    "compile",
-    "out",
-    "save_every",
-    "save_every_steps",
-    "keep_checkpoints",
-    "log_every",
-    "vis_every",
-    "vis_images",
-    "mask_probe",
-    "decode",
-    "export",
-    "progress",
-    "batch_size",
-    "accum_iter",
-    "global_batch",
-    "term_grace",
-}
 
 
 class DamagedCheckpointError(ValueError):
@@ -364,8 +340,9 @@ def restore(
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:
-    now = cfg.to_dict()
-    diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    saved, now = _comparable(saved), _comparable(cfg.to_dict())
+    may_change = resumable_fields()
+    diff = [k for k in now if k not in may_change and saved.get(k) != now[k]]
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
         raise ValueError(
@@ -377,3 +354,13 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int,
             f"cannot resume: the checkpoint was trained with a global batch of {saved_batch}, this run has "
             f"{global_batch}; set global_batch={saved_batch} (or batch_size/accum_iter) for this number of processes"
         )
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with its model arguments as the model sees them: ``mask_ratio=0.75`` given or left at its
+    default is the same run (a checkpoint's config may also spell it at the top level)."""
+    try:
+        model = TrainConfig.from_dict(config).pretraining_config(check=False).to_dict()
+    except ValueError:  # not readable as today's config: compare as written
+        return config
+    return {**config, "model_kwargs": {k: v for k, v in model.items() if k not in ("arch", "method")}}

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,159 +21,204 @@ import yaml
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
 from ..data.spec import check_outside, check_path
-from ..models import PretrainingConfig
+from ..models import PretrainingConfig, check_config
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DECODES = ("auto", "pil", "device")
+
+
+def option(
+    default: Any,
+    doc: str,
+    *,
+    at_least: float | None = None,
+    finite: bool = False,
+    choices: tuple[str, ...] | None = None,
+    resumable: bool = False,
+) -> Any:
+    """A :class:`TrainConfig` field, declared once: its default, what it does, and the rules that
+    :meth:`TrainConfig.validate` (bounds), resuming (:func:`resumable_fields`) and the docstring read from it.
+
+    Args:
+        default: the default; a ``dict`` default is copied per instance.
+        doc: one sentence or more for the docstring.
+        at_least: lowest allowed value (``None`` values always pass).
+        finite: refuse ``nan`` and ``inf``.
+        choices: the allowed strings.
+        resumable: a resumed run may change it (it does not change what is learned, or only how a batch is split).
+    """
+    meta = {"doc": doc, "at_least": at_least, "finite": finite, "choices": choices, "resumable": resumable}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# Short spellings of two model arguments, MAE's own flag names: ``mask_ratio=0.6`` is ``model_kwargs.mask_ratio=0.6``.
+# The values live in ``model_kwargs`` only, and reach the model through :meth:`TrainConfig.pretraining_config`.
+MODEL_SHORTHANDS = ("mask_ratio", "norm_pix_loss")
 
 
 @dataclass
 class TrainConfig:
     """Everything a pretraining run needs; every field can be set in a recipe or as ``key=value``.
 
-    Attributes:
-        recipe: name of the recipe this config came from (informational).
-        model: architecture, see ``clmae list``.
-        method: ``"clmae"`` (learned curriculum masks) or ``"mae"`` (the baseline; every other code path identical).
-        mask_ratio: fraction of patches hidden in the MAE step.
-        norm_pix_loss: per-patch normalised pixel targets (MAE's option).
-        model_kwargs: further model arguments: :class:`~clmae.models.PretrainingConfig` fields (``decoder_depth``,
-            loss weights) and timm ``VisionTransformer`` arguments (``embed_dim``, ``depth``); set one with
-            ``model_kwargs.depth=4``. Names are checked.
-        data: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the
-            bundled 1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, ``imagefolder:FOLDER`` / ``FOLDER`` (every
-            image under FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging
-            Face data set); see docs/data.md.
-        augment: MAE's augmentation, RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip,
-            drawn per image from the run's seed, the epoch and the image's position; default (none): on for image
-            files, off for Fashion-MNIST and synthetic images (held on the training device and augmented there).
-        decode: where image files are decoded and augmented: ``pil`` (PIL in the DataLoader workers), ``device``
-            (the workers only read the files; JPEGs are decoded in batches on the training device -- nvJPEG on a GPU --
-            and cropped there, :mod:`clmae.data.decode`), or ``auto`` (``device`` when training on CUDA, else
-            ``pil``). The two draw different crops from the same seeds (same distribution). The default stays
-            ``pil`` until the device path has been measured on a GPU (``benchmarks/run_gpu.sh``).
-        skip_unreadable: leave out image files that cannot be decoded (every image is decoded once at start-up;
-            their count is logged) instead of stopping at the first one.
-        epoch_size: images per epoch (default: the whole data set); each epoch draws them from a fresh permutation.
-        init: weights to start from instead of a random initialisation: an encoder (a registry name, ``hf-hub:``,
-            ``local-dir:``, a weights folder, a ``.safetensors`` file) with a fresh decoder and masking module, or the
-            whole pretraining model with ``pretraining:SPEC`` (or a ``.safetensors`` file of one); see
-            :mod:`clmae.train.init`.
-        num_workers: DataLoader worker processes per GPU.
-        epochs: passes over the data; also the length of the curriculum.
-        warmup_epochs: linear LR warm-up, in epochs (stepped per iteration).
-        batch_size: images per GPU per micro-batch.
-        accum_iter: micro-batches accumulated into one update.
-        global_batch: if set, the effective batch; ``accum_iter`` is derived from it and the number of GPUs.
-        base_lr: LR for an effective batch of 256; the peak LR is ``base_lr * effective_batch / 256``.
-        lr: absolute peak LR; overrides ``base_lr`` when set.
-        min_lr: LR at the end of the cosine.
-        weight_decay: AdamW weight decay on weights of two or more dimensions.
-        betas: AdamW betas.
-        seed: seed of the initialisation, the data order, the augmentations and MAE's random masks.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: each process's
-            local GPU).
-        amp: bf16 autocast on CUDA.
-        compile: ``torch.compile`` the encoder blocks, the decoder and the masking module.
-        out: output folder.
-        save_every: write a checkpoint every this many epochs (and always at the end).
-        save_every_steps: also write a checkpoint every this many updates inside an epoch (0: only at epoch ends);
-            a run resumed from one continues exactly where it stopped.
-        keep_checkpoints: how many of the newest end-of-epoch checkpoints to keep (0 keeps every checkpoint); of
-            those written inside an epoch (``save_every_steps``) only the newest is kept, until a newer one exists.
-        log_every: log metrics every this many iterations (the only host syncs of the loop).
-        vis_every: save a picture of masks and reconstructions every this many epochs (0: only at the end).
-        vis_images: images in that picture.
-        export: at the end, write a Hub-ready weights folder to ``OUT/export``.
-        progress: show a progress bar.
-        mask_probe: record the MAE step's mask of each of the data set's first ``mask_probe`` images every epoch
-            (``OUT/masks/masks-EEEE.safetensors``), to study how masks vary over a run (0: none).
-        fixed_lambda: diagnostic only, not CL-MAE: hold the curriculum factor at this value for the whole run
-            (+1: the masking module always a partner, -1: always an adversary) instead of the curriculum.
-        term_grace: seconds a run has after SIGTERM to finish its update and write a checkpoint of that position
-            before it abandons them (then exit code 143); see :mod:`clmae.train.signals` and docs/cli.md (SLURM's
-            ``--signal``).
+    ``mask_ratio=`` and ``norm_pix_loss=`` (MAE's flag names) are short for ``model_kwargs.mask_ratio=`` and
+    ``model_kwargs.norm_pix_loss=``; read them back as ``cfg.mask_ratio`` and ``cfg.norm_pix_loss``.
     """
 
-    recipe: str = ""
-    model: str = "vit_tiny_patch4_28"
-    method: str = "clmae"
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = False
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: str = "fmnist-sample"
-    augment: bool | None = None
-    decode: str = "pil"
-    skip_unreadable: bool = False
-    epoch_size: int | None = None
-    init: str = ""
-    num_workers: int = 0
-    epochs: int = 10
-    warmup_epochs: float = 1.0
-    batch_size: int = 64
-    accum_iter: int = 1
-    global_batch: int | None = None
-    base_lr: float = 1e-3
-    lr: float | None = None
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    out: str = "runs/clmae"
-    save_every: int = 1
-    save_every_steps: int = 0
-    keep_checkpoints: int = 2
-    log_every: int = 20
-    vis_every: int = 1
-    vis_images: int = 8
-    export: bool = True
-    progress: bool = True
-    mask_probe: int = 0
-    fixed_lambda: float | None = None
-    term_grace: float = 60.0
+    recipe: str = option("", "name of the recipe this config came from (informational).", resumable=True)
+    model: str = option("vit_tiny_patch4_28", "architecture, see ``clmae list``.")
+    method: str = option(
+        "clmae", '``"clmae"`` (learned curriculum masks) or ``"mae"`` (the baseline; every other code path identical).'
+    )
+    model_kwargs: dict[str, Any] = option(  # noqa: RUF009 (option copies a dict default per instance)
+        {},
+        "model arguments: :class:`~clmae.models.PretrainingConfig` fields (``mask_ratio``, ``norm_pix_loss``, "
+        "``decoder_depth``, loss weights) and timm ``VisionTransformer`` arguments (``embed_dim``, ``depth``); set "
+        "one with ``model_kwargs.depth=4``. Names are checked.",
+    )
+    data: str = option(
+        "fmnist-sample",
+        "a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the bundled "
+        "1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, ``imagefolder:FOLDER`` / ``FOLDER`` (every image under "
+        "FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging Face data set); "
+        "see docs/data.md.",
+        resumable=True,
+    )
+    augment: bool | None = option(
+        None,
+        "MAE's augmentation, RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3, bicubic) + horizontal flip, drawn per "
+        "image from the run's seed, the epoch and the image's position; default (none): on for image files, off for "
+        "Fashion-MNIST and synthetic images (held on the training device and augmented there).",
+    )
+    decode: str = option(
+        "pil",
+        "where image files are decoded and augmented: ``pil`` (PIL in the DataLoader workers), ``device`` (the "
+        "workers only read the files; JPEGs are decoded in batches on the training device -- nvJPEG on a GPU -- and "
+        "cropped there, :mod:`clmae.data.decode`), or ``auto`` (``device`` when training on CUDA, else ``pil``). The "
+        "two draw different crops from the same seeds (same distribution). The default stays ``pil`` until the "
+        "device path has been measured on a GPU (``benchmarks/run_gpu.sh``).",
+        choices=DECODES,
+        resumable=True,
+    )
+    skip_unreadable: bool = option(
+        False,
+        "leave out image files that cannot be decoded (every image is decoded once at start-up; their count is "
+        "logged) instead of stopping at the first one.",
+    )
+    epoch_size: int | None = option(
+        None,
+        "images per epoch (default, none: the whole data set); each epoch draws them from a fresh permutation.",
+        at_least=1,
+    )
+    init: str = option(
+        "",
+        "weights to start from instead of a random initialisation: an encoder (a registry name, ``hf-hub:``, "
+        "``local-dir:``, a weights folder, a ``.safetensors`` file) with a fresh decoder and masking module, or the "
+        "whole pretraining model with ``pretraining:SPEC`` (or a ``.safetensors`` file of one); see "
+        ":mod:`clmae.train.init`.",
+    )
+    num_workers: int = option(0, "DataLoader worker processes per GPU.", at_least=0, resumable=True)
+    epochs: int = option(10, "passes over the data; also the length of the curriculum.", at_least=1, finite=True)
+    warmup_epochs: float = option(1.0, "linear LR warm-up, in epochs (stepped per iteration).", at_least=0, finite=True)
+    batch_size: int = option(64, "images per GPU per micro-batch.", at_least=1, resumable=True)
+    accum_iter: int = option(1, "micro-batches accumulated into one update.", at_least=1, resumable=True)
+    global_batch: int | None = option(
+        None,
+        "if set, the effective batch; ``accum_iter`` is derived from it and the number of GPUs.",
+        resumable=True,
+    )
+    base_lr: float = option(
+        1e-3, "LR for an effective batch of 256; the peak LR is ``base_lr * effective_batch / 256``.", finite=True
+    )
+    lr: float | None = option(None, "absolute peak LR; overrides ``base_lr`` when set.", finite=True)
+    min_lr: float = option(0.0, "LR at the end of the cosine.", at_least=0, finite=True)
+    weight_decay: float = option(
+        0.05, "AdamW weight decay on weights of two or more dimensions.", at_least=0, finite=True
+    )
+    betas: tuple[float, float] = option((0.9, 0.95), "AdamW betas.")
+    seed: int = option(0, "seed of the initialisation, the data order, the augmentations and MAE's random masks.")
+    device: str = option(
+        "auto",
+        "``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: each process's local GPU).",
+        resumable=True,
+    )
+    amp: bool = option(True, "bf16 autocast on CUDA.")
+    compile: bool = option(
+        False, "``torch.compile`` the encoder blocks, the decoder and the masking module.", resumable=True
+    )
+    out: str = option("runs/clmae", "output folder.", resumable=True)
+    save_every: int = option(
+        1, "write a checkpoint every this many epochs (and always at the end).", at_least=1, resumable=True
+    )
+    save_every_steps: int = option(
+        0,
+        "also write a checkpoint every this many updates inside an epoch (0: only at epoch ends); a run resumed from "
+        "one continues exactly where it stopped.",
+        at_least=0,
+        resumable=True,
+    )
+    keep_checkpoints: int = option(
+        2,
+        "how many of the newest end-of-epoch checkpoints to keep (0 keeps every checkpoint); of those written inside "
+        "an epoch (``save_every_steps``) only the newest is kept, until a newer one exists.",
+        at_least=0,
+        resumable=True,
+    )
+    log_every: int = option(
+        20, "log metrics every this many iterations (the only host syncs of the loop).", at_least=1, resumable=True
+    )
+    vis_every: int = option(
+        1,
+        "save a picture of masks and reconstructions every this many epochs (0: only at the end).",
+        at_least=0,
+        resumable=True,
+    )
+    vis_images: int = option(8, "images in that picture.", at_least=1, resumable=True)
+    export: bool = option(True, "at the end, write a Hub-ready weights folder to ``OUT/export``.", resumable=True)
+    progress: bool = option(True, "show a progress bar.", resumable=True)
+    mask_probe: int = option(
+        0,
+        "record the MAE step's mask of each of the data set's first ``mask_probe`` images every epoch "
+        "(``OUT/masks/masks-EEEE.safetensors``), to study how masks vary over a run (0: none).",
+        at_least=0,
+        resumable=True,
+    )
+    fixed_lambda: float | None = option(
+        None,
+        "diagnostic only, not CL-MAE: hold the curriculum factor at this value for the whole run (+1: the masking "
+        "module always a partner, -1: always an adversary) instead of the curriculum.",
+        finite=True,
+    )
+    term_grace: float = option(
+        60.0,
+        "seconds a run has after SIGTERM to finish its update and write a checkpoint of that position before it "
+        "abandons them (then exit code 143); see :mod:`clmae.train.signals` and docs/cli.md (SLURM's ``--signal``).",
+        at_least=0,
+        finite=True,
+        resumable=True,
+    )
+
+    @property
+    def mask_ratio(self) -> float:
+        """The MAE step's mask ratio (``model_kwargs.mask_ratio``, or the model's default)."""
+        return self.pretraining_config(check=False).mask_ratio
+
+    @property
+    def norm_pix_loss(self) -> bool:
+        """Whether the pixel targets are normalised per patch (``model_kwargs.norm_pix_loss``, or the default)."""
+        return self.pretraining_config(check=False).norm_pix_loss
 
     def validate(self) -> TrainConfig:
-        """Raise a ``ValueError`` naming the first bad field; return ``self``."""
+        """Raise a ``ValueError`` naming the first bad field; return ``self``.
+
+        Each field's own rules (bounds, finiteness, choices) are declared beside it (:func:`option`); the rules
+        between fields follow."""
         check_path(self.out, "--out")
         check_outside(self.out, self.data, "--out")
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
         self.pretraining_config()  # method, mask ratio and model_kwargs, checked as the model will be built
-        for name in ("epochs", "batch_size", "accum_iter", "save_every", "log_every", "vis_images"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "epochs",
-            "warmup_epochs",
-            "base_lr",
-            "lr",
-            "min_lr",
-            "weight_decay",
-            "mask_ratio",
-            "fixed_lambda",
-            "term_grace",
-        ):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value}")
-        if self.epoch_size is not None and self.epoch_size < 1:
-            raise ValueError(f"epoch_size must be >= 1 (or none for the whole data set), got {self.epoch_size}")
-        for name in (
-            "num_workers",
-            "warmup_epochs",
-            "min_lr",
-            "weight_decay",
-            "save_every_steps",
-            "keep_checkpoints",
-            "vis_every",
-            "mask_probe",
-            "term_grace",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.decode not in DECODES:
-            raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
         if self.fixed_lambda is not None and not -1.0 <= self.fixed_lambda <= 1.0:
             raise ValueError(f"fixed_lambda must be in [-1, 1] (the curriculum's range), got {self.fixed_lambda}")
         if self.fixed_lambda is not None and self.method != "clmae":
@@ -190,9 +236,14 @@ class TrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         return self
 
-    def pretraining_config(self) -> PretrainingConfig:
-        """The pretraining model this run trains: ``create_pretraining_model(cfg.pretraining_config())``."""
-        own = {"arch": "model", "method": "method", "mask_ratio": "mask_ratio", "norm_pix_loss": "norm_pix_loss"}
+    def pretraining_config(self, check: bool = True) -> PretrainingConfig:
+        """The pretraining model this run trains: ``create_pretraining_model(cfg.pretraining_config())``.
+
+        Args:
+            check: also build it on the ``meta`` device (:func:`~clmae.models.check_config`), so that values only
+                building can check fail now.
+        """
+        own = {"arch": "model", "method": "method"}
         for key, field_name in own.items():
             if key in self.model_kwargs:
                 raise ValueError(f"set {key} with {field_name}=VALUE, not as model_kwargs.{key}")
@@ -200,9 +251,8 @@ class TrainConfig:
             raise ValueError(
                 "set encoder arguments one by one as model_kwargs.KEY=VALUE, not as model_kwargs.encoder_kwargs"
             )
-        return PretrainingConfig.from_kwargs(
-            self.model, self.method, mask_ratio=self.mask_ratio, norm_pix_loss=self.norm_pix_loss, **self.model_kwargs
-        )
+        cfg = PretrainingConfig.from_kwargs(self.model, self.method, **self.model_kwargs)
+        return check_config(cfg) if check else cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe dict (tuples become lists)."""
@@ -219,7 +269,41 @@ class TrainConfig:
         return cfg
 
 
+def resumable_fields() -> set[str]:
+    """The fields a resumed run may change (declared with ``option(..., resumable=True)``)."""
+    return {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"]}
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> None:
+    rules = f.metadata
+    if value is None:
+        return
+    if rules["finite"] and not math.isfinite(value):
+        raise ValueError(f"{f.name} must be a finite number, got {value}")
+    if rules["at_least"] is not None and value < rules["at_least"]:
+        low = rules["at_least"]
+        low = int(low) if low == int(low) else low
+        none = " (or none for the default)" if f.default is None else ""
+        raise ValueError(f"{f.name} must be >= {low}{none}, got {value}")
+    if rules["choices"] is not None and value not in rules["choices"]:
+        raise ValueError(f"{f.name} must be one of {', '.join(rules['choices'])}, got {value!r}")
+
+
+def _docstring(cls: type) -> str:
+    lines = [(cls.__doc__ or "").rstrip(), "", "Attributes:"]
+    for f in dataclasses.fields(cls):
+        lines += textwrap.wrap(
+            f"{f.name}: {f.metadata['doc']}", 110, initial_indent="    ", subsequent_indent="        "
+        )
+    return "\n".join(lines) + "\n"
+
+
+TrainConfig.__doc__ = _docstring(TrainConfig)
+
+
 def _set(cfg: TrainConfig, key: str, value: Any) -> None:
+    if key in MODEL_SHORTHANDS:
+        key = f"model_kwargs.{key}"
     (fields,), model = split_options({key: value}, [TrainConfig], "clmae train")
     if model:
         cfg.model_kwargs = {**cfg.model_kwargs, **model}

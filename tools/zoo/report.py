@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from clmae.models import METHOD_TITLES
+
 
 def _metric(path: Path, *keys: str) -> float | None:
     if not path.is_file():
@@ -45,7 +47,7 @@ def summarize(out: Path, groups: dict[str, list[str]], info: dict[str, Any]) -> 
                 }
         rows[group] = row
     summary = {**info, "results": rows}
-    pair = ("CL-MAE", "MAE")
+    pair = (METHOD_TITLES["clmae"], METHOD_TITLES["mae"])
     if all(g in rows for g in pair):
         summary["comparison"] = {"of": " - ".join(pair), **comparison(rows, *pair)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
