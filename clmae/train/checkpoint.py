@@ -20,6 +20,9 @@ Each holds::
     metrics           the per-epoch records so far (lambda_cl, losses; for plots)
     digest            SHA-256 over every entry above (keys, tensor dtypes, shapes and bytes, plain values)
 
+``epoch``, ``step``, ``epoch_step``, ``epoch_sums``, ``global_batch``, ``data_size`` and ``metrics`` are a
+:class:`RunState` (:func:`training_state` writes one, :func:`restore` reads it back).
+
 The data order, the augmentations and MAE's random masks are functions of (seed, epoch, position), so resuming at
 any update continues exactly as an uninterrupted run. The digest is checked before a checkpoint is used: a damaged
 file is refused, and ``--resume auto`` falls back to the newest intact checkpoint.

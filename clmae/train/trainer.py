@@ -224,6 +224,24 @@ def _epoch_means(sums: dict[str, torch.Tensor], steps_per_epoch: int) -> dict[st
     return dict(zip(keys, all_reduce_mean(torch.stack([sums[k] for k in keys]) / steps_per_epoch).tolist()))
 
 
+def _outputs(cfg: TrainConfig, master: bool, resumed_step: int | None) -> MetricsLog:
+    """``config.yaml``, ``vis/`` and the metrics log (rank 0 writes): a resumed run's ``metrics.jsonl`` is cut back to
+    the checkpoint's ``resumed_step``, a fresh run's emptied."""
+    out = Path(cfg.out)
+    metrics = MetricsLog(out, enabled=master)
+    if master:
+        (out / "vis").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if metrics.path.exists():
+            kept = (
+                []
+                if resumed_step is None
+                else [r for r in read_metrics(metrics.path) if r.get("step", 0) <= resumed_step]
+            )
+            metrics.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return metrics
+
+
 def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, run: RunState) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
     log = print if master else lambda line: None  # rank 0 speaks; the metrics go to metrics.jsonl (MetricsLog)
@@ -276,13 +294,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
     sync_masker = all_reduce_grads if info.distributed else None
 
     # Outputs (rank 0 only): config, metrics (cut back to the checkpoint when resuming), pictures.
-    metrics = MetricsLog(out, enabled=master)
-    if master:
-        (out / "vis").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        if metrics.path.exists():
-            kept = [r for r in read_metrics(metrics.path) if r.get("step", 0) <= run.step] if ckpt else []
-            metrics.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    metrics = _outputs(cfg, master, run.step if ckpt else None)
     log(
         f"{cfg.method} {cfg.model} on {data.description}: {info.world_size} process(es) on {device.type}, global "
         f"batch {global_batch} ({cfg.batch_size} x {batches.accum} accumulation x {info.world_size}), peak lr "
