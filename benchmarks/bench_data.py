@@ -1,8 +1,8 @@
 """Throughput of the trainer's input pipeline on an ImageFolder of JPEGs (decode + MAE's augmentation).
 
-Generates an ImageNet-like folder (JPEG quality 90, sizes around 500x375) if it does not exist, then reads it with
-the same data set, sampler and ``DataLoader`` settings as ``clmae train`` and reports images/s (median over
-batches after warm-up). Two paths:
+Generates an ImageNet-like folder (JPEG quality 90, sizes around 500x375) if it does not exist, then reads it as
+``clmae train`` does (``clmae.train.batches.EpochBatches``: the same data set, sampler and ``DataLoader`` settings)
+and reports images/s (median over batches after warm-up, each on ``--device``). Two paths:
 
 * ``--decode pil`` (the trainer's default so far): PIL decodes and augments every image in the workers;
 * ``--decode device``: the workers only read the encoded bytes (``clmae.data.decode.EncodedImages``) and the
@@ -28,13 +28,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from benchmarks._results import write_result
 from clmae.data import GlobalBatchSampler, build_pretraining_data
-from clmae.data.decode import BatchDecoder, EncodedImages, collate_encoded
+from clmae.train.batches import EpochBatches
 
 
 def make_jpeg_folder(root: Path, images: int, classes: int = 8, seed: int = 0) -> None:
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=20, help="timed batches (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (default: 3)")
     parser.add_argument("--decode", choices=("pil", "device"), default="pil", help="PIL in the workers, or batched")
-    parser.add_argument("--device", default=None, help="--decode device: cpu or cuda (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="where batches are served: cpu or cuda (default: cuda if there)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -72,34 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         make_jpeg_folder(root, args.images)
         print(f"generated {args.images} JPEGs in {root} ({time.perf_counter() - t:.0f} s)")
     data = build_pretraining_data(str(root), 3, 224)
-    if args.decode == "pil":
-        dataset, collate, decoder = data.dataset, None, None
-    else:  # the same images, seeds and normalisation, decoded and augmented per batch on the device
-        dataset, collate = EncodedImages(data.dataset.source), collate_encoded
-        decoder = BatchDecoder(224, data.mean, data.std, 3, True, device, names=dataset.name)
-    sampler = GlobalBatchSampler(dataset, args.batch_size, 1, 1, 0, seed=0)
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        sampler=sampler,
-        num_workers=args.workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available() and args.decode == "pil",
-        persistent_workers=args.workers > 0,
-        drop_last=True,
-    )
+    # The trainer's batches: the same sampler, DataLoader settings and (--decode device) batched decoder.
+    sampler = GlobalBatchSampler(data.dataset, args.batch_size, 1, 1, 0, seed=0)
+    batches = EpochBatches(data, sampler, device, 224, 3, decode=args.decode, num_workers=args.workers)
+    decoder = batches.decoder
     needed = args.warmup + args.batches
-    times, seen = [], 0
+    times, seen, epoch = [], 0, 0
     while seen < needed:
-        sampler.set_epoch(seen)
-        it = iter(loader)
         t = time.perf_counter()
-        for batch in it:
-            if decoder is not None:
-                batch = decoder(*batch)
-            elif torch.cuda.is_available():
-                batch = batch.cuda(non_blocking=True)
-            if torch.cuda.is_available():
+        for _ in batches.epoch(epoch):
+            if device.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()
             if seen >= args.warmup:
@@ -107,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             t, seen = now, seen + 1
             if seen >= needed:
                 break
+        epoch += 1
     rate = args.batch_size / statistics.median(times)
     where = "PIL in the workers" if decoder is None else f"batched on {device.type}"
     print(f"{'decode':8s} {'device':7s} {'workers':>7s} {'batch':>5s} {'images/s':>9s}")
     print(f"{args.decode:8s} {device.type if decoder else '-':7s} {args.workers:7d} {args.batch_size:5d} {rate:9.0f}")
-    print(f"({len(dataset)} JPEGs, decoded {where}; median of {len(times)} batches)")
+    print(f"({len(data.dataset)} JPEGs, decoded {where}; median of {len(times)} batches)")
     what = {
         "pil": "trainer input pipeline: ImageFolder JPEG -> PIL decode -> RandomResizedCrop(224) + flip -> tensor",
         "device": "ImageFolder JPEG bytes (workers) -> batched decode + RandomResizedCrop(224) + flip on the device",

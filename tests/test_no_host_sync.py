@@ -29,25 +29,27 @@ def test_train_step_never_synchronises(method):
 @cuda
 @pytest.mark.parametrize("method", ["clmae", "mae"])
 def test_the_trainers_loop_body_on_device_held_data_never_synchronises(method):
-    """Augmentation on the device, the training step and the mask probe, as the trainer runs them per update."""
-    from clmae.data import DeviceImages, GlobalBatchSampler
+    """The trainer's batches (augmentation on the device), the training step and the mask probe, per update."""
+    from clmae.data import DeviceImages, GlobalBatchSampler, PretrainingData
+    from clmae.train.batches import EpochBatches
     from clmae.train.probe import MaskProbe
 
     model = tiny_pretrainer(method).cuda()
     opts = clmae.build_optimizers(model, 1e-3)
     images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
-    data = DeviceImages(images, (0.3,), (0.35,), 28, augment=True).to("cuda")
-    sampler = GlobalBatchSampler(data, 16, seed=0)
-    sampler.set_epoch(0)
-    index, seeds = (t.cuda() for t in sampler.plan())  # once per epoch
-    crops = data.crop_plan(seeds)  # once per epoch
+    held = DeviceImages(images, (0.3,), (0.35,), 28, augment=True)
+    data = PretrainingData(held, held, held.mean, held.std, "random")
+    batches = EpochBatches(data, GlobalBatchSampler(held, 8, 2, seed=0), "cuda", 28, 1, with_indices=True)
+    assert batches.held and held.device.type == "cuda"
+    epoch = batches.epoch(0)  # its indices, seeds and crop boxes: made on the device at the first update
     probe = MaskProbe(32, model.num_patches, torch.device("cuda"))
 
-    def body(k):
-        gen = torch.Generator(device="cuda").manual_seed(k) if method == "mae" else None
-        x = data.batch(index[k], crops=[c[k] for c in crops])
-        stats = clmae.train_step(model, x, 1.0, *opts, generator=gen, return_masks=True)
-        probe.record(index[k], stats["mask"])
+    def body(s):
+        micro, indices = next(epoch)
+        gens = batches.mask_generators(0, s) if method == "mae" else None
+        stats = clmae.train_step(model, micro, 1.0, *opts, generator=gens, return_masks=True)
+        for index, mask in zip(indices, stats["masks"]):
+            probe.record(index, mask)
         return stats
 
     body(0)

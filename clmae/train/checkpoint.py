@@ -20,6 +20,9 @@ Each holds::
     metrics           the per-epoch records so far (lambda_cl, losses; for plots)
     digest            SHA-256 over every entry above (keys, tensor dtypes, shapes and bytes, plain values)
 
+``epoch``, ``step``, ``epoch_step``, ``epoch_sums``, ``global_batch``, ``data_size`` and ``metrics`` are a
+:class:`RunState` (:func:`training_state` writes one, :func:`restore` reads it back).
+
 The data order, the augmentations and MAE's random masks are functions of (seed, epoch, position), so resuming at
 any update continues exactly as an uninterrupted run. The digest is checked before a checkpoint is used: a damaged
 file is refused, and ``--resume auto`` falls back to the newest intact checkpoint.
@@ -33,6 +36,7 @@ import random
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -259,64 +263,99 @@ def prune_checkpoints(out: str | os.PathLike, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint holds besides the weights, the optimizers, the config and the random
+    states (see the module docstring for the keys).
+
+    Attributes:
+        epoch: epochs completed (the epoch to run or to continue).
+        step: optimizer updates completed (the schedule's position).
+        epoch_step: updates already done inside ``epoch`` (0 at an epoch's end).
+        epoch_sums: this process's running sums of ``epoch``'s losses (device tensors; for its means).
+        history: the per-epoch records so far (``metrics`` in the file).
+        global_batch: images per update (a resume must keep it).
+        data_size: images in the data set (a resume must find as many: the data order depends on it).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    epoch_step: int = 0
+    epoch_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    global_batch: int = 0
+    data_size: int | None = None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(epoch, epoch_step)``: where the run stands in its epochs."""
+        return (self.epoch, self.epoch_step)
+
+
 def training_state(
+    run: RunState,
     model: nn.Module,
     mae_optimizer: torch.optim.Optimizer,
     masker_optimizer: torch.optim.Optimizer | None,
-    epoch: int,
-    step: int,
-    global_batch: int,
     config: TrainConfig,
     rng_ranks: list[dict[str, Any]],
-    metrics: list[dict[str, Any]],
-    epoch_step: int = 0,
     epoch_sums: list[dict[str, torch.Tensor]] | None = None,
-    data_size: int | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict (see the module docstring), without its digest (:func:`save_checkpoint` adds it)."""
+    """The checkpoint dict (see the module docstring), without its digest (:func:`save_checkpoint` adds it).
+
+    Args:
+        run: where the run stands (``run.epoch_sums`` is not read: ``epoch_sums`` holds every process's).
+        model: the pretraining model.
+        mae_optimizer: AdamW of the encoder and decoder.
+        masker_optimizer: AdamW of the masking module (``None`` for MAE).
+        config: the run's config.
+        rng_ranks: every process's :func:`rng_state`, in rank order.
+        epoch_sums: every process's running loss sums of a checkpoint inside an epoch, in rank order (on the host).
+    """
     return {
         "model": model.state_dict(),
         "mae_optimizer": mae_optimizer.state_dict(),
         "masker_optimizer": None if masker_optimizer is None else masker_optimizer.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "epoch_step": epoch_step,
+        "epoch": run.epoch,
+        "step": run.step,
+        "epoch_step": run.epoch_step,
         "epoch_sums": list(epoch_sums or []),
-        "global_batch": global_batch,
-        "data_size": data_size,
+        "global_batch": run.global_batch,
+        "data_size": run.data_size,
         "config": config.to_dict(),
         "rng_ranks": rng_ranks,
-        "metrics": metrics,
+        "metrics": run.history,
     }
 
 
 def restore(
     state: dict[str, Any],
+    run: RunState,
     model: nn.Module,
     mae_optimizer: torch.optim.Optimizer,
     masker_optimizer: torch.optim.Optimizer | None,
     config: TrainConfig,
-    global_batch: int,
     rank: int = 0,
     world_size: int = 1,
-    data_size: int | None = None,
-) -> dict[str, Any]:
+) -> RunState:
     """Continue a run from a loaded checkpoint (:func:`load_resume`): model, optimizers and this process's random
-    states, after checking that ``config`` may resume it.
+    states, after checking that ``config`` and ``run`` (this run's global batch and data size) may resume it.
 
     Returns:
-        ``epoch`` (epochs done), ``step`` (updates done), ``epoch_step`` (updates done inside ``epoch``),
-        ``epoch_sums`` (that epoch's running loss sums) and ``history`` (per-epoch records so far).
+        ``run`` itself (updated in place, as ``Module.to``), at the checkpoint's position: its ``epoch``, ``step``,
+        ``epoch_step``, ``epoch_sums`` (this process's, on the host) and ``history``.
 
     Raises:
-        ValueError: the config or the global batch differs from the checkpoint's in a way that changes the run.
+        ValueError: the config, the global batch or the data size differs from the checkpoint's in a way that
+            changes the run.
     """
-    _check_resumable(state["config"], config, global_batch, state["global_batch"])
+    _check_resumable(state["config"], config, run.global_batch, state["global_batch"])
     saved_size = state.get("data_size")
-    if saved_size is not None and data_size is not None and saved_size != data_size:
+    if saved_size is not None and run.data_size is not None and saved_size != run.data_size:
         raise ValueError(
-            f"cannot resume: the data set had {saved_size} images when the checkpoint was written and has {data_size} "
-            "now, which changes the order of every epoch; resume with the same data, or start a new run"
+            f"cannot resume: the data set had {saved_size} images when the checkpoint was written and has "
+            f"{run.data_size} now, which changes the order of every epoch; resume with the same data, or start a new "
+            "run"
         )
     model.load_state_dict(state["model"])
     mae_optimizer.load_state_dict(state["mae_optimizer"])
@@ -330,13 +369,10 @@ def restore(
     sums = state.get("epoch_sums") or []
     if sums and len(sums) != world_size:  # another process count: every process carries the mean of the sums
         sums = [{k: sum(s[k] for s in sums) / len(sums) for k in sums[0]}] * world_size
-    return {
-        "epoch": state["epoch"],
-        "step": state["step"],
-        "epoch_step": state.get("epoch_step", 0),
-        "epoch_sums": dict(sums[rank]) if sums else {},
-        "history": list(state["metrics"]),
-    }
+    run.epoch, run.step, run.epoch_step = state["epoch"], state["step"], state.get("epoch_step", 0)
+    run.epoch_sums = dict(sums[rank]) if sums else {}
+    run.history = list(state["metrics"])
+    return run
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:

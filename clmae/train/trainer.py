@@ -37,16 +37,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from timm.utils import random_seed
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..curriculum import curriculum_factor, curriculum_phase
-from ..data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
-from ..data.decode import BatchDecoder, EncodedImages, collate_encoded
-from ..models import CLMAE, create_pretraining_model
+from ..models import create_pretraining_model
 from ..models.factory import check_pretraining_fits
 from ..viz import mask_picture
+from .batches import training_batches
 from .checkpoint import (
+    RunState,
     checkpoint_path,
     find_resume,
     list_checkpoints,
@@ -87,37 +86,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without writing a checkpoint."""
 
 
-def accum_steps(cfg: TrainConfig, world_size: int) -> int:
-    """Micro-batches per update: ``cfg.accum_iter``, or derived from ``cfg.global_batch`` and the process count."""
-    if cfg.global_batch is None:
-        return cfg.accum_iter
-    per_update = cfg.batch_size * world_size
-    if cfg.global_batch % per_update:
-        raise ValueError(
-            f"global_batch {cfg.global_batch} is not a multiple of batch_size {cfg.batch_size} x {world_size} "
-            "processes; change batch_size or the number of processes"
-        )
-    return cfg.global_batch // per_update
-
-
-def model_data(
-    spec: str, model: CLMAE, seed: int, skip_unreadable: bool = False, augment: bool | None = None
-) -> PretrainingData:
-    """The data ``spec`` names, fitted to ``model``: image files are normalised with the model's ``pretrained_cfg``
-    mean/std, the preprocessing its exported weights will record."""
-    pre = model.encoder.pretrained_cfg
-    return build_pretraining_data(
-        spec,
-        model.in_chans,
-        model.img_size,
-        seed,
-        skip_unreadable=skip_unreadable,
-        mean=pre.get("mean"),
-        std=pre.get("std"),
-        augment=augment,
-    )
-
-
 def _stop_if_not_finite(bad: torch.Tensor, epoch: int, step: int, out: Path) -> None:
     """Raise if any process saw a NaN/inf loss since the last check (the only place the flag reaches the host)."""
     if all_reduce_mean(bad).item() > 0:
@@ -155,21 +123,21 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         errors = [e for e in gather_objects(error) if e]
         if errors:
             raise ValueError(errors[0])
-        reached = {"step": 0, "epoch": 0}  # how far the run got, for the line an interrupt prints
+        run = RunState()  # where the run stands, kept up to date by _train: for the line an interrupt prints
         with GracefulStop(cfg.term_grace) as stop:
             try:
-                return _train(cfg, resume, info, stop, reached)
+                return _train(cfg, resume, info, stop, run)
             except GraceOver:
                 raise Terminated(
-                    f"stopped by SIGTERM after {reached['step']} updates: what was in progress was abandoned after "
+                    f"stopped by SIGTERM after {run.step} updates: what was in progress was abandoned after "
                     f"term_grace={cfg.term_grace:g} s; {_resume_hint(cfg.out)}"
                 ) from None
             except (Interrupted, Terminated):
                 raise
             except KeyboardInterrupt:
                 raise Interrupted(
-                    f"stopped by Ctrl-C in epoch {reached['epoch'] + 1} of {cfg.epochs} after {reached['step']} "
-                    f"updates; {_resume_hint(cfg.out)}"
+                    f"stopped by Ctrl-C in epoch {min(run.epoch, cfg.epochs - 1) + 1} of {cfg.epochs} after "
+                    f"{run.step} updates; {_resume_hint(cfg.out)}"
                 ) from None
     finally:
         lock.release()
@@ -193,11 +161,90 @@ def _stop_requested(stop: GracefulStop, info: DistInfo, sync: bool) -> bool:
     return all_reduce_mean(flag).item() > 0
 
 
-def _train(
-    cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, reached: dict[str, int]
-) -> dict[str, Any]:
+class _Checkpoints:
+    """A run's checkpoints: rank 0 writes them, every process takes part in the gathers; never of a NaN state.
+
+    ``saved_at`` is the position (epoch, updates into it) the newest one holds, at first where the run starts
+    (nothing to save there); ``last`` is the newest written on rank 0, else ``resumed_from``.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        info: DistInfo,
+        model: torch.nn.Module,
+        optimizers: tuple,
+        run: RunState,
+        resumed_from: Path | None,
+    ) -> None:
+        self.cfg, self.info, self.out, self.model, self.optimizers = cfg, info, Path(cfg.out), model, optimizers
+        self.saved_at, self.last = run.position, resumed_from
+
+    def save(self, run: RunState, bad: torch.Tensor) -> Path | None:
+        """Checkpoint ``run``'s position (inside an epoch after checking the NaN flag ``bad``; an epoch's end has
+        just been checked); returns the file on rank 0."""
+        self.saved_at = run.position
+        if run.epoch_step:
+            _stop_if_not_finite(bad, run.epoch, run.step, self.out)
+        rng_ranks = gather_objects(rng_state())
+        sums_ranks = gather_objects({k: v.cpu() for k, v in run.epoch_sums.items()}) if run.epoch_step else []
+        if not self.info.is_main:
+            return None
+        state = training_state(run, self.model, *self.optimizers, self.cfg, rng_ranks, sums_ranks)
+        path = save_checkpoint(state, checkpoint_path(self.out, run.epoch, run.step if run.epoch_step else None))
+        prune_checkpoints(self.out, self.cfg.keep_checkpoints)
+        self.last = path
+        return path
+
+    def stop_if_asked(self, stop: GracefulStop, run: RunState, bad: torch.Tensor, sync: bool) -> None:
+        """On SIGTERM: a checkpoint of ``run``'s position, unless one holds it, then :class:`Terminated`."""
+        if not _stop_requested(stop, self.info, sync):
+            return
+        wrote = self.save(run, bad) if run.position != self.saved_at else None
+        stop.disarm()
+        if wrote is not None:
+            done = f"wrote {wrote}: continue with the same command and --resume auto"
+        else:
+            done = _resume_hint(self.out) if run.step else "no update was done: rerun the command to start again"
+        raise Terminated(
+            f"stopped by SIGTERM after {run.step} updates (epoch {run.epoch + 1} of {self.cfg.epochs}); {done}"
+        )
+
+
+def _update_record(stats: dict[str, torch.Tensor], mask_ratio: float, **head: float) -> dict[str, float]:
+    """A logged update's record: ``head`` (epoch, step, lam, lr), then its losses and mask statistics (host sync)."""
+    values = {k: stats[k] for k in LOSS_KEYS if k in stats}
+    values.update(mask_statistics(stats["mask"], mask_ratio, stats.get("scores")))
+    return {**head, **{k: v.item() for k, v in values.items()}}
+
+
+def _epoch_means(sums: dict[str, torch.Tensor], steps_per_epoch: int) -> dict[str, float]:
+    """The epoch's mean losses, over its updates and over all processes (every process calls this)."""
+    keys = [k for k in LOSS_KEYS if k in sums]
+    return dict(zip(keys, all_reduce_mean(torch.stack([sums[k] for k in keys]) / steps_per_epoch).tolist()))
+
+
+def _outputs(cfg: TrainConfig, master: bool, resumed_step: int | None) -> MetricsLog:
+    """``config.yaml``, ``vis/`` and the metrics log (rank 0 writes): a resumed run's ``metrics.jsonl`` is cut back to
+    the checkpoint's ``resumed_step``, a fresh run's emptied."""
+    out = Path(cfg.out)
+    metrics = MetricsLog(out, enabled=master)
+    if master:
+        (out / "vis").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if metrics.path.exists():
+            kept = (
+                []
+                if resumed_step is None
+                else [r for r in read_metrics(metrics.path) if r.get("step", 0) <= resumed_step]
+            )
+            metrics.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return metrics
+
+
+def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, run: RunState) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
-    log = print if master else lambda line: None
+    log = print if master else lambda line: None  # rank 0 speaks; the metrics go to metrics.jsonl (MetricsLog)
     if master:  # what killed processes of this run left (the run holds --out's lock): removed before anything else
         remove_temporaries(out)
         remove_export_debris(out / "export")
@@ -223,184 +270,68 @@ def _train(
         with torch.random.fork_rng(devices=[]):
             initialize(model, cfg.init, log=log)
 
-    # Data: every process reads its own micro-batch chunks of each global batch (see GlobalBatchSampler).
-    data = model_data(cfg.data, model, cfg.seed, skip_unreadable=cfg.skip_unreadable, augment=cfg.augment)
-    sizes = gather_objects(len(data.dataset))
-    if len(set(sizes)) > 1:
-        raise ValueError(f"the processes found data sets of different sizes {sizes} in {cfg.data}; check the files")
-    accum = accum_steps(cfg, info.world_size)
-    sampler = GlobalBatchSampler(
-        data.dataset, cfg.batch_size, accum, info.world_size, info.rank, cfg.seed, epoch_size=cfg.epoch_size
-    )
-    on_device = isinstance(data.dataset, DeviceImages)  # small sets: held on the device, no DataLoader
-    decoder = None  # image files decoded in batches on the device: the workers only read the files
-    if on_device:
-        data.dataset.to(device)
-    else:
-        loader_data, collate = data.dataset, None
-        if cfg.decode == "device" or (cfg.decode == "auto" and device.type == "cuda"):
-            loader_data, collate = EncodedImages(data.dataset.source), collate_encoded
-            decoder = BatchDecoder(
-                model.img_size[0],
-                data.mean,
-                data.std,
-                model.in_chans,
-                augment=cfg.augment is not False,
-                device=device,
-                names=loader_data.name,
-            )
-        loader = DataLoader(
-            loader_data,
-            batch_size=cfg.batch_size,
-            sampler=sampler,
-            num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda" and decoder is None,  # the decoder pins what it copies itself
-            persistent_workers=cfg.num_workers > 0,
-            drop_last=True,
-            collate_fn=collate,
-        )
-    steps_per_epoch, global_batch = sampler.steps_per_epoch, sampler.global_batch
+    # Data: every process reads its own micro-batch chunks of each global batch, through one of three pipelines.
+    batches = training_batches(cfg, model, info.world_size, info.rank, device)
+    data, steps_per_epoch, global_batch = batches.data, batches.steps_per_epoch, batches.global_batch
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
     lr_max = peak_lr(cfg.base_lr, global_batch, cfg.lr)
 
     # Optimizers: one AdamW per module, same hyper-parameters and schedule.
-    mae_opt, masker_opt = build_optimizers(model, lr_max, cfg.weight_decay, cfg.betas)
+    optimizers = build_optimizers(model, lr_max, cfg.weight_decay, cfg.betas)
 
     # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked.
-    start_epoch, start_step, step, history, sums, last_ckpt = 0, 0, 0, [], {}, None
+    run.global_batch, run.data_size = global_batch, len(data.dataset)
     if ckpt is not None:
-        resumed = restore(
-            state, model, mae_opt, masker_opt, cfg, global_batch, info.rank, info.world_size, len(data.dataset)
-        )
+        restore(state, run, model, *optimizers, cfg, info.rank, info.world_size)
         del state
-        start_epoch, start_step, step, history = (resumed[k] for k in ("epoch", "epoch_step", "step", "history"))
-        sums = {k: v.to(device) for k, v in resumed["epoch_sums"].items()}
-        last_ckpt = ckpt
-        if master:
-            where = f" and {start_step} updates into epoch {start_epoch + 1}" if start_step else ""
-            print(f"resumed from {ckpt}: {start_epoch} epochs{where}, {step} updates done")
+        run.epoch_sums = {k: v.to(device) for k, v in run.epoch_sums.items()}
+        where = f" and {run.epoch_step} updates into epoch {run.epoch + 1}" if run.epoch_step else ""
+        log(f"resumed from {ckpt}: {run.epoch} epochs{where}, {run.step} updates done")
+    resumed_at = run.position
     if cfg.compile:
         compile_in_place(model)
     ddp = wrap_ddp(model, info)
     sync_masker = all_reduce_grads if info.distributed else None
 
     # Outputs (rank 0 only): config, metrics (cut back to the checkpoint when resuming), pictures.
-    log = MetricsLog(out, enabled=master)
-    if master:
-        (out / "vis").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        if log.path.exists():
-            kept = [r for r in read_metrics(log.path) if r.get("step", 0) <= step] if ckpt else []
-            log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        print(
-            f"{cfg.method} {cfg.model} on {data.description}: {info.world_size} process(es) on {device.type}, "
-            f"global batch {global_batch} ({cfg.batch_size} x {accum} accumulation x {info.world_size}), peak lr "
-            f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
-        )
+    metrics = _outputs(cfg, master, run.step if ckpt else None)
+    log(
+        f"{cfg.method} {cfg.model} on {data.description}: {info.world_size} process(es) on {device.type}, global "
+        f"batch {global_batch} ({cfg.batch_size} x {batches.accum} accumulation x {info.world_size}), peak lr "
+        f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
+    )
     vis_images = torch.stack([data.preview[i] for i in range(min(cfg.vis_images, len(data.preview)))]).to(device)
     bar = tqdm(
         total=total_steps * global_batch,
-        initial=step * global_batch,
+        initial=run.step * global_batch,
         unit="img",
         unit_scale=True,
         disable=not (master and cfg.progress),
         dynamic_ncols=True,
         mininterval=1.0,
     )
-
-    saved_at = (start_epoch, start_step)  # the position the newest checkpoint holds (or the start: nothing to save)
-
-    def save(epoch_done: int, epoch_step: int) -> Path | None:
-        """Checkpoint (rank 0 writes; every process takes part in the gathers); never of a NaN state (an epoch's end
-        has just been checked)."""
-        nonlocal saved_at
-        saved_at = (epoch_done, epoch_step)
-        if epoch_step:
-            _stop_if_not_finite(bad, epoch_done, step, out)
-        rng_ranks = gather_objects(rng_state())
-        sums_ranks = gather_objects({k: v.cpu() for k, v in sums.items()}) if epoch_step else []
-        if not master:
-            return None
-        state = training_state(
-            model,
-            mae_opt,
-            masker_opt,
-            epoch_done,
-            step,
-            global_batch,
-            cfg,
-            rng_ranks,
-            history,
-            epoch_step,
-            sums_ranks,
-            len(data.dataset),
-        )
-        path = save_checkpoint(state, checkpoint_path(out, epoch_done, step if epoch_step else None))
-        prune_checkpoints(out, cfg.keep_checkpoints)
-        return path
+    checkpoints = _Checkpoints(cfg, info, model, optimizers, run, ckpt)
 
     model.train()
     bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
     probe = MaskProbe(min(cfg.mask_probe, len(data.dataset)), model.num_patches, device) if cfg.mask_probe else None
-
-    def stop_if_asked(epoch: int, s: int, sync: bool) -> None:
-        """On SIGTERM: a checkpoint of this position (``s`` updates done in ``epoch``), unless one holds it, then
-        :class:`Terminated`."""
-        if not _stop_requested(stop, info, sync):
-            return
-        wrote = save(epoch, s) if (epoch, s) != saved_at else None
-        stop.disarm()
-        if wrote is not None:
-            done = f"wrote {wrote}: continue with the same command and --resume auto"
-        else:
-            done = _resume_hint(out) if step else "no update was done: rerun the command to start again"
-        raise Terminated(f"stopped by SIGTERM after {step} updates (epoch {epoch + 1} of {cfg.epochs}); {done}")
-
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(run.epoch, cfg.epochs):
         lam = curriculum_factor(epoch, cfg.epochs) if cfg.fixed_lambda is None else cfg.fixed_lambda
-        first = start_step if epoch == start_epoch else 0
-        reached.update(epoch=epoch, step=step)
-        stop_if_asked(epoch, first, sync=True)  # before the epoch draws anything: a checkpoint here resumes exactly
-        sampler.set_epoch(epoch, first)
-        if not first:
-            sums = {}
-        # (indices, seeds) of this process's micro-batches, on the device for the whole epoch (no copy per step):
-        # the device path reads them; the DataLoader reads the same ones through the sampler; the probe names images.
-        plan = [t.to(device) for t in sampler.plan()] if on_device or probe else None
-        crops = data.dataset.crop_plan(plan[1]) if on_device and data.dataset.augment else None  # once per epoch
-        if not on_device:
-            with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
-                batches = iter(loader)
+        first = run.epoch_step  # updates of this epoch already done (a run resumed inside it)
+        checkpoints.stop_if_asked(stop, run, bad, sync=True)  # before the epoch draws anything: resumes exactly
         if probe:
             probe.reset()
         t_epoch = t_log = time.perf_counter()
-        for s in range(first, steps_per_epoch):
-            if s > first:  # the update before has finished
-                stop_if_asked(epoch, s, sync=step % cfg.log_every == 0)
-            lr = lr_at(step, total_steps, warmup_steps, lr_max, cfg.min_lr)
-            set_lr((mae_opt, masker_opt), lr)
-            micro, indices = [], []
-            for a in range(accum):
-                k = (s - first) * accum + a
-                index, seeds = (plan[0][k], plan[1][k]) if plan is not None else (None, None)
-                indices.append(index)
-                if on_device:
-                    micro.append(data.dataset.batch(index, seeds, None if crops is None else [c[k] for c in crops]))
-                elif decoder is not None:
-                    micro.append(decoder(*next(batches)))
-                else:
-                    micro.append(next(batches).to(device, non_blocking=True))
-            gens = None
-            if model.masker is None:  # MAE's random masks: one seed per micro-batch chunk, whatever the split
-                chunks = [(s * accum + a) * info.world_size + info.rank for a in range(accum)]
-                gens = [torch.Generator(device).manual_seed(item_seed(cfg.seed, epoch, -1 - c)) for c in chunks]
-            log_now = (step + 1) % cfg.log_every == 0
+        for micro, indices in batches.epoch(epoch, first):
+            lr = lr_at(run.step, total_steps, warmup_steps, lr_max, cfg.min_lr)
+            set_lr(optimizers, lr)
+            gens = batches.mask_generators(epoch, run.epoch_step) if model.masker is None else None  # MAE's masks
+            log_now = (run.step + 1) % cfg.log_every == 0
             stats = train_step(
                 model,
                 micro,
                 lam,
-                mae_opt,
-                masker_opt,
+                *optimizers,
                 amp=cfg.amp,
                 generator=gens,
                 ddp=ddp,
@@ -413,66 +344,54 @@ def _train(
             bad += ~torch.isfinite(stats["mae_loss"] + stats.get("masker_loss", 0.0))
             for k in LOSS_KEYS:
                 if k in stats:
-                    sums[k] = sums.get(k, 0.0) + stats[k]
-            step += 1
-            reached["step"] = step
+                    run.epoch_sums[k] = run.epoch_sums.get(k, 0.0) + stats[k]
+            run.step, run.epoch_step = run.step + 1, run.epoch_step + 1
             bar.update(global_batch)
             if log_now:
-                _stop_if_not_finite(bad, epoch, step, out)
+                _stop_if_not_finite(bad, epoch, run.step, out)
                 now = time.perf_counter()
-                values = {k: stats[k] for k in LOSS_KEYS if k in stats}
-                values.update(mask_statistics(stats["mask"], cfg.mask_ratio, stats.get("scores")))
-                record = {"epoch": epoch, "step": step, "lam": lam, "lr": lr}
-                record.update({k: v.item() for k, v in values.items()})
+                record = _update_record(stats, cfg.mask_ratio, epoch=epoch, step=run.step, lam=lam, lr=lr)
                 record["images_per_s"] = cfg.log_every * global_batch / (now - t_log)
                 t_log = now
-                log.log(record, step)
+                metrics.log(record, run.step)
                 bar.set_postfix(epoch=epoch, lam=f"{lam:+.2f}", loss=f"{record['mae_loss']:.4f}", refresh=False)
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and s + 1 < steps_per_epoch:
-                last_ckpt = save(epoch, s + 1) or last_ckpt
+            if run.epoch_step < steps_per_epoch:  # inside the epoch: step checkpoints, then SIGTERM
+                if cfg.save_every_steps and run.step % cfg.save_every_steps == 0:
+                    checkpoints.save(run, bad)
+                checkpoints.stop_if_asked(stop, run, bad, sync=run.step % cfg.log_every == 0)
 
         # End of epoch: means over all processes, then checkpoint and pictures (rank 0).
-        _stop_if_not_finite(bad, epoch, step, out)
-        done = steps_per_epoch - first  # updates run in this process for this epoch (sums cover all of them)
-        means = all_reduce_mean(torch.stack([sums[k] for k in LOSS_KEYS if k in sums]) / steps_per_epoch).tolist()
+        _stop_if_not_finite(bad, epoch, run.step, out)
         seconds = time.perf_counter() - t_epoch
-        record = {
-            "epoch": epoch,
-            "step": step,
-            "lam": lam,
-            "phase": curriculum_phase(lam),
-            "lr": lr,
-            **dict(zip([k for k in LOSS_KEYS if k in sums], means)),
-            "images_per_s": done * global_batch / seconds,
-            "seconds": seconds,
-        }
-        history.append(record)
-        last = epoch + 1 == cfg.epochs
-        sums = {}
+        record = {"epoch": epoch, "step": run.step, "lam": lam, "phase": curriculum_phase(lam), "lr": lr}
+        record.update(_epoch_means(run.epoch_sums, steps_per_epoch))
+        record.update(images_per_s=(steps_per_epoch - first) * global_batch / seconds, seconds=seconds)
+        run.history.append(record)
+        run.epoch, run.epoch_step, run.epoch_sums = epoch + 1, 0, {}
         if probe:
             probe.save(probe_path(out, epoch) if master else None, info.distributed)
-        if (epoch + 1) % cfg.save_every == 0 or last:
-            last_ckpt = save(epoch + 1, 0) or last_ckpt
+        if run.epoch % cfg.save_every == 0 or run.epoch == cfg.epochs:
+            checkpoints.save(run, bad)
         if master:
-            log.log({"type": "epoch", **record}, step, prefix="epoch")
-            if last or (cfg.vis_every and (epoch + 1) % cfg.vis_every == 0):
-                mask_picture(model, vis_images, data.mean, data.std).save(out / "vis" / f"masks-{epoch + 1:04d}.png")
-                plot_history(history, out / "history.png")
+            metrics.log({"type": "epoch", **record}, run.step, prefix="epoch")
+            if run.epoch == cfg.epochs or (cfg.vis_every and run.epoch % cfg.vis_every == 0):
+                mask_picture(model, vis_images, data.mean, data.std).save(out / "vis" / f"masks-{run.epoch:04d}.png")
+                plot_history(run.history, out / "history.png")
     bar.close()
-    log.close()
+    metrics.close()
 
     # The end: the weights folder, written whole or not at all. A resumed run whose epochs were done but whose
     # export (or final pictures) was lost to a crash gets them now.
     exported = None
-    if master and start_epoch == cfg.epochs and not start_step:
+    if master and resumed_at == (cfg.epochs, 0):
         final_vis = out / "vis" / f"masks-{cfg.epochs:04d}.png"
         if not final_vis.is_file():
             mask_picture(model, vis_images, data.mean, data.std).save(final_vis)
-        if not (out / "history.png").is_file() and history:
-            plot_history(history, out / "history.png")
-    if master and cfg.export and (start_epoch < cfg.epochs or not export_complete(out / "export")):
+        if not (out / "history.png").is_file() and run.history:
+            plot_history(run.history, out / "history.png")
+    if master and cfg.export and (resumed_at[0] < cfg.epochs or not export_complete(out / "export")):
         exported = export_pretrained(model, out / "export", cfg.to_dict())
-        print(f"done: weights in {exported}, checkpoints and metrics in {out}")
+        log(f"done: weights in {exported}, checkpoints and metrics in {out}")
     if info.distributed:
         dist.barrier()
-    return {"history": history, "checkpoint": last_ckpt, "export": exported, "step": step}
+    return {"history": run.history, "checkpoint": checkpoints.last, "export": exported, "step": run.step}

@@ -10,7 +10,10 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
+from ..data.spec import check_path
 from ..viz import mask_picture
+from .batches import model_data
+from .checkpoint import checkpoint_model, load_checkpoint
 
 # (key in the epoch records, label, colour)
 _LOSSES = [
@@ -88,10 +91,6 @@ def visualize_checkpoint(
     Returns:
         The PNG files written: ``masks-<checkpoint>.png`` and ``history-<checkpoint>.png``.
     """
-    from ..data.spec import check_path
-    from .checkpoint import checkpoint_model, load_checkpoint
-    from .trainer import model_data
-
     checkpoint = Path(checkpoint)
     if out is not None:
         check_path(out, "--out")

@@ -72,13 +72,15 @@ def _train_images(spec: str) -> int:
 def calibrate_child(
     method: str, batch: int, device: str, steps: int, out: Path, probe: int = 1000, warmup: int = 15
 ) -> None:
-    """Time ``steps`` iterations of the trainer's loop body (after ``warmup`` ones) on random uint8 images held on
-    the device: augmentation, the training step, the mask probe. Writes images/s to ``out``."""
+    """Time ``steps`` updates of the trainer's loop (after ``warmup`` ones) on random uint8 images held on the device:
+    its batches (:class:`clmae.train.batches.EpochBatches`: augmentation on the device), the training step
+    (:func:`clmae.train.train_step`), the mask probe. Writes images/s to ``out``."""
     import torch
 
-    from clmae.data import DeviceImages, item_seeds
+    from clmae.data import DeviceImages, GlobalBatchSampler, PretrainingData
     from clmae.models import create_pretraining_model
     from clmae.train import build_optimizers, train_step
+    from clmae.train.batches import EpochBatches
     from clmae.train.probe import MaskProbe
 
     torch.manual_seed(0)
@@ -86,22 +88,28 @@ def calibrate_child(
     model = create_pretraining_model(ARCH, method).to(dev).train()
     mae_opt, masker_opt = build_optimizers(model, 1e-4)
     images = torch.randint(0, 256, (max(4 * batch, 4096), 1, 28, 28), dtype=torch.uint8)
-    data = DeviceImages(images, (0.286,), (0.353,), 28, augment=True).to(dev)
+    held = DeviceImages(images, (0.286,), (0.353,), 28, augment=True)
+    data = PretrainingData(held, held, held.mean, held.std, "random uint8 images")
+    batches = EpochBatches(data, GlobalBatchSampler(held, batch, 1, 1, 0), dev, 28, 1, with_indices=bool(probe))
     recorder = MaskProbe(probe, model.num_patches, dev) if probe else None
-    # as the trainer: the epoch's indices, seeds and crop boxes are made on the device once, before the loop
-    index_plan = torch.randint(0, len(data), (warmup + steps, batch)).to(dev)
-    crops = data.crop_plan(item_seeds(0, 0, torch.arange((warmup + steps) * batch)).view(warmup + steps, batch).to(dev))
-    for i in range(warmup + steps):
-        if i == warmup:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        index = index_plan[i]
-        x = data.batch(index, crops=[c[i] for c in crops])
-        gen = torch.Generator(dev).manual_seed(i) if method == "mae" else None
-        stats = train_step(model, x, 1.0 - 2.0 * (i % 2), mae_opt, masker_opt, generator=gen, return_masks=True)
-        if recorder:
-            recorder.record(index, stats["mask"])
+    done, epoch = 0, 0
+    while done < warmup + steps:  # as the trainer: each epoch's indices, seeds and crop boxes made once, on the device
+        for s, (micro, indices) in enumerate(batches.epoch(epoch)):
+            if done == warmup:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            gens = batches.mask_generators(epoch, s) if model.masker is None else None
+            stats = train_step(
+                model, micro, 1.0 - 2.0 * (done % 2), mae_opt, masker_opt, generator=gens, return_masks=True
+            )
+            if recorder:
+                for index, mask in zip(indices, stats["masks"]):
+                    recorder.record(index, mask)
+            done += 1
+            if done == warmup + steps:
+                break
+        epoch += 1
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
