@@ -75,11 +75,12 @@ def test_statistics_are_made_once_per_device_and_dtype():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_normalize_gives_the_cpus_bits_on_cuda():
-    images = _pixels((64, 1, 28, 28))
+def test_mean_and_std_give_the_cpus_bits_on_cuda():
+    # divided by device tensors, not Python numbers (which CUDA turns into a multiplication by the reciprocal)
+    x = _pixels((64, 1, 28, 28)).float() / 255
     for mean, std in (((MEAN,), (STD,)), (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)):
-        x = images.expand(-1, len(mean), -1, -1)
-        assert torch.equal(pre.normalize(x.cuda(), mean, std).cpu(), pre.normalize(x, mean, std))
+        xc = x.expand(-1, len(mean), -1, -1)
+        assert torch.equal(pre.normalize(xc.cuda(), mean, std).cpu(), pre.normalize(xc, mean, std))
 
 
 def test_grey_fallback_is_imagenets_average_whichever_way_it_is_rounded():

@@ -60,9 +60,10 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     """Images normalised per channel, the model's input.
 
     The arithmetic is torchvision's ``ToTensor`` (uint8 ``.to(float32).div(255)``) and ``F.normalize``
-    (``sub(mean).div(std)`` with ``[C, 1, 1]`` tensors), so a tensor path gives the PIL path's numbers bit for bit.
-    Mean and std are tensors even for one channel: on CUDA a division by a Python number is a multiplication by its
-    reciprocal (``div_true_kernel_cuda``), which can differ from the CPU's division in the last bit.
+    (``sub(mean).div(std)`` with ``[C, 1, 1]`` tensors), so on the CPU a tensor path gives the PIL path's numbers for
+    the same pixels bit for bit. Mean and std are tensors on ``x``'s device even for one channel: on CUDA a division
+    by a Python number is a multiplication by its reciprocal (PyTorch's ``div_true_kernel_cuda``), which can differ
+    from a division in the last bit.
 
     Args:
         x: ``[C, H, W]`` or ``[B, C, H, W]``: uint8 pixels (divided by 255 first) or floats in [0, 1].
