@@ -11,6 +11,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from timm.utils import random_seed
 from torch import nn
 
+from clmae.data import augment_finetune as da
+from clmae.data.preprocess import pil_mode
 from clmae.eval import (
     LinearProbeConfig,
     extract_features,
@@ -20,8 +22,7 @@ from clmae.eval import (
     resolve_model,
     run_eval,
 )
-from clmae.eval import device_augment as da
-from clmae.eval.features import data_config, eval_transform_for, identity_at_model_size, normalize_uint8, pil_mode
+from clmae.eval.features import data_config, eval_transform_for, identity_at_model_size, normalize_uint8
 from clmae.eval.finetune import TensorSplit
 from clmae.eval.knn import knn_metrics, topk_accuracy
 from clmae.eval.linear import LinearHead, _steps, lars
@@ -43,7 +44,7 @@ def test_tensor_features_equal_the_pil_dataloader_features(spec, one_thread):
     cfg = data_config(model, encoder, data)
     assert identity_at_model_size(cfg, (28, 28))
     new = features_for(model, data, batch_size=64, use_cache=False, encoder=encoder, train_limit=150, val_limit=70)
-    tf, mode = eval_transform_for(cfg), pil_mode(cfg)
+    tf, mode = eval_transform_for(cfg), pil_mode(cfg["input_size"][0])
     for split, limit, feats, labels in (
         ("train", 150, new.train, new.train_labels),
         ("val", 70, new.val, new.val_labels),

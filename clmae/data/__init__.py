@@ -1,6 +1,7 @@
 """Data sets clmae reads itself (Fashion-MNIST from IDX files, with a bundled sample), users' images (folders,
-WebDataset tar shards, saved Hugging Face data sets), synthetic images, and the seeded distributed sampler of the
-trainer."""
+WebDataset tar shards, saved Hugging Face data sets), synthetic images, the seeded distributed sampler of the
+trainer, and how an image becomes a model input (:mod:`clmae.data.preprocess`; augmentation for pretraining in
+:mod:`clmae.data.augment`, for fine-tuning in :mod:`clmae.data.augment_finetune`)."""
 
 from .augment import crop_params, random_resized_crop, resized_crop
 from .device import DeviceImages

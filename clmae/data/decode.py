@@ -40,7 +40,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .augment import crop_params, resample, resize_matrix, resized_crop
-from .images import _DECODE_ERRORS, SKIP_HINT, ImageSource, decode_image, pil_mode
+from .images import _DECODE_ERRORS, SKIP_HINT, ImageSource, decode_image
+from .preprocess import EVAL_CROP_PCT, eval_geometry, normalize, pil_mode
 
 # Images per group are limited so that a group's padded float32 copy stays under 1 GiB: one large image in a batch
 # of small ones would otherwise pad all of them to its size.
@@ -182,17 +183,6 @@ def collate_encoded(items: Sequence[tuple[torch.Tensor, int, int]]) -> tuple[lis
     return data, seeds, indices
 
 
-def eval_geometry(height: int, width: int, size: int, crop_pct: float) -> tuple[int, int, int, int]:
-    """``(resized_h, resized_w, top, left)`` of the evaluation transform: the shorter side resized to ``int(size /
-    crop_pct)`` (the longer one in proportion, truncated), then a centred ``size`` crop, as torchvision's
-    ``Resize(int)`` + ``CenterCrop``."""
-    short_side = int(size / crop_pct)
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = short_side, int(short_side * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    return new_h, new_w, round((new_h - size) / 2.0), round((new_w - size) / 2.0)
-
-
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` uint8 RGB -> ``[N, 1, H, W]`` uint8 with PIL's ``convert("L")`` (ITU-R 601-2, 16-bit fixed
     point, rounded): exact, so grey images replicated to RGB come back unchanged."""
@@ -228,7 +218,7 @@ class BatchDecoder:
         augment: bool = True,
         device: torch.device | str = "cpu",
         *,
-        crop_pct: float = 0.875,
+        crop_pct: float = EVAL_CROP_PCT,
         scale: Sequence[float] = (0.2, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         names: Callable[[int], str] | None = None,
@@ -245,7 +235,6 @@ class BatchDecoder:
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.names = names
-        self._stats: tuple[torch.Tensor, torch.Tensor] | None = None  # mean, std on the device, made once
 
     def _name(self, index: int) -> str:
         return self.names(index) if self.names is not None else f"image {index}"
@@ -361,7 +350,7 @@ class BatchDecoder:
                 if out is None:
                     out = torch.empty(n, self.in_chans, self.size, self.size, device=self.device)
                 out.index_copy_(0, self._to_device(torch.tensor(group, dtype=torch.int64)), x)
-        return self._normalise(out)
+        return normalize(out, self.mean, self.std)
 
     def _groups(self, boxes: list[list[int]]) -> list[list[int]]:
         """Images in groups (each in batch order) whose padded copy fits :data:`MAX_GROUP_ELEMENTS`, similar sizes
@@ -405,11 +394,3 @@ class BatchDecoder:
         wy = resize_matrix(ints[0], scales[0], ints[2], self.size, mh)
         wx = resize_matrix(ints[1], scales[1], ints[3], self.size, mw)
         return resample(batch, wy, wx)
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        # as DeviceImages.batch: Python floats for one channel, so the arithmetic is that of clmae.data.to_float
-        if len(self.mean) == 1:
-            return (x - self.mean[0]) / self.std[0]
-        if self._stats is None:
-            self._stats = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
-        return (x - self._stats[0]) / self._stats[1]

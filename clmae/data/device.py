@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import crop_params, resized_crop
+from .preprocess import normalize
 
 
 class DeviceImages(Dataset):
@@ -46,7 +47,6 @@ class DeviceImages(Dataset):
             raise ValueError(f"images of {tuple(images.shape[2:])} px need augment=True to be served at {size} px")
         self.images, self.size, self.augment = images, size, augment
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        self._norm = self._norm_tensors()
 
     @property
     def device(self) -> torch.device:
@@ -56,16 +56,7 @@ class DeviceImages(Dataset):
     def to(self, device: torch.device | str) -> DeviceImages:
         """Move the images to ``device`` (in place); returns ``self``."""
         self.images = self.images.to(device)
-        self._norm = self._norm_tensors()
         return self
-
-    def _norm_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # made once, where the images are: a tensor built per batch would be a host-to-device copy per step
-        view = (1, -1, 1, 1)
-        return (
-            torch.tensor(self.mean, device=self.device).view(view),
-            torch.tensor(self.std, device=self.device).view(view),
-        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -90,13 +81,8 @@ class DeviceImages(Dataset):
                     raise ValueError("augmented batches need one seed per image")
                 crops = self.crop_plan(seeds)
             x = resized_crop(x, *crops, self.size)  # uint8 in: [0, 1] out
-        elif x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        # Python floats for one channel: the same arithmetic as clmae.data.to_float, so results match bit for bit.
-        if len(self.mean) == 1:
-            return (x - self.mean[0]) / self.std[0]
-        mean, std = self._norm
-        return (x - mean) / std
+        # uint8 unaugmented: the arithmetic of clmae.data.to_float, so results match it bit for bit
+        return normalize(x, self.mean, self.std)
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         """One image: ``[C, size, size]``; ``key`` is an index or an ``(index, seed)`` pair (as the sampler yields)."""

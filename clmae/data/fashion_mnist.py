@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .preprocess import normalize as normalize_images
+
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 SAMPLE_ROOT = Path(__file__).parent / "assets"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -113,5 +115,5 @@ def load_fashion_mnist(
 
 def to_float(images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], normalised with the training mean/std."""
-    x = images.unsqueeze(1).float() / 255.0
-    return (x - MEAN) / STD if normalize else x
+    x = images.unsqueeze(1)
+    return normalize_images(x, (MEAN,), (STD,)) if normalize else x.float() / 255.0

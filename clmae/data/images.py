@@ -23,16 +23,6 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Imag
 SKIP_HINT = "remove or replace the file, or set skip_unreadable=true to leave unreadable files out"
 
 
-def pil_mode(in_chans: int) -> str:
-    """The PIL mode of a model's input: ``"L"`` for 1 channel, ``"RGB"`` for 3; a ``ValueError`` otherwise."""
-    if in_chans not in (1, 3):
-        raise ValueError(
-            f"image files are read as greyscale (1 channel) or RGB (3 channels); a model with {in_chans} input "
-            "channels does not fit, pick one with 1 or 3"
-        )
-    return "L" if in_chans == 1 else "RGB"
-
-
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
     """``img`` converted to ``mode``, 16-bit greyscale scaled to 8 bits (PIL's own conversion would clip it)."""
     if img.mode == mode:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .device import DeviceImages
 from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist
@@ -14,7 +13,8 @@ from .fashion_mnist import MEAN as FMNIST_MEAN
 from .fashion_mnist import STD as FMNIST_STD
 from .hfdataset import HFDatasetImages
 from .imagefolder import ImageFolderImages
-from .images import ImageSource, pil_mode
+from .images import ImageSource
+from .preprocess import default_mean_std, pil_mode
 from .sampler import SeededDataset
 from .spec import SPECS, DataSpec, parse_data_spec
 from .synthetic import SyntheticImages
@@ -22,9 +22,6 @@ from .transforms import eval_transform, pretrain_transform
 from .webdataset import WebDatasetImages
 
 SYNTHETIC_MAX_BYTES = 4 << 30  # synthetic sets are built whole in memory
-# 1-channel models on image files: the means of ImageNet's per-channel statistics (images converted with PIL "L")
-GREY_MEAN = (sum(IMAGENET_DEFAULT_MEAN) / 3,)
-GREY_STD = (sum(IMAGENET_DEFAULT_STD) / 3,)
 
 
 @dataclass
@@ -139,7 +136,7 @@ def build_pretraining_data(
         source[0]  # fails now, naming the file, if the data is not images at all
         what += f", {found} images"
     if mean is None or std is None:
-        mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if in_chans == 3 else (GREY_MEAN, GREY_STD)
+        mean, std = default_mean_std(in_chans)
     if not len(mean) == len(std) == in_chans:
         raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({in_chans})")
     mean, std = tuple(mean), tuple(std)

@@ -15,9 +15,10 @@ from .._device import resolve_device
 from .._io import write_safetensors
 from ..data.imagefolder import ImageFolderImages
 from ..data.images import read_image
+from ..data.preprocess import pil_mode
 from ..data.spec import check_outside, check_path
 from ..hub import load_pretrained
-from .features import FEATURES, extract_features, pil_mode
+from .features import FEATURES, extract_features
 
 
 class _Images(Dataset):
@@ -77,7 +78,7 @@ def extract_folder(
     files = [Path(source.files[i]) for i in (range(source.raw_len()) if source.keep is None else source.keep)]
     model = load_pretrained(model_name, **load_kwargs)
     cfg = timm.data.resolve_data_config({}, model=model)
-    dataset = _Images(files, timm.data.create_transform(**cfg), pil_mode(cfg))
+    dataset = _Images(files, timm.data.create_transform(**cfg), pil_mode(cfg["input_size"][0]))
     desc = "extract" if progress else None
     feats, _ = extract_features(model, dataset, batch_size, dev, num_workers, desc, features)
     out.parent.mkdir(parents=True, exist_ok=True)

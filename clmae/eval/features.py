@@ -20,13 +20,13 @@ import torch
 from PIL import Image, ImageOps
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm import tqdm
 
 from .._io import follow_umask
+from ..data.preprocess import EVAL_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, eval_is_identity, normalize, pil_mode
 from ..data.transforms import eval_transform
 from .data import EvalData
 from .model import ResolvedModel
@@ -34,8 +34,6 @@ from .model import ResolvedModel
 FEATURE_VERSION = 1  # bump when what is extracted changes, so that old cache entries are not reused
 POOLS = ("cls", "avg")
 FEATURES = ("cls", "avg", "pooled", "patch")
-# eval_transform's defaults for the fields a data config may lack
-_EVAL_DEFAULTS = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "crop_pct": 0.875}
 
 
 @dataclass
@@ -77,11 +75,6 @@ def eval_transform_for(cfg: dict[str, Any]) -> T.Compose:
         )
     keys = ("mean", "std", "crop_pct", "interpolation")
     return eval_transform(size[0], **{k: cfg[k] for k in keys if cfg.get(k)})
-
-
-def pil_mode(cfg: dict[str, Any]) -> str:
-    """``"L"`` for 1-channel inputs, ``"RGB"`` otherwise."""
-    return "L" if cfg["input_size"][0] == 1 else "RGB"
 
 
 @torch.no_grad()
@@ -169,21 +162,19 @@ def identity_at_model_size(cfg: dict[str, Any], image_hw: tuple[int, ...]) -> bo
     of the model's ``input_size`` whose resize (to ``int(size / crop_pct)``) and centre crop change nothing, so the
     transform is only ``pixel / 255`` and the normalisation (1- or 3-channel models)."""
     size, crop_mode = tuple(cfg["input_size"][-2:]), cfg.get("crop_mode") or "center"
-    if cfg["input_size"][0] not in (1, 3) or crop_mode != "center" or size != tuple(image_hw) or size[0] != size[1]:
+    if cfg["input_size"][0] not in (1, 3) or crop_mode != "center" or size[0] != size[1]:
         return False
-    return int(size[0] / (cfg.get("crop_pct") or _EVAL_DEFAULTS["crop_pct"])) == size[0]
+    return eval_is_identity(image_hw, size[0], cfg.get("crop_pct") or EVAL_CROP_PCT)
 
 
 def normalize_uint8(images: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
     """uint8 greyscale images ``[B, H, W]`` -> model input ``[B, C, H, W]`` float32, on their device: what
     ``ToTensor`` + ``Normalize`` of :func:`eval_transform_for` give (bit for bit) for images it does not resize;
     3-channel models get the grey channel three times, as PIL's ``convert("RGB")``."""
-    x = images.unsqueeze(1).to(torch.float32).div(255)
+    x = images.unsqueeze(1)
     if cfg["input_size"][0] == 3:
         x = x.expand(-1, 3, -1, -1)
-    mean = torch.as_tensor(cfg.get("mean") or _EVAL_DEFAULTS["mean"], dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    std = torch.as_tensor(cfg.get("std") or _EVAL_DEFAULTS["std"], dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    return (x - mean) / std  # torchvision's F.normalize: sub_(mean).div_(std), broadcast over [C, 1, 1]
+    return normalize(x, cfg.get("mean") or IMAGENET_MEAN, cfg.get("std") or IMAGENET_STD)
 
 
 @torch.no_grad()
@@ -297,7 +288,7 @@ def features_for(
         )
         val, val_y = extract_tensor_features(encoder, val_img, val_lab, cfg, batch_size, device, "features (val)")
     else:
-        transform, mode = eval_transform_for(cfg), pil_mode(cfg)
+        transform, mode = eval_transform_for(cfg), pil_mode(cfg["input_size"][0])
         train_ds = data.dataset("train", transform, mode, train_limit)
         val_ds = data.dataset("val", transform, mode, val_limit)
         train, train_y = extract_features(encoder, train_ds, batch_size, device, num_workers, "features (train)")

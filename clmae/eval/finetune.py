@@ -15,10 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._compat import param_groups_layer_decay
+from ..data.augment_finetune import DeviceTrainAugment
 from ..data.sampler import item_seeds
 from ..train.schedule import check_schedule, lr_at, peak_lr
 from ..train.step import autocast_for
-from .device_augment import DeviceTrainAugment
 from .features import identity_at_model_size, normalize_uint8
 from .knn import topk_accuracy
 from .model import ResolvedModel
@@ -172,7 +172,7 @@ def finetune(
 
     Two data paths, the same recipe: a PIL dataset goes through a ``DataLoader`` (``num_workers``); a
     :class:`TensorSplit` (Fashion-MNIST, see :func:`clmae.eval.run.run_eval`) stays on ``device`` and each step
-    gathers its batch by index and augments it there (:class:`~clmae.eval.device_augment.DeviceTrainAugment`, one
+    gathers its batch by index and augments it there (:class:`~clmae.data.augment_finetune.DeviceTrainAugment`, one
     seed per image from :func:`clmae.data.sampler.item_seeds`); its order is one ``randperm`` of the seeded
     generator per epoch. Either way the loss is read once per epoch.
 

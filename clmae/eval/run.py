@@ -21,9 +21,10 @@ from typing import Any
 
 from .._device import resolve_device
 from .._overrides import split_options
+from ..data.augment_finetune import DeviceTrainAugment
+from ..data.preprocess import pil_mode
 from ..models.config import check_encoder_kwargs
 from .data import resolve_data
-from .device_augment import DeviceTrainAugment
 from .features import (
     cache_key,
     data_config,
@@ -31,7 +32,6 @@ from .features import (
     eval_transform_for,
     features_for,
     identity_at_model_size,
-    pil_mode,
     train_transform,
 )
 from .finetune import FinetuneConfig, TensorSplit, finetune
@@ -184,7 +184,7 @@ def run_eval(
             metrics = linear_probe_cached(*frozen, cfg, str(device))
         else:
             tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip)
-            train_ds = dataset.dataset("train", tf, pil_mode(prep), common.train_limit)
+            train_ds = dataset.dataset("train", tf, pil_mode(prep["input_size"][0]), common.train_limit)
             metrics = linear_probe_mae(
                 encoder,
                 train_ds,
@@ -200,7 +200,7 @@ def run_eval(
         train_ds, val_ds = _device_splits(dataset, prep, cfg, aa, common)
         if train_ds is None:  # image folders, other sizes, augmentations the device path does not do: PIL
             tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
-            mode = pil_mode(prep)
+            mode = pil_mode(prep["input_size"][0])
             train_ds = dataset.dataset("train", tf, mode, common.train_limit)
             val_ds = dataset.dataset("val", eval_transform_for(prep), mode, common.val_limit)
         sizes = (len(train_ds), len(val_ds))

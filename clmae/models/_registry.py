@@ -7,10 +7,9 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
 from ..data.fashion_mnist import MEAN as FMNIST_MEAN
 from ..data.fashion_mnist import STD as FMNIST_STD
+from ..data.preprocess import EVAL_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,10 @@ def default_pretrained_cfg(timm_arch: str) -> dict[str, Any]:
         "input_size": (3, 224, 224),
         "fixed_input_size": True,
         "interpolation": "bicubic",
-        "crop_pct": 0.875,
+        "crop_pct": EVAL_CROP_PCT,
         "crop_mode": "center",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
         "num_classes": 0,
         "first_conv": "patch_embed.proj",
         "classifier": "head",

@@ -14,6 +14,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ..data.preprocess import fit_channels
 from ._init import init_linear_and_norm
 from ._registry import get_arch
 from ._size import SIZE_ARGS, check_fits, stack_numel, too_large
@@ -67,12 +68,12 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
     with _explain(f"the {name} encoder", given):
         model = timm.create_model(spec.timm_arch, pretrained=False, **args)
     # Keep the advertised input size true when img_size / in_chans were overridden; mean/std of another channel count
-    # (ImageNet's three values for a greyscale model) become their average, repeated per channel.
+    # (ImageNet's three values for a greyscale model) are fitted to it (their average, repeated per channel).
     in_chans, cfg = model.patch_embed.proj.in_channels, model.pretrained_cfg
     cfg["input_size"] = (in_chans, *model.patch_embed.img_size)
     for key in ("mean", "std"):
         if key in cfg and len(cfg[key]) != in_chans:
-            cfg[key] = (round(sum(cfg[key]) / len(cfg[key]), 4),) * in_chans
+            cfg[key] = fit_channels(cfg[key], in_chans)
     _set_sincos(model)
     return model
 

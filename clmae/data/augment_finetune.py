@@ -1,4 +1,5 @@
-"""Fine-tuning's training augmentation for uint8 images held on the device, one random draw per sample.
+"""Fine-tuning's training augmentation for uint8 images held on the device, one random draw per sample (the
+pretraining augmentation is :mod:`clmae.data.augment`, whose crop boxes and per-sample numbers it shares).
 
 :func:`clmae.eval.features.train_transform` builds timm's PIL pipeline: RandomResizedCrop -> horizontal flip ->
 RandAugment -> ToTensor -> Normalize -> random erasing, one Python call and one PIL image per sample. For a data set
@@ -30,7 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import crop_params, resample_matrix, uniform
+from .augment import crop_params, resample_matrix, uniform
+from .preprocess import normalize
 
 # timm's rand-...-inc1 ops, in timm's order (ColorIncreasing is the identity on grey images)
 SUPPORTED_OPS = (
@@ -214,9 +216,7 @@ class DeviceTrainAugment:
         if self.ra is not None:
             for layer in range(self.ra.num_layers):
                 x = self._rand_augment_layer(x, u[:, _CROP_DRAWS + _OP_DRAWS * layer :])
-        x = x / 255.0
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=dev).view(1, -1, 1, 1)
-        x = (x - mean) / torch.as_tensor(self.std, dtype=x.dtype, device=dev).view(1, -1, 1, 1)
+        x = normalize(x / 255.0, self.mean, self.std)
         if self.re_prob > 0:
             x = self._erase(x, u[:, -_ERASE_DRAWS:])
         return x
