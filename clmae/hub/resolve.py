@@ -28,8 +28,8 @@ TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
 WHAT_LOADS = (
     "Weights load from a folder (config.json + model.safetensors, as clmae.save_pretrained writes it), its "
-    "model.safetensors file, a registry name or alias (clmae.list_pretrained()), hf-hub:org/repo[@revision] or "
-    "local-dir:/path; a transformers ViTMAE folder or repo loads too"
+    "model.safetensors or pretraining.safetensors file, a registry name or alias (clmae.list_pretrained()), "
+    "hf-hub:org/repo[@revision] or local-dir:/path; a transformers ViTMAE folder or repo loads too"
 )
 
 
@@ -147,14 +147,14 @@ def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
             f"{entry.name} is not pinned: it loads {entry.hub_repo} at revision {rev!r} without sha256 verification "
             "(the registry has no commit id or checksum for it yet)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller of load_pretrained (through parse_spec and resolve)
         )
     elif revision is not None and revision != entry.revision:
         warnings.warn(
             f"{entry.name}: revision {revision!r} differs from the registry's pinned {entry.revision}; its files "
             "are not verified against the registry's sha256",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller of load_pretrained (through parse_spec and resolve)
         )
     pinned = entry.status == registry.PUBLISHED and rev == entry.revision
     shas = entry.files if pinned else {}
@@ -164,8 +164,10 @@ def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Source:
     """Turn a name into a :class:`Source`.
 
-    Accepted: a folder path; ``local-dir:/path``; ``hf-hub:org/repo[@revision]``; a registry name (``arch.tag``), alias
-    (``vit_b``) or an architecture with a single registry entry.
+    Accepted: a folder path, or its ``model.safetensors`` / ``pretraining.safetensors`` file (then
+    :attr:`Source.filename`); ``local-dir:/path``; ``hf-hub:org/repo[@revision]``; a registry name (``arch.tag``),
+    alias (``vit_b``) or an architecture with a single registry entry. Entry points read specs with
+    :func:`parse_spec`, which adds the ``pretraining:`` prefix and bare files where they are taken.
     """
     if isinstance(name_or_path, os.PathLike):
         name_or_path = os.fspath(name_or_path)
@@ -194,7 +196,7 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Sou
                 f"{name!r}: the registry pins {repo} at {pinned.revision}, this loads {rev or 'main'}, so no sha256 "
                 f"is checked; use {pinned.name!r} or hf-hub:{repo}@{pinned.revision} for the verified weights",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of load_pretrained (through parse_spec)
             )
         shas = dict(pinned.files) if verified else {}
         return Source(name, repo_id=repo, revision=rev, sha256=shas, entry=pinned, pinned=verified)
