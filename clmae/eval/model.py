@@ -46,6 +46,8 @@ class ResolvedModel:
         info: what the result JSON records (architecture, sha256 of the weights file or the init seed, overrides).
         build: ``build(**timm_overrides)`` makes the encoder architecture (random weights); ``None`` for raw pixels.
         state_dict: encoder weights (timm keys); ``None`` for raw pixels.
+        antialias: whether resampled positions are antialiased (timm's default; not for a ``transformers`` ViTMAE,
+            whose ``interpolate_pos_encoding`` resamples without).
     """
 
     spec: str
@@ -53,7 +55,7 @@ class ResolvedModel:
     info: dict[str, Any]
     build: Callable[..., VisionTransformer] | None = None
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    antialias: bool = True  # when positions are resampled (a transformers ViTMAE's are not antialiased)
+    antialias: bool = True
 
     @property
     def is_raw(self) -> bool:
