@@ -2,7 +2,8 @@
 
 Each weight entry returns a plain timm ``VisionTransformer`` (eval mode, preprocessing in ``model.pretrained_cfg``);
 ``create_model`` is timm's (train mode). Weights come from the package or the Hugging Face Hub through clmae's
-registry (pinned and checked where the registry pins them).
+registry (pinned and checked where the registry pins them). Keyword arguments are timm's: ``in_chans=3``,
+``patch_size`` and ``img_size`` adapt the weights as ``timm.create_model(..., pretrained=True)`` does.
 """
 
 dependencies = ["torch", "timm", "huggingface_hub", "safetensors"]

@@ -11,7 +11,7 @@ from typing import Any
 from timm.models.vision_transformer import VisionTransformer
 
 from ._io import CONFIG_NAME, read_config
-from .hub import build_from_config, load_pretrained, resolve_weight_or_explain
+from .hub import build_from_config, load_pretrained, parse_spec
 from .hub.registry import find
 from .models import create_encoder, list_models
 
@@ -48,5 +48,5 @@ def create_model(name: str | os.PathLike, pretrained: bool = False, **kwargs: An
         model = create_encoder(entry.arch, **kwargs)
         model.pretrained_cfg.update(tag=entry.tag, method=entry.method, source=entry.name)
         return model
-    src = resolve_weight_or_explain(name)
+    src = parse_spec(name, architectures=True).source  # the rules of load_pretrained; unknown: names both kinds
     return build_from_config(read_config(src.file(CONFIG_NAME, None, None)), **kwargs)

@@ -1,17 +1,18 @@
-"""Resolve ``--model``: raw pixels, a randomly initialised architecture, a weights folder, a file or a checkpoint.
+"""Resolve ``--model``: raw pixels, a randomly initialised architecture, weights, a bare file or a checkpoint.
+
+Weights are read as :func:`clmae.load_pretrained` reads them, through the one weight-spec reader
+(:func:`clmae.hub.parse_spec`) and loader (:func:`clmae.hub.read_encoder`): a registry name (``arch.tag`` or an
+alias), ``hf-hub:org/repo[@rev]``, ``local-dir:/path``, a weights folder (clmae's, timm's or a ``transformers``
+ViTMAE folder) or its ``model.safetensors`` / ``pretraining.safetensors`` file; the result records the file's sha256
+and, from the Hub, the repository and revision. What only evaluation takes:
 
 * ``raw-pixels`` -- no encoder: the flattened, normalised image is the feature (a reference point).
 * a clmae architecture (``clmae list``) -- the encoder as pretraining starts it: ``create_pretraining_model(name,
   method="mae")`` (MAE's initialisation) after ``torch.manual_seed(init_seed)``; the other reference point.
-* a folder with timm's ``config.json`` + ``model.safetensors`` (what ``clmae.save_pretrained`` writes).
-* a ``.safetensors`` file: encoder keys (timm's) or a whole pretraining model (``encoder.*`` keys); the architecture
-  comes from ``arch=NAME`` or a ``config.json`` next to it.
+* a bare ``.safetensors`` file: encoder keys (timm's) or a whole pretraining model (``encoder.*`` keys); the
+  architecture comes from ``arch=NAME``.
 * a torch checkpoint (``.pt``/``.pth``): clmae's or the CL-MAE reference's, read with ``weights_only=True``; the
   architecture comes from its ``config`` entry or ``arch=NAME``.
-* a ``transformers`` ViTMAE folder or ``hf-hub:`` repo (``config.json`` with ``model_type: vit_mae``): its encoder,
-  mapped onto timm's keys (:mod:`clmae.hub.vitmae`).
-* published weights through ``clmae.hub``: a registry name (``arch.tag`` or an alias), ``hf-hub:org/repo[@rev]``
-  or ``local-dir:/path``; the result records the repository and revision next to the file's sha256.
 """
 
 from __future__ import annotations
@@ -25,22 +26,14 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._io import (
-    CONFIG_NAME,
-    check_finite,
-    load_torch_checkpoint,
-    read_config,
-    read_safetensors,
-    sha256_file,
-)
-from ..hub import build_from_config, load_encoder_state, read_weights, resolve_weight_or_explain
-from ..hub.load import Source
-from ..hub.vitmae import vitmae_config
+from .._io import check_finite, load_torch_checkpoint, read_safetensors, sha256_file
+from ..hub import EncoderWeights, load_encoder_state, parse_spec, read_encoder
+from ..hub.convert import encoder_state
+from ..hub.resolve import CHECKPOINT_SUFFIXES
 from ..models import PretrainingConfig, create_encoder, create_pretraining_model, get_arch, list_models
 
 RAW_PIXELS = "raw-pixels"
-# Keys of a pretraining state dict that are not the encoder's (docs/method.md §8): the reference's and clmae's.
-_NOT_ENCODER = ("masking_net.", "decoder_", "mask_token", "decoder.", "masker.")
+__all__ = ["RAW_PIXELS", "ResolvedModel", "encoder_state", "resolve_model"]
 
 
 @dataclass
@@ -53,6 +46,8 @@ class ResolvedModel:
         info: what the result JSON records (architecture, sha256 of the weights file or the init seed, overrides).
         build: ``build(**timm_overrides)`` makes the encoder architecture (random weights); ``None`` for raw pixels.
         state_dict: encoder weights (timm keys); ``None`` for raw pixels.
+        antialias: whether resampled positions are antialiased (timm's default; not for a ``transformers`` ViTMAE,
+            whose ``interpolate_pos_encoding`` resamples without).
     """
 
     spec: str
@@ -60,6 +55,7 @@ class ResolvedModel:
     info: dict[str, Any]
     build: Callable[..., VisionTransformer] | None = None
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    antialias: bool = True
 
     @property
     def is_raw(self) -> bool:
@@ -67,8 +63,9 @@ class ResolvedModel:
         return self.build is None
 
     def encoder(self, **overrides: Any) -> VisionTransformer:
-        """The encoder with its weights, built with timm ``overrides`` (e.g. ``drop_path_rate``, ``img_size``: the
-        positions are resampled as :func:`clmae.load_pretrained` does, through the same loader)."""
+        """The encoder with its weights, built with timm ``overrides`` (e.g. ``drop_path_rate``; ``img_size``,
+        ``patch_size``, ``in_chans``: the weights are adapted as :func:`clmae.load_pretrained` adapts them, through
+        the same loader)."""
         if self.build is None:
             raise ValueError("raw-pixels has no encoder")
         return self.load_into(self.build(**overrides))
@@ -85,18 +82,7 @@ class ResolvedModel:
         """
         state = self.state_dict if state is None else state
         fix = "pass arch=NAME (and model_kwargs.KEY=VALUE overrides) to match how it was built"
-        return load_encoder_state(model, state or {}, repr(self.spec), optional, fix)
-
-
-def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The encoder's entries of a state dict, with timm's key names.
-
-    Accepts an encoder state dict (timm keys), a clmae pretraining model's (``encoder.*``) or a CL-MAE / MAE
-    reference checkpoint's ``model`` (timm keys plus ``masking_net.*``, ``decoder_*``, ``mask_token``).
-    """
-    if any(k.startswith("encoder.") for k in state):
-        return {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    return {k: v for k, v in state.items() if not k.startswith(_NOT_ENCODER)}
+        return load_encoder_state(model, state or {}, repr(self.spec), optional, fix, antialias=self.antialias)
 
 
 def _arch_builder(name: str, overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
@@ -111,57 +97,18 @@ def _from_architecture(name: str, overrides: dict[str, Any], init_seed: int) -> 
     return ResolvedModel(name, "architecture", info, _arch_builder(name, overrides), state)
 
 
-def _from_files(
-    spec: str, kind: str, config: Path, weights: Path, overrides: dict[str, Any], verified: bool = False
-) -> ResolvedModel:
-    cfg = read_config(config)
-    info = {"arch": (cfg.get("clmae") or {}).get("arch") or cfg["architecture"], "timm_arch": cfg["architecture"]}
-    info.update(file=str(weights), sha256=sha256_file(weights), overrides=overrides)
-    state = encoder_state(read_weights(weights, cfg, config, verified=verified))
-    return ResolvedModel(spec, kind, info, lambda **kw: build_from_config(cfg, **{**overrides, **kw}), state)
-
-
-def _from_vitmae(spec: str, kind: str, src: Any, hf: dict[str, Any], overrides: dict[str, Any]) -> ResolvedModel:
-    """A transformers ViTMAE folder or repo (:mod:`clmae.hub.vitmae`): its encoder, keys mapped onto timm's."""
-    from ..hub import vitmae
-
-    state, _ = vitmae.read_clmae_state(src, None, None)
-    preprocessing = vitmae.preprocessing_of(src, hf, None, None)
-    arch, _ = vitmae.pick_arch(vitmae.encoder_args(hf))
-    info = {"arch": arch, "format": "transformers ViTMAE", "file": src.name, "overrides": overrides}
-    if src.repo_id is not None:
+def _from_weights(spec: str, kind: str, weights: EncoderWeights, overrides: dict[str, Any]) -> ResolvedModel:
+    """Weights read by the hub's loader: what :func:`clmae.load_pretrained` reads for the same spec."""
+    src = weights.source
+    info: dict[str, Any] = {"arch": weights.arch}
+    if weights.is_vitmae:
+        info.update(format="transformers ViTMAE", file=src.name)
+    else:
+        info.update(timm_arch=weights.config["architecture"], file=str(weights.file), sha256=sha256_file(weights.file))
+    info["overrides"] = overrides
+    if src.repo_id is not None or kind == "hub":
         info.update(repo_id=src.repo_id, revision=src.revision)
-    build = lambda **kw: vitmae.build_encoder(hf, preprocessing, **{**overrides, **kw})  # noqa: E731
-    return ResolvedModel(spec, kind, info, build, state)
-
-
-def _from_folder(folder: Path, overrides: dict[str, Any]) -> ResolvedModel:
-    if (hf := vitmae_config(folder / CONFIG_NAME)) is not None:
-        return _from_vitmae(str(folder), "folder", Source(str(folder), folder=folder), hf, overrides)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a weights folder: it needs config.json (timm format) and model.safetensors, as written "
-            "by clmae.save_pretrained()"
-        )
-    return _from_files(str(folder), "folder", folder / "config.json", folder / "model.safetensors", overrides)
-
-
-def _from_hub(spec: str, revision: str | None, overrides: dict[str, Any]) -> ResolvedModel:
-    """Published weights through ``clmae.hub`` (registry names, ``hf-hub:org/repo[@rev]``, ``local-dir:/path``).
-
-    The hub downloads (and, for registry weights, verifies) ``config.json`` and ``model.safetensors``; they are
-    then read like a local weights folder.
-    """
-    src = resolve_weight_or_explain(spec, revision)
-    filename = src.encoder_file()  # model.safetensors, or the whole model's file where the encoder is stored there
-    needed = (CONFIG_NAME, filename)
-    config = src.file(CONFIG_NAME, None, None, needed)
-    if (hf := vitmae_config(config)) is not None:
-        return _from_vitmae(spec, "hub", src, hf, overrides)
-    weights = src.file(filename, None, None, needed)
-    resolved = _from_files(spec, "hub", config, weights, overrides, verified=src.verified(filename))
-    resolved.info.update(repo_id=src.repo_id, revision=src.revision)
-    return resolved
+    return ResolvedModel(spec, kind, info, weights.builder(overrides), weights.state, weights.antialias)
 
 
 def _arch_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
@@ -182,12 +129,11 @@ def _arch_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
     return pretraining.arch, dict(pretraining.encoder_kwargs)
 
 
-def _from_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> ResolvedModel:
+def _from_bare_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> ResolvedModel:
+    """A bare ``.safetensors`` file (tensors without a ``config.json``) or a torch checkpoint."""
     config: dict[str, Any] = {}
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         kind, state = "safetensors", read_safetensors(path)
-        if arch is None and (path.parent / "config.json").is_file():  # a file of a weights folder
-            return _from_files(str(path), kind, path.parent / "config.json", path, overrides)
     else:
         kind, ckpt = "checkpoint", load_torch_checkpoint(path)
         state = ckpt.get("model", ckpt.get("state_dict", ckpt))
@@ -232,15 +178,17 @@ def resolve_model(
         if overrides or arch:
             raise ValueError("raw-pixels takes no arch= or model_kwargs.KEY= options")
         return ResolvedModel(spec, "raw-pixels", {"arch": RAW_PIXELS, "weights": "none"})
-    path = Path(spec)
-    if path.is_dir():
-        return _from_folder(path, overrides)
-    if path.is_file():
-        return _from_file(path, arch, overrides)
-    if spec in list_models():
+    path = Path(spec).expanduser()
+    if spec in list_models() and not path.is_dir():
         return _from_architecture(spec, overrides, init_seed)
-    if spec.startswith(("hf-hub:", "local-dir:")):
-        return _from_hub(spec, revision, overrides)
-    if "/" in spec or spec.endswith((".safetensors", ".pt", ".pth")):
-        raise FileNotFoundError(f"--model {spec!r}: no such file or folder")
-    return _from_hub(spec, revision, overrides)  # a registry name (arch.tag) or alias
+    if path.is_file() and path.suffix.lower() != ".safetensors":  # a torch checkpoint: only evaluation reads one
+        return _from_bare_file(path, arch, overrides)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise FileNotFoundError(f"--model {spec!r}: no such file")
+    if arch is not None and path.suffix.lower() == ".safetensors" and path.is_file():
+        return _from_bare_file(path, arch, overrides)  # arch= names the architecture of any weights file
+    weights = parse_spec(spec, revision, bare=True, architectures=True)
+    if weights.file is not None:
+        return _from_bare_file(weights.file, arch, overrides)
+    kind = "folder" if path.is_dir() else "safetensors" if path.suffix.lower() == ".safetensors" else "hub"
+    return _from_weights(spec, kind, read_encoder(weights.source), overrides)

@@ -26,6 +26,8 @@ _RENAMES = (
     ("mask_token", "decoder.mask_token"),
 )
 _ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+# Keys of a pretraining state dict that are not the encoder's: the reference's (above) and clmae's.
+_NOT_ENCODER = (*(old for old, _ in _RENAMES), "decoder.", "masker.")
 # The masking module's positional embedding is a fixed [1, 1, D] of zeros in the reference: nothing to keep.
 _DROPPED = ("masking_net.pos_embed",)
 
@@ -81,6 +83,18 @@ def rename_reference_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             "(with a head) is not a pretraining checkpoint"
         )
     return out
+
+
+def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder's entries of a state dict, with timm's key names.
+
+    Accepts an encoder state dict (timm keys, a fine-tuned model's head included), a clmae pretraining model's
+    (``encoder.*``) or a CL-MAE / MAE reference checkpoint's ``model`` (timm keys plus ``masking_net.*``,
+    ``decoder_*``, ``mask_token``: :func:`rename_reference_keys`' layout).
+    """
+    if any(k.startswith("encoder.") for k in state):
+        return {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    return {k: v for k, v in state.items() if not k.startswith(_NOT_ENCODER)}
 
 
 def _geometry(state: dict[str, torch.Tensor]) -> dict[str, Any]:

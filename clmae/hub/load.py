@@ -1,24 +1,28 @@
-"""``load_pretrained`` (the encoder) and ``load_pretraining_model`` (the whole CL-MAE) from names, Hub repos or
-folders, and the two steps every weights loader of clmae shares: :func:`build_from_config`, :func:`load_encoder_state`.
+"""``load_pretrained`` (the encoder) and ``load_pretraining_model`` (the whole CL-MAE) from a weight spec
+(:mod:`clmae.hub.resolve`), and the steps every weights loader of clmae shares: :func:`read_encoder` (a weight's
+encoder tensors and config, clmae's, timm's or a ``transformers`` ViTMAE's), :func:`build_from_config` and
+:func:`load_encoder_state` (which adapts channels, patch size and positions as timm adapts pretrained weights).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from timm.layers import resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.models import adapt_input_conv as _timm_adapt_input_conv
 from timm.models.vision_transformer import VisionTransformer
 
 from .._io import (
     CONFIG_NAME,
     PRETRAINING_NAME,
-    WEIGHTS_NAME,
     check_state,
     check_weights_config,
     read_config,
@@ -27,236 +31,19 @@ from .._io import (
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
 from ..models.factory import SIZE_ARGS, check_timm_fits
-from . import registry, vitmae
-from .download import check_repo_id, check_revision, check_sha256, fetch
-from .registry import UnknownWeightError
-
-TRAIN_COMMAND = "clmae train --recipe {recipe} --data DATA --out runs/{recipe}"
-# Files that are torch pickles (training or foreign checkpoints), never a weights folder.
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
-WHAT_LOADS = (
-    "Weights load from a folder (config.json + model.safetensors, as clmae.save_pretrained writes it), its "
-    "model.safetensors file, a registry name or alias (clmae.list_pretrained()), hf-hub:org/repo[@revision] or "
-    "local-dir:/path; a transformers ViTMAE folder or repo loads too"
+from . import vitmae
+from .resolve import (  # noqa: F401  (importable from here too, where they were first defined)
+    CHECKPOINT_SUFFIXES,
+    TRAIN_COMMAND,
+    WHAT_LOADS,
+    Source,
+    parse_spec,
+    resolve,
+    resolve_weight_or_explain,
 )
 
-
-@dataclass
-class Source:
-    """Where a weight's files come from: a local folder, or a Hub repo at a revision with optional sha256s."""
-
-    name: str
-    folder: Path | None = None
-    repo_id: str | None = None
-    revision: str | None = None
-    sha256: dict[str, str | None] = field(default_factory=dict)
-    entry: registry.WeightEntry | None = None
-    pinned: bool = False  # every file must have a registry sha256
-
-    def encoder_file(self) -> str:
-        """The file that holds the encoder: ``model.safetensors``, or ``pretraining.safetensors`` where the weight
-        has no separate encoder file (the bundled weights store each tensor once, in the whole model's file)."""
-        if self.pinned:  # the registry lists the files
-            only_whole = WEIGHTS_NAME not in self.sha256 and PRETRAINING_NAME in self.sha256
-            return PRETRAINING_NAME if only_whole else WEIGHTS_NAME
-        folder = self.folder
-        if folder is not None and not (folder / WEIGHTS_NAME).is_file() and (folder / PRETRAINING_NAME).is_file():
-            return PRETRAINING_NAME
-        return WEIGHTS_NAME
-
-    def verified(self, filename: str) -> bool:
-        """Whether ``filename`` is checked against a registry sha256 (then its tensors need no further check)."""
-        return bool(self.sha256.get(filename))
-
-    def file(
-        self,
-        filename: str,
-        cache_dir: str | Path | None,
-        local_files_only: bool | None,
-        needed: tuple[str, ...] = (),
-    ) -> Path:
-        """Local path of ``filename``, downloaded and verified if it comes from the Hub; ``needed`` names every file
-        the caller will ask for (for the offline hint)."""
-        if self.pinned and not self.sha256.get(filename):
-            raise ValueError(
-                f"the registry entry {self.entry.name if self.entry else self.name} lists no sha256 for {filename}, "
-                "so it cannot be verified: that file is not part of the published weight"
-            )
-        if self.folder is not None:
-            path = self.folder / filename
-            if not path.is_file():
-                if self.entry is not None:  # a bundled weight
-                    raise FileNotFoundError(
-                        f"{path} is missing: this install of clmae lacks a file of the bundled weight "
-                        f"{self.entry.name}; reinstall clmae (pip install --force-reinstall clmae)"
-                    )
-                if filename == PRETRAINING_NAME:
-                    raise FileNotFoundError(
-                        f"{self.folder} has no {PRETRAINING_NAME}: it holds an encoder only ({WEIGHTS_NAME}); the "
-                        "whole pretraining model (decoder, masking module) is saved by clmae.save_pretrained(CLMAE) "
-                        "and clmae export; load the encoder with clmae.load_pretrained"
-                    )
-                raise FileNotFoundError(
-                    f"{path} does not exist; a weights folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
-                )
-            expected = self.sha256.get(filename)
-            if expected is not None:
-                check_sha256(
-                    path,
-                    expected,
-                    str(path),
-                    f"The bundled file of {self.entry.name if self.entry else self.name} is damaged: reinstall clmae "
-                    "(pip install --force-reinstall clmae).",
-                )
-            return path
-        return fetch(
-            self.repo_id,
-            filename,
-            revision=self.revision,
-            sha256=self.sha256.get(filename),
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            needed=needed,
-        )
-
-
-def _not_published(entry: registry.WeightEntry) -> ValueError:
-    recipe = entry.recipe or "<recipe>"
-    cmd = TRAIN_COMMAND.format(recipe=recipe)
-    aliases = ", ".join(entry.aliases) or "-"
-    return ValueError(
-        f"{entry.name!r} (alias {aliases}) is not yet published: {entry.notes or 'no weights are released yet'} "
-        f"Train it yourself with `{cmd}`, then load the weights folder it exports: "
-        f"clmae.load_pretrained('runs/{recipe}/export'). Weights available now: {registry.describe_available()}"
-    )
-
-
-def _from_entry(entry: registry.WeightEntry, revision: str | None) -> Source:
-    if entry.status == registry.NOT_PUBLISHED:
-        raise _not_published(entry)
-    if entry.status == registry.BUNDLED:
-        if revision is not None:
-            raise ValueError(
-                f"{entry.name} ships inside the package and has no Hub revision; drop revision={revision!r}"
-            )
-        return Source(
-            entry.name, folder=registry.bundled_folder(entry), sha256=dict(entry.files), entry=entry, pinned=True
-        )
-    rev = check_revision(revision, entry.name) or entry.revision
-    if entry.status == registry.UNVERIFIED:
-        warnings.warn(
-            f"{entry.name} is not pinned: it loads {entry.hub_repo} at revision {rev!r} without sha256 verification "
-            "(the registry has no commit id or checksum for it yet)",
-            UserWarning,
-            stacklevel=4,
-        )
-    elif revision is not None and revision != entry.revision:
-        warnings.warn(
-            f"{entry.name}: revision {revision!r} differs from the registry's pinned {entry.revision}; its files "
-            "are not verified against the registry's sha256",
-            UserWarning,
-            stacklevel=4,
-        )
-    pinned = entry.status == registry.PUBLISHED and rev == entry.revision
-    shas = entry.files if pinned else {}
-    return Source(entry.name, repo_id=entry.hub_repo, revision=rev, sha256=dict(shas), entry=entry, pinned=pinned)
-
-
-def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Source:
-    """Turn a name into a :class:`Source`.
-
-    Accepted: a folder path; ``local-dir:/path``; ``hf-hub:org/repo[@revision]``; a registry name (``arch.tag``), alias
-    (``vit_b``) or an architecture with a single registry entry.
-    """
-    if isinstance(name_or_path, os.PathLike):
-        name_or_path = os.fspath(name_or_path)
-    if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"expected a weight name, hf-hub:org/repo or a folder, got {name_or_path!r}")
-    name = name_or_path
-    if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:") :]).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder (from {name!r})")
-        return Source(name, folder=folder)
-    if name.startswith("hf-hub:"):
-        repo, at, rev = name[len("hf-hub:") :].partition("@")
-        if repo.count("/") != 1 or not all(repo.split("/")):
-            raise ValueError(f"{name!r}: expected hf-hub:org/repo or hf-hub:org/repo@revision")
-        check_repo_id(repo, name)  # before any request: a bad name is refused at once, not retried
-        check_revision(rev if at else None, name)
-        check_revision(revision, name)
-        if rev and revision and rev != revision:
-            raise ValueError(f"{name!r} names revision {rev!r} but revision={revision!r} was passed; give one")
-        rev = rev or revision
-        pinned = next((e for e in registry.entries() if e.hub_repo == repo and e.status == registry.PUBLISHED), None)
-        verified = pinned is not None and rev == pinned.revision
-        if pinned is not None and not verified:
-            warnings.warn(
-                f"{name!r}: the registry pins {repo} at {pinned.revision}, this loads {rev or 'main'}, so no sha256 "
-                f"is checked; use {pinned.name!r} or hf-hub:{repo}@{pinned.revision} for the verified weights",
-                UserWarning,
-                stacklevel=3,
-            )
-        shas = dict(pinned.files) if verified else {}
-        return Source(name, repo_id=repo, revision=rev, sha256=shas, entry=pinned, pinned=verified)
-    folder = Path(name).expanduser()
-    if folder.suffix.lower() in (*CHECKPOINT_SUFFIXES, ".safetensors"):  # a file, never a registry name
-        return _from_file(name, folder)
-    if "/" in name or os.sep in name or name.startswith((".", "~")):  # a path, never a registry name
-        if folder.is_dir():
-            return Source(name, folder=folder)
-        if folder.is_file():
-            raise ValueError(f"{name} is a file, not a weights folder. {WHAT_LOADS}")
-        hint = (
-            f" For a Hub repository write hf-hub:{name}." if name.count("/") == 1 and not folder.parent.is_dir() else ""
-        )
-        raise FileNotFoundError(f"{name} is not a folder.{hint} {WHAT_LOADS}")
-    entry = registry.find(name)
-    if entry is not None:
-        return _from_entry(entry, revision)
-    if folder.is_dir():  # a bare folder name in the working directory
-        return Source(name, folder=folder)
-    raise UnknownWeightError(
-        f"unknown pretrained weight {name!r}.{registry.suggest(name)} Give a registry name or alias, "
-        f"hf-hub:org/repo[@revision], local-dir:/path or a folder. Registry (clmae.list_pretrained()): "
-        + "; ".join(f"{e.name}: {e.status}" for e in registry.entries())
-    )
-
-
-def _from_file(name: str, path: Path) -> Source:
-    """A file given where weights are expected: the ``.safetensors`` file of a weights folder loads as its folder;
-    a torch checkpoint gets an error that names the commands that turn it into weights."""
-    if path.suffix.lower() != ".safetensors":
-        convert = (
-            f"{name} is a torch checkpoint, not weights: a reference CL-MAE/MAE or fine-tuned checkpoint becomes a "
-            f"weights folder with `clmae convert {name} OUT`, a clmae training checkpoint with `clmae export {name} "
-            f"OUT`; then load OUT. {WHAT_LOADS}"
-        )
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file {name}. {convert}")
-        raise ValueError(convert)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file {name}. {WHAT_LOADS}")
-    if path.name in (WEIGHTS_NAME, PRETRAINING_NAME) and (path.parent / CONFIG_NAME).is_file():
-        return Source(name, folder=path.parent)
-    raise ValueError(
-        f"{name} is a bare weights file: its architecture comes from the {CONFIG_NAME} of a weights folder, where it "
-        f"is {WEIGHTS_NAME} (clmae.save_pretrained writes both). Load that folder, or evaluate the file with "
-        f"`clmae eval knn --model {name} arch=NAME --data DATA`. {WHAT_LOADS}"
-    )
-
-
-def resolve_weight_or_explain(name: str, revision: str | None = None) -> Source:
-    """:func:`resolve` for a name that is not an architecture; if it is no weight either, the ``ValueError`` names
-    the close architectures as well as the close weights."""
-    try:
-        return resolve(name, revision)
-    except UnknownWeightError as weights_error:  # only an unknown name: any other error (a checksum...) stands as is
-        try:
-            get_arch(name)  # raises with close architecture names
-        except ValueError as arch_error:
-            raise UnknownWeightError(f"{arch_error} Nor is it a weight: {weights_error}") from None
-        raise
+# timm >= 1.0.2x adapts from any channel count (``base_chans``); older timm assumes RGB weights.
+_BASE_CHANS = "base_chans" in inspect.signature(_timm_adapt_input_conv).parameters
 
 
 def _preprocessing(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -323,37 +110,56 @@ def read_weights(
     return read_safetensors(path, verify=not verified)
 
 
-def read_encoder_weights(
-    src: Source,
-    cache_dir: str | Path | None = None,
-    local_files_only: bool | None = None,
-    config_path: Path | None = None,
-) -> tuple[dict[str, Any], Path, Path, dict[str, torch.Tensor]]:
-    """A weight's ``config.json`` and encoder tensors (timm keys), fetched and checked.
+def adapt_input_conv(in_chans: int, weight: torch.Tensor, base_chans: int) -> torch.Tensor:
+    """Patch-embedding weights of ``base_chans`` input channels for ``in_chans`` channels, as timm's
+    ``adapt_input_conv`` adapts them: summed for one channel, otherwise repeated and scaled by ``base_chans /
+    in_chans`` (so that a constant image gives the same output)."""
+    if _BASE_CHANS or base_chans == 3:
+        return _timm_adapt_input_conv(in_chans, weight, **({"base_chans": base_chans} if _BASE_CHANS else {}))
+    # timm before base_chans: the same rule, written out for a source that is not RGB.
+    if in_chans == 1:
+        return weight.float().sum(1, keepdim=True).to(weight.dtype)
+    repeated = weight.float().repeat(1, -(-in_chans // base_chans), 1, 1)[:, :in_chans]
+    return (repeated * (base_chans / float(in_chans))).to(weight.dtype)
 
-    The encoder comes from ``model.safetensors``, or from the ``encoder.*`` tensors of ``pretraining.safetensors``
-    where the weight stores no separate encoder file (:meth:`Source.encoder_file`): the same tensors, stored once.
+
+def adapt_encoder_state(
+    model: VisionTransformer, state: dict[str, torch.Tensor], *, antialias: bool = True
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Encoder weights (timm keys) fitted to ``model``'s input as timm fits pretrained weights (its
+    ``_builder.load_pretrained`` and ``checkpoint_filter_fn``): the channels with ``adapt_input_conv``, the patch
+    size with ``resample_patch_embed``, the positions with ``resample_abs_pos_embed``.
 
     Args:
-        src: where the weight's files come from.
-        cache_dir: Hub cache folder.
-        local_files_only: never touch the network.
-        config_path: the ``config.json`` already fetched, if it was.
+        model: the encoder the weights go into.
+        state: the weights; not changed.
+        antialias: antialiasing when the positions are resampled (``transformers`` ViTMAE resamples without).
 
     Returns:
-        ``(config, config path, weights file, encoder state)``.
+        The adapted weights (tensors of another width are left as they are, for the key check to name) and what was
+        adapted, one phrase each.
     """
-    filename = src.encoder_file()
-    needed = (CONFIG_NAME, filename)
-    config_path = config_path or src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
-    cfg = read_config(config_path)
-    path = src.file(filename, cache_dir, local_files_only, needed)
-    state = read_weights(path, cfg, config_path, verified=src.verified(filename))
-    if filename == PRETRAINING_NAME:
-        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-        if not state:
-            raise ValueError(f"{path} holds no encoder.* tensors: it is not a pretraining model's weights")
-    return cfg, config_path, path, state
+    state, notes = dict(state), []
+    weight, target = state.get("patch_embed.proj.weight"), model.patch_embed.proj.weight
+    if weight is not None and weight.ndim == 4 and weight.shape != target.shape and weight.shape[0] == target.shape[0]:
+        weight = weight.to(target.dtype)  # adapted in the model's precision (float16 files load as float32)
+        have, want = weight.shape[1], target.shape[1]
+        if have != want:
+            notes.append(f"input channels {have} -> {want} (timm adapt_input_conv)")
+            weight = adapt_input_conv(want, weight, base_chans=have)
+        if weight.shape[-2:] != target.shape[-2:]:
+            size = tuple(target.shape[-2:])
+            notes.append(f"patch size {tuple(weight.shape[-2:])} -> {size} (timm resample_patch_embed)")
+            weight = resample_patch_embed(weight, list(size))
+        state["patch_embed.proj.weight"] = weight
+    pos = state.get("pos_embed")
+    if pos is not None and model.pos_embed is not None and pos.shape != model.pos_embed.shape:
+        notes.append(f"positions {pos.shape[1]} -> {model.pos_embed.shape[1]} (timm resample_abs_pos_embed)")
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        grid = list(model.patch_embed.grid_size)
+        pos = pos.to(model.pos_embed.dtype)
+        state["pos_embed"] = resample_abs_pos_embed(pos, grid, num_prefix_tokens=prefix, antialias=antialias)
+    return state, notes
 
 
 def load_encoder_state(
@@ -362,8 +168,12 @@ def load_encoder_state(
     where: str,
     optional: tuple[str, ...] = ("head.",),
     fix: str | None = None,
+    *,
+    antialias: bool = True,
+    notes: list[str] | None = None,
 ) -> VisionTransformer:
-    """Load encoder weights (timm keys) into ``model``; positions are resampled when its ``img_size`` differs.
+    """Load encoder weights (timm keys) into ``model``, adapted to its input channels, patch size and image size
+    (:func:`adapt_encoder_state`).
 
     Args:
         model: the encoder (e.g. from :func:`build_from_config` or :func:`clmae.create_model`).
@@ -371,22 +181,132 @@ def load_encoder_state(
         where: the weights' origin, for the error message.
         optional: key prefixes of ``model`` the weights may lack (a fresh classifier head).
         fix: what the error message tells to do about a mismatch.
+        antialias: antialiasing when the positions are resampled.
+        notes: a list that receives what was adapted, one phrase each.
 
     Returns:
         ``model``.
 
     Raises:
-        ValueError: keys or shapes differ (beyond the positions), naming them.
+        ValueError: keys or shapes differ (beyond what is adapted), naming them.
     """
-    pos = state.get("pos_embed")
-    if pos is not None and model.pos_embed is not None and pos.shape != model.pos_embed.shape:
-        # A different img_size was asked for: resample the positions as timm does.
-        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-        grid = list(model.patch_embed.grid_size)
-        state = {**state, "pos_embed": resample_abs_pos_embed(pos, grid, num_prefix_tokens=prefix)}
+    state, adapted = adapt_encoder_state(model, state, antialias=antialias)
     check_state(model, state, where, optional=optional, fix=fix)
     model.load_state_dict(state, strict=False)
+    if notes is not None:
+        notes.extend(adapted)
     return model
+
+
+def _fit_channels(cfg: dict[str, Any], in_chans: int) -> None:
+    """Mean/std of another channel count become their average, repeated per channel (as
+    :func:`clmae.create_model` does for an ``in_chans`` override)."""
+    for key in ("mean", "std"):
+        if key in cfg and len(cfg[key]) != in_chans:
+            cfg[key] = (round(sum(cfg[key]) / len(cfg[key]), 4),) * in_chans
+
+
+@dataclass
+class EncoderWeights:
+    """A weight's encoder as :func:`read_encoder` reads it: its tensors (timm keys) and the config of the model they
+    fit, clmae's/timm's ``config.json`` or a ``transformers`` ViTMAE one.
+
+    Attributes:
+        source: where the files came from.
+        config: the ``config.json`` content (a ViTMAE config with ``ViTMAEConfig``'s defaults filled in).
+        state: the encoder's weights, timm keys.
+        file: the weights file (``None`` for a sharded ViTMAE).
+        preprocessing: for a ViTMAE, timm's preprocessing equal to its image processor; ``None`` otherwise.
+    """
+
+    source: Source
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor] = field(repr=False)
+    file: Path | None = None
+    preprocessing: dict[str, Any] | None = None
+
+    @property
+    def is_vitmae(self) -> bool:
+        """Whether the weights are a ``transformers`` ViTMAE's."""
+        return self.preprocessing is not None
+
+    @property
+    def arch(self) -> str:
+        """The clmae (or timm) architecture name of the weights."""
+        if self.is_vitmae:
+            return vitmae.pick_arch(vitmae.encoder_args(self.config))[0]
+        return (self.config.get("clmae") or {}).get("arch") or self.config["architecture"]
+
+    @property
+    def antialias(self) -> bool:
+        """Antialiasing when the positions are resampled: ViTMAE's ``interpolate_pos_encoding`` uses none."""
+        return not self.is_vitmae
+
+    def build(self, **kwargs: Any) -> VisionTransformer:
+        """The encoder with random weights, as the config describes it; ``kwargs`` are timm overrides."""
+        if self.is_vitmae:
+            return vitmae.build_encoder(self.config, self.preprocessing, **kwargs)
+        return build_from_config(self.config, **kwargs)
+
+    def builder(self, overrides: dict[str, Any]) -> Callable[..., VisionTransformer]:
+        """:meth:`build` with ``overrides`` under any later keyword arguments."""
+        return lambda **kw: self.build(**{**overrides, **kw})
+
+    def encoder(self, **kwargs: Any) -> VisionTransformer:
+        """The pretrained encoder in eval mode, built with timm ``kwargs`` (input adapted), its ``pretrained_cfg``
+        recording the preprocessing and where the weights came from."""
+        src = self.source
+        where = str(self.file or src.name)
+        model = load_encoder_state(self.build(**kwargs), self.state, where, antialias=self.antialias)
+        if self.is_vitmae:
+            vitmae.record_source(model, src)
+            pcfg = model.pretrained_cfg
+        else:
+            cfg = self.config
+            pcfg = {**_preprocessing(cfg), "architecture": cfg["architecture"], "source": src.name}
+            if src.repo_id is not None:
+                pcfg.update(hf_hub_id=src.repo_id, revision=src.revision)
+            if src.entry is not None:
+                pcfg.update(tag=src.entry.tag, method=src.entry.method)
+            elif cfg.get("clmae", {}).get("method"):
+                pcfg["method"] = cfg["clmae"]["method"]
+            pcfg["num_classes"] = model.num_classes
+        in_chans = model.patch_embed.proj.in_channels
+        pcfg["input_size"] = (in_chans, *model.patch_embed.img_size)
+        _fit_channels(pcfg, in_chans)
+        model.pretrained_cfg = model.default_cfg = pcfg  # timm keeps default_cfg as an alias
+        return model.eval()
+
+
+def read_encoder(
+    src: Source, cache_dir: str | Path | None = None, local_files_only: bool | None = None
+) -> EncoderWeights:
+    """A weight's ``config.json`` and encoder tensors (timm keys), fetched and checked.
+
+    The encoder comes from ``model.safetensors``, from the ``encoder.*`` tensors of ``pretraining.safetensors``
+    where the spec names that file or the weight stores no separate encoder file (:meth:`Source.encoder_file`), or
+    from a ``transformers`` ViTMAE's weights, its keys mapped onto timm's.
+
+    Args:
+        src: where the weight's files come from (:func:`clmae.hub.resolve.resolve`).
+        cache_dir: Hub cache folder.
+        local_files_only: never touch the network.
+    """
+    filename = src.encoder_file()
+    needed = (CONFIG_NAME, filename)
+    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
+    if (hf := vitmae.vitmae_config(config_path)) is not None:
+        state, _ = vitmae.read_clmae_state(src, cache_dir, local_files_only)
+        preprocessing = vitmae.preprocessing_of(src, hf, cache_dir, local_files_only)
+        return EncoderWeights(src, hf, state, None, preprocessing)
+    cfg = read_config(config_path)
+    path = src.file(filename, cache_dir, local_files_only, needed)
+    state = read_weights(path, cfg, config_path, verified=src.verified(filename))
+    if filename == PRETRAINING_NAME:
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        if not state:
+            raise ValueError(f"{path} holds no encoder.* tensors: it is not a pretraining model's weights")
+    return EncoderWeights(src, cfg, state, path)
 
 
 def load_pretrained(
@@ -404,39 +324,26 @@ def load_pretrained(
 
     Args:
         name_or_path: a registry name or alias (``"vit_b"``, ``"vit_base_patch16_224.mae"``; see
-            :func:`clmae.list_pretrained`), ``"hf-hub:org/repo[@revision]"``, ``"local-dir:/path"`` or a folder.
+            :func:`clmae.list_pretrained`), ``"hf-hub:org/repo[@revision]"``, ``"local-dir:/path"``, a folder or its
+            ``model.safetensors`` / ``pretraining.safetensors`` file.
         revision: Hub revision (default: the registry's pinned commit; ``main`` for hf-hub names).
         cache_dir: Hub cache folder (default: ``$HF_HUB_CACHE``).
         local_files_only: never touch the network; ``None`` follows ``HF_HUB_OFFLINE``.
-        **kwargs: timm model arguments (``num_classes`` adds a fresh head, ``img_size`` resamples the positions,
-            ``drop_path_rate``, ``global_pool``...).
+        **kwargs: timm model arguments. The weights are adapted as ``timm.create_model(..., pretrained=True)``
+            adapts them: ``in_chans`` (patch embedding, timm's ``adapt_input_conv``), ``patch_size``
+            (``resample_patch_embed``), ``img_size`` (positions, ``resample_abs_pos_embed``); ``num_classes`` adds a
+            fresh head; ``drop_path_rate``, ``global_pool``...
 
     Returns:
         The encoder, with ``model.pretrained_cfg`` from the weights' ``config.json``.
     """
     check_encoder_kwargs(kwargs)  # before any file is fetched
-    src = resolve(name_or_path, revision)
-    needed = (CONFIG_NAME, src.encoder_file())
-    config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
-    if (hf := vitmae.vitmae_config(config_path)) is not None:  # a transformers ViTMAE folder
-        return vitmae.load_encoder(src, hf, cache_dir, local_files_only, **kwargs)
-    cfg, _, weights, state = read_encoder_weights(src, cache_dir, local_files_only, config_path)
-    model = load_encoder_state(build_from_config(cfg, **kwargs), state, str(weights))
-    pcfg = {**_preprocessing(cfg), "architecture": cfg["architecture"], "source": src.name}
-    if src.repo_id is not None:
-        pcfg.update(hf_hub_id=src.repo_id, revision=src.revision)
-    if src.entry is not None:
-        pcfg.update(tag=src.entry.tag, method=src.entry.method)
-    elif cfg.get("clmae", {}).get("method"):
-        pcfg["method"] = cfg["clmae"]["method"]
-    pcfg["input_size"] = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
-    pcfg["num_classes"] = model.num_classes
-    model.pretrained_cfg = model.default_cfg = pcfg  # timm keeps default_cfg as an alias
-    return model.eval()
+    src = parse_spec(name_or_path, revision).source
+    return read_encoder(src, cache_dir, local_files_only).encoder(**kwargs)
 
 
 def load_pretraining_model(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike | Source,
     *,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
@@ -445,7 +352,8 @@ def load_pretraining_model(
     """Rebuild the whole pretraining model (encoder, decoder, masking module) from ``pretraining.safetensors``.
 
     Args:
-        name_or_path: as for :func:`load_pretrained`; the weights must include ``pretraining.safetensors``.
+        name_or_path: as for :func:`load_pretrained` (``pretraining:`` before it is allowed), or a resolved
+            :class:`~clmae.hub.resolve.Source`; the weights must include ``pretraining.safetensors``.
         revision: Hub revision.
         cache_dir: Hub cache folder.
         local_files_only: never touch the network.
@@ -453,7 +361,7 @@ def load_pretraining_model(
     Returns:
         The :class:`~clmae.models.CLMAE` in eval mode (call ``.train()`` to continue pretraining).
     """
-    src = resolve(name_or_path, revision)
+    src = name_or_path if isinstance(name_or_path, Source) else parse_spec(name_or_path, revision, prefix=True).source
     needed = (CONFIG_NAME, PRETRAINING_NAME)
     config_path = src.file(CONFIG_NAME, cache_dir, local_files_only, needed)
     if (hf := vitmae.vitmae_config(config_path)) is not None:  # a transformers ViTMAEForPreTraining folder

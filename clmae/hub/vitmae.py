@@ -21,7 +21,6 @@ from typing import Any
 import timm
 import torch
 from safetensors import safe_open
-from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_state, read_safetensors
@@ -445,17 +444,23 @@ def preprocessing_of(
     return pretrained_cfg(hf, read_json(path))
 
 
+def config_of(src: Any, cache_dir: str | Path | None = None, local_files_only: bool | None = None) -> dict | None:
+    """The ViTMAE config of a :class:`~clmae.hub.resolve.Source` (:func:`vitmae_config`), ``None`` if its
+    ``config.json`` is another kind (timm's, clmae's)."""
+    return vitmae_config(src.file(CONFIG_NAME, cache_dir, local_files_only, (CONFIG_NAME, src.encoder_file())))
+
+
 def vitmae_source(spec: str, cache_dir: str | Path | None = None, local_files_only: bool | None = None):
     """``(Source, config)`` if ``spec`` (a folder, ``local-dir:`` or ``hf-hub:``) holds a ViTMAE model, else ``None``
     (registry names are never ViTMAE folders)."""
-    from .load import resolve
+    from .resolve import resolve
 
     if not isinstance(spec, str) or not (
         spec.startswith(("hf-hub:", "local-dir:")) or Path(spec).expanduser().is_dir()
     ):
         return None
     src = resolve(spec)
-    hf = vitmae_config(src.file(CONFIG_NAME, cache_dir, local_files_only, (CONFIG_NAME, WEIGHTS_NAME)))
+    hf = config_of(src, cache_dir, local_files_only)
     return None if hf is None else (src, hf)
 
 
@@ -476,32 +481,11 @@ def read_clmae_state(
     return to_clmae_state(read_state(src, cache_dir, local_files_only))
 
 
-def _record_source(model: VisionTransformer, src: Any) -> None:
+def record_source(model: VisionTransformer, src: Any) -> None:
     model.pretrained_cfg.update(source=src.name, method="mae", format="transformers ViTMAE")
     if src.repo_id is not None:
         model.pretrained_cfg.update(hf_hub_id=src.repo_id, revision=src.revision)
     model.default_cfg = model.pretrained_cfg  # timm keeps default_cfg as an alias
-
-
-def load_encoder(
-    src: Any, hf: Mapping[str, Any], cache_dir: str | Path | None, local_files_only: bool | None, **kwargs: Any
-) -> VisionTransformer:
-    """:func:`clmae.load_pretrained` for a ViTMAE source: the encoder in eval mode, preprocessing from its image
-    processor."""
-    from .load import load_encoder_state
-
-    encoder_state, _ = read_clmae_state(src, cache_dir, local_files_only)
-    model = build_encoder(hf, preprocessing_of(src, hf, cache_dir, local_files_only), **kwargs)
-    pos = encoder_state["pos_embed"]
-    if pos.shape != model.pos_embed.shape:
-        # Another img_size: resample the positions as ViTMAE's interpolate_pos_encoding does (bicubic, no
-        # antialiasing), so that the encoder equals ViTMAEModel(..., interpolate_pos_encoding=True).
-        grid = list(model.patch_embed.grid_size)
-        pos = resample_abs_pos_embed(pos, grid, num_prefix_tokens=1, interpolation="bicubic", antialias=False)
-        encoder_state = {**encoder_state, "pos_embed": pos}
-    load_encoder_state(model, encoder_state, src.name)
-    _record_source(model, src)
-    return model.eval()
 
 
 def load_pretraining(
@@ -521,5 +505,5 @@ def load_pretraining(
         check_state(module, state, f"{src.name} ({part})")
         module.load_state_dict(state)
     model.encoder.pretrained_cfg.update(preprocessing_of(src, hf, cache_dir, local_files_only))
-    _record_source(model.encoder, src)
+    record_source(model.encoder, src)
     return model.eval()

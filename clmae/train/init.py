@@ -10,45 +10,26 @@
   of a whole pretraining model (keys ``encoder.*``, ``decoder.*``, ``masker.*``), loads all three. A masking module
   the run does not have (MAE) is left out; one the file does not have (MAE weights into a CL-MAE run) starts fresh.
 
-An encoder of another image size or channel count is adapted as timm adapts pretrained weights: positions with
-``resample_abs_pos_embed``, the patch embedding with ``resample_patch_embed`` (patch size) and ``adapt_input_conv``
-(channels, from RGB weights; from other channel counts the filters are repeated and scaled the same way), each with a
-log line. The curriculum starts at the beginning of the new run.
+The spec is read as :func:`clmae.load_pretrained` reads it (:func:`clmae.hub.parse_spec`), with two additions that
+only training needs: the ``pretraining:`` prefix and bare ``.safetensors`` files (the run supplies the architecture).
+An encoder of another image size, patch size or channel count is adapted by the shared loader
+(:func:`clmae.hub.load_encoder_state`) as timm adapts pretrained weights: positions with ``resample_abs_pos_embed``,
+the patch embedding with ``resample_patch_embed`` (patch size) and ``adapt_input_conv`` (channels), each with a log
+line. The curriculum starts at the beginning of the new run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from timm.layers import resample_patch_embed
-from timm.models import adapt_input_conv
 
 from .._io import read_safetensors
+from ..hub.resolve import PRETRAINING_PREFIX
 from ..models import CLMAE, norm_eps
 
-PRETRAINING_PREFIX = "pretraining:"
 _FIX = "init= needs weights of the run's architecture (embed_dim, depth, heads); pick a matching model"
-
-
-def _adapt_patch_embed(state: dict[str, torch.Tensor], encoder: torch.nn.Module, notes: list[str]) -> None:
-    weight, target = state.get("patch_embed.proj.weight"), encoder.patch_embed.proj.weight
-    if weight is None or weight.shape == target.shape or weight.shape[0] != target.shape[0]:
-        return  # nothing to adapt, or another width: the state check names it
-    have, want = weight.shape[1], target.shape[1]
-    if have != want:
-        if have == 3:  # timm's rule for RGB weights: summed for 1 channel, repeated and rescaled for more
-            notes.append(f"input channels 3 -> {want} (timm adapt_input_conv)")
-            weight = adapt_input_conv(want, weight)
-        else:  # the same rule from any channel count: repeated, then scaled so a constant image gives the same output
-            notes.append(f"input channels {have} -> {want} (repeated and scaled by {have}/{want})")
-            weight = weight.repeat(1, -(-want // have), 1, 1)[:, :want] * (have / want)
-    if weight.shape[-2:] != target.shape[-2:]:
-        notes.append(f"patch size {tuple(weight.shape[-2:])} -> {tuple(target.shape[-2:])} (timm resample_patch_embed)")
-        weight = resample_patch_embed(weight, list(target.shape[-2:]))
-    state["patch_embed.proj.weight"] = weight
 
 
 def load_encoder_into(model: CLMAE, state: dict[str, torch.Tensor], where: str) -> list[str]:
@@ -59,12 +40,8 @@ def load_encoder_into(model: CLMAE, state: dict[str, torch.Tensor], where: str) 
     """
     from ..hub import load_encoder_state
 
-    encoder, notes, state = model.encoder, [], dict(state)
-    _adapt_patch_embed(state, encoder, notes)
-    pos = state.get("pos_embed")
-    if pos is not None and encoder.pos_embed is not None and pos.shape != encoder.pos_embed.shape:
-        notes.append(f"positions {pos.shape[1]} -> {encoder.pos_embed.shape[1]} (timm resample_abs_pos_embed)")
-    load_encoder_state(encoder, state, where, optional=("head.",), fix=_FIX)
+    notes: list[str] = []
+    load_encoder_state(model.encoder, state, where, optional=("head.",), fix=_FIX, notes=notes)
     return notes
 
 
@@ -139,24 +116,22 @@ def _vitmae_state(model: CLMAE, src: Any, hf: dict[str, Any], full: bool) -> tup
 
 def initialize(model: CLMAE, spec: str, log: Callable[[str], None] = print) -> None:
     """Load the weights named by ``spec`` (see the module docstring) into ``model``, logging what was done."""
-    from ..hub import load_pretrained, load_pretraining_model
-    from ..hub.vitmae import vitmae_source
+    from ..hub import load_pretraining_model, parse_spec, read_encoder
+    from ..hub.vitmae import config_of
 
-    full = spec.startswith(PRETRAINING_PREFIX)
-    name = spec[len(PRETRAINING_PREFIX) :] if full else spec
-    path = Path(name).expanduser()
-    if path.suffix == ".safetensors" and path.is_file():
-        state = read_safetensors(path)  # checked: recorded tensor digests, no NaN/inf
+    weights = parse_spec(spec, prefix=True, bare=True)
+    name, full, src = weights.name, weights.whole, weights.source
+    if weights.file is not None:  # tensors only: the run's model is their architecture
+        state = read_safetensors(weights.file)  # checked: recorded tensor digests, no NaN/inf
         full = full or any(k.startswith("encoder.") for k in state)
-        notes = (load_pretraining_into if full else load_encoder_into)(model, state, str(path))
-    elif (vit := vitmae_source(name)) is not None:  # a transformers ViTMAE folder: its decoder too, if it has one
-        state, notes = _vitmae_state(model, *vit, full)
+        notes = (load_pretraining_into if full else load_encoder_into)(model, state, name)
+    elif (hf := config_of(src)) is not None:  # a transformers ViTMAE: its decoder too, if it has one
+        state, notes = _vitmae_state(model, src, hf, full)
         full = any(k.startswith("decoder.") for k in state)
         notes = (load_pretraining_into if full else load_encoder_into)(model, state, name) + notes
     elif full:
-        source = load_pretraining_model(name)
-        notes = load_pretraining_into(model, source.state_dict(), name)
+        notes = load_pretraining_into(model, load_pretraining_model(src).state_dict(), name)
     else:
-        notes = load_encoder_into(model, load_pretrained(name).state_dict(), name)
+        notes = load_encoder_into(model, read_encoder(src).state, name)
     what = "encoder, decoder and masking module" if full else "encoder (decoder and masking module fresh)"
     log(f"init: {what} from {name}" + (f"; adapted: {'; '.join(notes)}" if notes else ""))
