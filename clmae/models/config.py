@@ -231,7 +231,7 @@ def check_encoder_kwargs(kwargs: dict[str, Any]) -> None:
     :class:`PretrainingConfig`, :func:`clmae.create_model` and the weights loaders all come through here. An unknown
     name gets the closest valid names; a pretraining-model field given where only an encoder is built is named as
     such. Values that only fail together (``embed_dim`` not divisible by ``num_heads``) are caught when the model is
-    built (:meth:`PretrainingConfig.check`).
+    built (:func:`clmae.models.check_config`).
     """
     if not isinstance(kwargs, dict):
         raise ValueError(f"model arguments must be a dict of name: value, got {kwargs!r}")
