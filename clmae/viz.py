@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image, ImageDraw
 
+from .data.preprocess import denormalize
 from .models import CLMAE
 from .models.patches import patchify, unpatchify
 
@@ -56,8 +57,6 @@ def mask_grid(
     """
     images, mask, pred = images.detach().float().cpu(), mask.detach().float().cpu(), pred.detach().float().cpu()
     n, c, h, w = images.shape
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     target = patchify(images, patch_size)
     if norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
         mu, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
@@ -65,8 +64,13 @@ def mask_grid(
     full = mask.unsqueeze(-1).expand_as(target)
     recon = unpatchify(target * (1 - full) + pred * full, patch_size, c)
     hidden_map = unpatchify(full, patch_size, c)
-    pixels = images * s + m
-    rows = [pixels, pixels * (1 - 0.7 * hidden_map), pixels * (1 - hidden_map) + 0.5 * hidden_map, recon * s + m]
+    pixels = denormalize(images, mean, std)
+    rows = [
+        pixels,
+        pixels * (1 - 0.7 * hidden_map),
+        pixels * (1 - hidden_map) + 0.5 * hidden_map,
+        denormalize(recon, mean, std),
+    ]
     if scores is not None:
         sc = scores.detach().float().cpu().unsqueeze(-1).expand(-1, -1, patch_size * patch_size * c)
         rows.append(unpatchify(sc, patch_size, c))

@@ -150,13 +150,13 @@ def test_item_seeds_equal_item_seed():
         assert item_seeds(seed, epoch, positions).tolist() == expected
 
 
-def test_sampler_batches_are_the_pairs_iteration_yields():
+def test_sampler_plan_holds_the_pairs_iteration_yields():
     ds = list(range(103))
     for rank in (0, 1):
         sampler = GlobalBatchSampler(ds, batch_size=5, accum_iter=2, num_replicas=2, rank=rank, seed=4)
         sampler.set_epoch(3, start_step=2)
         pairs = list(sampler)
-        batches = list(sampler.batches())
+        batches = list(zip(*sampler.plan()))
         assert len(batches) * 5 == len(pairs)
         flat = [(int(i), int(s)) for index, seeds in batches for i, s in zip(index, seeds)]
         assert flat == pairs

@@ -29,6 +29,19 @@ def test_normalize_a_2x2_image_by_hand():
     torch.testing.assert_close(out, torch.tensor([[[0.0, 1.0]], [[0.0, -1.6]]]), rtol=0, atol=1e-6)
 
 
+def test_denormalize_by_hand_and_as_normalizes_inverse():
+    # x * std + mean per channel: channel 0 with (0.5, 0.25), channel 1 with (0, 2)
+    x = torch.tensor([[[[-2.0, 2.0]], [[0.5, -1.0]]]])
+    torch.testing.assert_close(
+        pre.denormalize(x, (0.5, 0.0), (0.25, 2.0)), torch.tensor([[[[0.0, 1.0]], [[1.0, -2.0]]]]), rtol=0, atol=0
+    )
+    img = _pixels((2, 3, 7, 5), seed=3)
+    back = pre.denormalize(
+        pre.normalize(img, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    )
+    torch.testing.assert_close(back, img.float() / 255, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("mean", "std"),
     [((0.2860,), (0.3530,)), (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))],

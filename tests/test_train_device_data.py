@@ -73,7 +73,7 @@ def test_mask_probe_records_the_mae_step_masks_of_the_probed_images(tmp_path, mo
     data = build_pretraining_data("synthetic:48", 1, 28)
     sampler = GlobalBatchSampler(data.dataset, 8, 2, 1, 0, seed=0)
     sampler.set_epoch(0)
-    order = torch.cat([index for index, _ in sampler.batches()])
+    order = sampler.plan()[0].flatten()
     masks = torch.cat(seen["masks"])
     expected = torch.zeros(48, 49, dtype=torch.uint8)
     expected[order] = masks.to(torch.uint8)

@@ -1,9 +1,9 @@
 """How an image becomes a model input: the one place for the numbers and arithmetic every input pipeline shares.
 
-* :func:`normalize`: subtract the mean, divide by the std, per channel; written once for every tensor path (device-held
-  Fashion-MNIST, batch decoding, fine-tuning's device augmentation, evaluation's uint8 tensors,
-  :func:`~clmae.data.fashion_mnist.to_float`); the PIL paths get the same numbers from torchvision's ``ToTensor`` +
-  ``Normalize`` (:mod:`clmae.data.transforms`).
+* :func:`normalize`: subtract the mean, divide by the std, per channel (:func:`denormalize` undoes it for
+  pictures); written once for every tensor path (device-held Fashion-MNIST, batch decoding, fine-tuning's device
+  augmentation, evaluation's uint8 tensors, :func:`~clmae.data.fashion_mnist.to_float`); the PIL paths get the
+  same numbers from torchvision's ``ToTensor`` + ``Normalize`` (:mod:`clmae.data.transforms`).
 * the default statistics: ImageNet's mean/std (timm's constants) and their one-channel form for greyscale models;
 * the evaluation geometry: resize the shorter side to ``int(size / crop_pct)``, centre-crop ``size``;
 * :func:`pil_mode`: the PIL mode of a model's input.
@@ -83,6 +83,13 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
         )
     mean, std = _stats(mean, std, x.device, x.dtype)
     return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """:func:`normalize` undone (``x * std + mean`` per channel): model-space images back to [0, 1] pixels, for
+    pictures. ``x`` is float, ``[C, H, W]`` or ``[B, C, H, W]``; ``mean`` and ``std`` as for :func:`normalize`."""
+    m, s = _stats(tuple(float(v) for v in mean), tuple(float(v) for v in std), x.device, x.dtype)
+    return x * s + m
 
 
 def eval_resize(size: int, crop_pct: float) -> int:

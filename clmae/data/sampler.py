@@ -116,9 +116,6 @@ class GlobalBatchSampler(DistributedSampler):
         seeds = item_seeds(self.seed, self.epoch, positions.flatten()).view_as(positions)
         return order[positions], seeds
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """What iteration yields, one micro-batch at a time: ``(indices, seeds)``, each ``[batch_size]`` int64."""
-        yield from zip(*self.plan())
 
 
 class SeededDataset(Dataset):
