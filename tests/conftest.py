@@ -19,6 +19,23 @@ TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_de
 TINY_RUN = {**TINY, "depth": 1, "masker_depth": 1}
 
 
+# What a training checkpoint holds besides its digest, written out here by hand (not read from the code under test).
+CHECKPOINT_KEYS = {
+    "model",
+    "mae_optimizer",
+    "masker_optimizer",
+    "epoch",
+    "step",
+    "epoch_step",
+    "epoch_sums",
+    "global_batch",
+    "data_size",
+    "config",
+    "rng_ranks",
+    "metrics",
+}
+
+
 def tiny_pretrainer(method: str = "clmae", seed: int = 0, **kwargs) -> clmae.CLMAE:
     """A CL-MAE on 28x28 one-channel images (49 patches) small enough for unit tests."""
     torch.manual_seed(seed)

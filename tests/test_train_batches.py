@@ -4,7 +4,7 @@ state in a checkpoint keeps its keys."""
 
 import pytest
 import torch
-from conftest import tiny_pretrainer
+from conftest import CHECKPOINT_KEYS, tiny_pretrainer
 from PIL import Image
 
 from clmae.data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
@@ -118,20 +118,7 @@ def test_run_state_goes_through_a_checkpoint_dict_with_the_keys_of_the_file_form
     sums = [{"mae_loss": torch.tensor(2.0)}, {"mae_loss": torch.tensor(4.0)}]
     run = RunState(epoch=2, step=17, epoch_step=5, history=[{"epoch": 0}], global_batch=16, data_size=64)
     state = training_state(run, model, *opts, cfg, [{"x": 1}, {"x": 2}], sums)
-    assert set(state) == {
-        "model",
-        "mae_optimizer",
-        "masker_optimizer",
-        "epoch",
-        "step",
-        "epoch_step",
-        "epoch_sums",
-        "global_batch",
-        "data_size",
-        "config",
-        "rng_ranks",
-        "metrics",
-    }
+    assert set(state) == CHECKPOINT_KEYS
     assert (state["epoch"], state["step"], state["epoch_step"], state["metrics"]) == (2, 17, 5, [{"epoch": 0}])
     assert (state["global_batch"], state["data_size"], state["epoch_sums"]) == (16, 64, sums)
     state["rng_ranks"] = [{"x": 1}]  # restore() would set these random states: not what this test is about

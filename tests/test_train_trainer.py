@@ -2,8 +2,10 @@ import argparse
 import json
 import shutil
 
+import conftest
 import pytest
 import torch
+from conftest import CHECKPOINT_KEYS
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -17,15 +19,7 @@ from clmae.train.metrics import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-    "masker_depth": 1,
-}
+TINY = {**conftest.TINY, "masker_depth": 1}
 
 
 def tiny_config(out, **overrides) -> TrainConfig:
@@ -68,21 +62,7 @@ def test_resume_is_bit_identical(tmp_path, method):
     ca, cb = load_checkpoint(second), load_checkpoint(resumed / second.name)
     assert ca["mae_optimizer"]["state"][0]["exp_avg"].equal(cb["mae_optimizer"]["state"][0]["exp_avg"])
     assert ca["epoch"] == 2 and [r["lam"] for r in ca["metrics"]] == [1.0, -1.0]  # the curriculum, per epoch
-    assert set(ca) == {
-        "model",
-        "mae_optimizer",
-        "masker_optimizer",
-        "epoch",
-        "step",
-        "epoch_step",
-        "epoch_sums",
-        "global_batch",
-        "data_size",
-        "config",
-        "rng_ranks",
-        "metrics",
-        "digest",
-    }
+    assert set(ca) == CHECKPOINT_KEYS | {"digest"}
     assert isinstance(ca["config"], dict) and ca["config"]["method"] == method
     # the metrics file of the resumed run continues the checkpoint's history
     epochs = [r["epoch"] for r in read_metrics(resumed / "metrics.jsonl") if r.get("type") == "epoch"]
