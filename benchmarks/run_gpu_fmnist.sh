@@ -84,7 +84,7 @@ status=${PIPESTATUS[0]}
 left=$((${DEADLINE:-480} + 40 - $(date +%s) + start))
 if [ "${SMOKE:-0}" != 1 ] && [ "$left" -gt 20 ] && [ -d "$ZOO" ]; then
   CLMAE_TEST_DEVICE=cuda timeout -k 5 "$left" $PY -m pytest -q -p no:cacheprovider tests/test_no_host_sync.py \
-    tests/test_step_equivalence.py tests/test_augment.py >"$ZOO/cuda_tests.txt" 2>&1
+    tests/test_step_equivalence.py tests/test_augment.py tests/test_preprocess.py >"$ZOO/cuda_tests.txt" 2>&1
   tail -5 "$ZOO/cuda_tests.txt" | tee -a "$LOG"
   $PY -m tools.deliver "$ZOO" "$OUT/results.tar.gz" --stage cuda-tests --preset zoo 2>&1 | tee -a "$LOG"
 fi
