@@ -48,13 +48,16 @@ class Source:
 
     def encoder_file(self) -> str:
         """The file that holds the encoder: the file the spec named, else ``model.safetensors``, or
-        ``pretraining.safetensors`` where a registry weight has no separate encoder file (the bundled weights store
-        each tensor once, in the whole model's file)."""
+        ``pretraining.safetensors`` where a weight has no separate encoder file (the bundled weights, and copies of
+        their folders, store each tensor once, in the whole model's file)."""
         if self.filename is not None:
             return self.filename
         if self.pinned:  # the registry lists the files
             only_whole = WEIGHTS_NAME not in self.sha256 and PRETRAINING_NAME in self.sha256
             return PRETRAINING_NAME if only_whole else WEIGHTS_NAME
+        if self.folder is not None and not (self.folder / WEIGHTS_NAME).is_file():
+            if (self.folder / PRETRAINING_NAME).is_file():
+                return PRETRAINING_NAME
         return WEIGHTS_NAME
 
     def verified(self, filename: str) -> bool:
