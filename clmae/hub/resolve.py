@@ -55,10 +55,11 @@ class Source:
         if self.pinned:  # the registry lists the files
             only_whole = WEIGHTS_NAME not in self.sha256 and PRETRAINING_NAME in self.sha256
             return PRETRAINING_NAME if only_whole else WEIGHTS_NAME
-        if self.folder is not None and not (self.folder / WEIGHTS_NAME).is_file():
-            if (self.folder / PRETRAINING_NAME).is_file():
-                return PRETRAINING_NAME
-        return WEIGHTS_NAME
+        folder = self.folder
+        only_whole = (
+            folder is not None and not (folder / WEIGHTS_NAME).is_file() and (folder / PRETRAINING_NAME).is_file()
+        )
+        return PRETRAINING_NAME if only_whole else WEIGHTS_NAME
 
     def verified(self, filename: str) -> bool:
         """Whether ``filename`` is checked against a registry sha256 (then its tensors need no further check)."""
