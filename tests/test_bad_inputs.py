@@ -146,6 +146,12 @@ def _nan_weights(ctx: Ctx) -> Path:
     return folder
 
 
+def _without_weights(folder: Path) -> None:
+    """Leave ``config.json`` only: neither the encoder's file nor the whole model's, which would also serve."""
+    for name in ("model.safetensors", "pretraining.safetensors"):
+        (folder / name).unlink(missing_ok=True)
+
+
 def _edited_heads(ctx: Ctx) -> Path:
     """num_heads 2 -> 4 in config.json: the model still builds and loads, with other features."""
     return ctx.edit_config(ctx.folder(), lambda c: c["model_args"].update(num_heads=4))
@@ -282,8 +288,8 @@ CASES = [
     Case("push-damaged-tensor-bytes", lambda c: ["push", str(_damaged_tensor(c)), "org/repo"], DAMAGED),
     Case("push-edited-num-heads", lambda c: ["push", str(_edited_heads(c)), "org/repo"],
          ("model_args.num_heads is 4 in config.json",)),
-    Case("eval-folder-without-weights", lambda c: (c.folder() / "model.safetensors").unlink() or [*KNN, "--model",
-         "w", "--data", "fmnist-sample"], ("w is not a weights folder", "model.safetensors")),
+    Case("eval-folder-without-weights", lambda c: _without_weights(c.folder()) or [*KNN, "--model", "w", "--data",
+         "fmnist-sample"], ("w is not a weights folder", "model.safetensors")),
     Case("api-local-dir-missing", lambda c: _api(clmae.load_pretrained, "local-dir:nope"), ("nope is not a folder",),
          FileNotFoundError),
     Case("api-revision-of-a-bundled-weight", lambda c: _api(clmae.load_pretrained, "vit_t_fmnist", revision="main"),
