@@ -147,6 +147,38 @@ def test_mask_ratio_and_norm_pix_loss_have_one_home():
     assert TrainConfig().mask_ratio == 0.75 and TrainConfig().norm_pix_loss is False  # the model's defaults
 
 
+def _older_layout(**values) -> dict:
+    """A checkpoint's config as runs wrote it before mask_ratio and norm_pix_loss moved into model_kwargs: both at
+    the top level, model_kwargs after them."""
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "model_kwargs"}
+    return {**old, "mask_ratio": 0.75, "norm_pix_loss": False, **values, "model_kwargs": {"depth": 2}}
+
+
+def test_an_older_checkpoints_top_level_mask_ratio_is_kept_whatever_the_key_order():
+    cfg = TrainConfig.from_dict(_older_layout(mask_ratio=0.6, norm_pix_loss=True))
+    assert cfg.model_kwargs == {"depth": 2, "mask_ratio": 0.6, "norm_pix_loss": True}
+    same = TrainConfig.from_dict({"model_kwargs": {"depth": 2, "mask_ratio": 0.6}, "mask_ratio": 0.6})
+    assert same.model_kwargs == {"depth": 2, "mask_ratio": 0.6}
+    with pytest.raises(ValueError, match=r"mask_ratio is given twice, 0.5 as mask_ratio and 0.6 as model_kwargs"):
+        TrainConfig.from_dict({"mask_ratio": 0.5, "model_kwargs": {"mask_ratio": 0.6}})
+
+
+def test_resuming_an_older_checkpoint_compares_its_real_mask_ratio():
+    from clmae.train.checkpoint import _check_resumable
+
+    saved = _older_layout(mask_ratio=0.6, norm_pix_loss=True)
+    same = TrainConfig(model_kwargs={"depth": 2, "mask_ratio": 0.6, "norm_pix_loss": True})
+    _check_resumable(saved, same, 64, 64)  # the same run: accepted
+    default = TrainConfig(model_kwargs={"depth": 2, "mask_ratio": 0.75})  # a default spelled out is no change
+    _check_resumable(_older_layout(), default, 64, 64)
+    with pytest.raises(
+        ValueError,
+        match=r"\(model_kwargs.mask_ratio: 0.6 -> 0.75, model_kwargs.norm_pix_loss: True "
+        r"-> False\)",
+    ):
+        _check_resumable(saved, TrainConfig(model_kwargs={"depth": 2}), 64, 64)
+
+
 def test_each_field_is_declared_once_with_its_rules():
     fields = dataclasses.fields(TrainConfig)
     assert all(f.metadata["doc"] for f in fields)

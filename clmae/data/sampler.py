@@ -117,7 +117,6 @@ class GlobalBatchSampler(DistributedSampler):
         return order[positions], seeds
 
 
-
 class SeededDataset(Dataset):
     """Applies ``transform`` to ``source[index]`` under a per-sample seed; indexed by ``(index, seed)`` pairs.
 

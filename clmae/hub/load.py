@@ -28,6 +28,7 @@ from .._io import (
     read_config,
     read_safetensors,
 )
+from ..data.preprocess import fit_channels
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
 from ..models.factory import SIZE_ARGS, check_timm_fits
@@ -198,14 +199,6 @@ def load_encoder_state(
     return model
 
 
-def _fit_channels(cfg: dict[str, Any], in_chans: int) -> None:
-    """Mean/std of another channel count become their average, repeated per channel (as
-    :func:`clmae.create_model` does for an ``in_chans`` override)."""
-    for key in ("mean", "std"):
-        if key in cfg and len(cfg[key]) != in_chans:
-            cfg[key] = (round(sum(cfg[key]) / len(cfg[key]), 4),) * in_chans
-
-
 @dataclass
 class EncoderWeights:
     """A weight's encoder as :func:`read_encoder` reads it: its tensors (timm keys) and the config of the model they
@@ -273,7 +266,9 @@ class EncoderWeights:
             pcfg["num_classes"] = model.num_classes
         in_chans = model.patch_embed.proj.in_channels
         pcfg["input_size"] = (in_chans, *model.patch_embed.img_size)
-        _fit_channels(pcfg, in_chans)
+        for key in ("mean", "std"):  # another channel count: their average per channel, as create_model does
+            if key in pcfg and len(pcfg[key]) != in_chans:
+                pcfg[key] = fit_channels(pcfg[key], in_chans)
         model.pretrained_cfg = model.default_cfg = pcfg  # timm keeps default_cfg as an alias
         return model.eval()
 

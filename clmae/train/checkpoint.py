@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
-from .config import TrainConfig, resumable_fields
+from .config import MODEL_SHORTHANDS, TrainConfig, resumable_fields
 
 _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
 
@@ -393,10 +393,13 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int,
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict with its model arguments as the model sees them: ``mask_ratio=0.75`` given or left at its
-    default is the same run (a checkpoint's config may also spell it at the top level)."""
+    """A config dict with its model arguments as the model sees them, one entry ``model_kwargs.KEY`` each:
+    ``mask_ratio=0.75`` given or left at its default is the same run (an older checkpoint's config spells it at the
+    top level), and a difference names the argument that differs."""
+    keys = ("model", "method", "model_kwargs", *MODEL_SHORTHANDS)
     try:
-        model = TrainConfig.from_dict(config).pretraining_config(check=False).to_dict()
-    except ValueError:  # not readable as today's config: compare as written
+        model = TrainConfig.from_dict({k: config[k] for k in keys if k in config}).pretraining_config(check=False)
+    except ValueError:  # not readable as today's model arguments: compare them as written
         return config
-    return {**config, "model_kwargs": {k: v for k, v in model.items() if k not in ("arch", "method")}}
+    flat = {f"model_kwargs.{k}": v for k, v in model.to_dict().items() if k not in ("arch", "method")}
+    return {**{k: v for k, v in config.items() if k not in ("model_kwargs", *MODEL_SHORTHANDS)}, **flat}

@@ -35,6 +35,7 @@ def option(
     finite: bool = False,
     choices: tuple[str, ...] | None = None,
     resumable: bool = False,
+    none: str | None = None,
 ) -> Any:
     """A :class:`TrainConfig` field, declared once: its default, what it does, and the rules that
     :meth:`TrainConfig.validate` (bounds), resuming (:func:`resumable_fields`) and the docstring read from it.
@@ -46,8 +47,16 @@ def option(
         finite: refuse ``nan`` and ``inf``.
         choices: the allowed strings.
         resumable: a resumed run may change it (it does not change what is learned, or only how a batch is split).
+        none: what ``None`` means, for error messages ("the whole data set").
     """
-    meta = {"doc": doc, "at_least": at_least, "finite": finite, "choices": choices, "resumable": resumable}
+    meta = {
+        "doc": doc,
+        "at_least": at_least,
+        "finite": finite,
+        "choices": choices,
+        "resumable": resumable,
+        "none": none,
+    }
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -110,6 +119,7 @@ class TrainConfig:
         None,
         "images per epoch (default, none: the whole data set); each epoch draws them from a fresh permutation.",
         at_least=1,
+        none="the whole data set",
     )
     init: str = option(
         "",
@@ -262,9 +272,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (a recipe, a checkpoint's ``config``), converting and checking each value's type."""
+        """Build from a dict (a recipe, a checkpoint's ``config``), converting and checking each value's type.
+
+        ``mask_ratio`` / ``norm_pix_loss`` at the top level (older checkpoints, recipes using the shorthand) go into
+        ``model_kwargs`` whatever the order of the keys; the same one given both ways with two values is refused.
+        """
+        nested = values.get("model_kwargs")
+        for key in MODEL_SHORTHANDS:
+            if key in values and isinstance(nested, dict) and key in nested and nested[key] != values[key]:
+                raise ValueError(
+                    f"{key} is given twice, {values[key]!r} as {key} and {nested[key]!r} as model_kwargs.{key}: "
+                    "keep one"
+                )
         cfg = cls()
-        for key, value in values.items():
+        # model_kwargs first: setting it replaces the dict, and a shorthand then adds to it
+        for key, value in sorted(values.items(), key=lambda item: item[0] != "model_kwargs"):
             _set(cfg, key, value)
         return cfg
 
@@ -283,7 +305,7 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
     if rules["at_least"] is not None and value < rules["at_least"]:
         low = rules["at_least"]
         low = int(low) if low == int(low) else low
-        none = " (or none for the default)" if f.default is None else ""
+        none = f" (or none for {rules['none']})" if rules["none"] else ""
         raise ValueError(f"{f.name} must be >= {low}{none}, got {value}")
     if rules["choices"] is not None and value not in rules["choices"]:
         raise ValueError(f"{f.name} must be one of {', '.join(rules['choices'])}, got {value!r}")
