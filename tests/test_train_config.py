@@ -106,7 +106,7 @@ def test_recipe_files(tmp_path):
         (["norm_pix_loss=maybe"], "norm_pix_loss='maybe': expected bool"),
         (["num_workers=-1"], "num_workers must be >= 0, got -1"),
         (["vis_images=0"], "vis_images must be >= 1, got 0"),
-        (["epoch_size=0"], r"epoch_size must be >= 1 \(or none"),
+        (["epoch_size=0"], r"epoch_size must be >= 1 \(or none for the whole data set\), got 0"),
         (["term_grace=nan"], "term_grace='nan': expected a finite number"),
         (["min_lr=-1e-5"], "min_lr must be >= 0"),
         (["decode=gpu"], "decode must be one of auto, pil, device"),

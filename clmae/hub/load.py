@@ -28,10 +28,9 @@ from .._io import (
     read_config,
     read_safetensors,
 )
-from ..data.preprocess import fit_channels
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
-from ..models.factory import SIZE_ARGS, check_timm_fits
+from ..models.factory import SIZE_ARGS, check_timm_fits, fit_input_cfg
 from . import vitmae
 from .resolve import (  # noqa: F401  (importable from here too, where they were first defined)
     CHECKPOINT_SUFFIXES,
@@ -264,11 +263,7 @@ class EncoderWeights:
             elif cfg.get("clmae", {}).get("method"):
                 pcfg["method"] = cfg["clmae"]["method"]
             pcfg["num_classes"] = model.num_classes
-        in_chans = model.patch_embed.proj.in_channels
-        pcfg["input_size"] = (in_chans, *model.patch_embed.img_size)
-        for key in ("mean", "std"):  # another channel count: their average per channel, as create_model does
-            if key in pcfg and len(pcfg[key]) != in_chans:
-                pcfg[key] = fit_channels(pcfg[key], in_chans)
+        fit_input_cfg(model, pcfg)  # as create_model does
         model.pretrained_cfg = model.default_cfg = pcfg  # timm keeps default_cfg as an alias
         return model.eval()
 

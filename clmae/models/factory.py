@@ -67,15 +67,21 @@ def create_encoder(name: str, **kwargs: Any) -> VisionTransformer:
     args.setdefault("pretrained_cfg", spec.full_pretrained_cfg())
     with _explain(f"the {name} encoder", given):
         model = timm.create_model(spec.timm_arch, pretrained=False, **args)
-    # Keep the advertised input size true when img_size / in_chans were overridden; mean/std of another channel count
-    # (ImageNet's three values for a greyscale model) are fitted to it (their average, repeated per channel).
-    in_chans, cfg = model.patch_embed.proj.in_channels, model.pretrained_cfg
+    fit_input_cfg(model, model.pretrained_cfg)  # true when img_size / in_chans were overridden
+    _set_sincos(model)
+    return model
+
+
+def fit_input_cfg(model: VisionTransformer, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (a timm ``pretrained_cfg``) made true for ``model``'s input, in place: ``input_size`` from its patch
+    embedding; ``mean``/``std`` of another channel count (ImageNet's three values for a greyscale model) fitted to it,
+    their average repeated per channel."""
+    in_chans = model.patch_embed.proj.in_channels
     cfg["input_size"] = (in_chans, *model.patch_embed.img_size)
     for key in ("mean", "std"):
         if key in cfg and len(cfg[key]) != in_chans:
             cfg[key] = fit_channels(cfg[key], in_chans)
-    _set_sincos(model)
-    return model
+    return cfg
 
 
 def _meta_encoder(name: str, kwargs: dict[str, Any]) -> tuple[int, VisionTransformer]:

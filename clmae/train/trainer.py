@@ -251,9 +251,10 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
 
     # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
     # initialisation on every process (DDP broadcasts rank 0's weights anyway).
-    check_pretraining_fits(cfg.pretraining_config(), device, 4, "training (weights, gradients, AdamW's two moments)")
+    model_cfg = cfg.pretraining_config()
+    check_pretraining_fits(model_cfg, device, 4, "training (weights, gradients, AdamW's two moments)")
     torch.manual_seed(cfg.seed)
-    model = create_pretraining_model(cfg.pretraining_config()).to(device)
+    model = create_pretraining_model(model_cfg).to(device)
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
 
     # The checkpoint to resume from (verified), or the weights to start from (init=): read before the data, so that
@@ -350,7 +351,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
             if log_now:
                 _stop_if_not_finite(bad, epoch, run.step, out)
                 now = time.perf_counter()
-                record = _update_record(stats, cfg.mask_ratio, epoch=epoch, step=run.step, lam=lam, lr=lr)
+                record = _update_record(stats, model.mask_ratio, epoch=epoch, step=run.step, lam=lam, lr=lr)
                 record["images_per_s"] = cfg.log_every * global_batch / (now - t_log)
                 t_log = now
                 metrics.log(record, run.step)
