@@ -25,6 +25,7 @@ from ..models import PretrainingConfig, check_config
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DECODES = ("auto", "pil", "device")
+_MAX_SEED = 2**32 - 1 - 4096  # every process seeds numpy with seed + rank (timm's random_seed)
 
 
 def option(
@@ -136,7 +137,9 @@ class TrainConfig:
     global_batch: int | None = option(
         None,
         "if set, the effective batch; ``accum_iter`` is derived from it and the number of GPUs.",
+        at_least=1,
         resumable=True,
+        none="batch_size x accum_iter x processes",
     )
     base_lr: float = option(
         1e-3, "LR for an effective batch of 256; the peak LR is ``base_lr * effective_batch / 256``.", finite=True
@@ -147,7 +150,9 @@ class TrainConfig:
         0.05, "AdamW weight decay on weights of two or more dimensions.", at_least=0, finite=True
     )
     betas: tuple[float, float] = option((0.9, 0.95), "AdamW betas.")
-    seed: int = option(0, "seed of the initialisation, the data order, the augmentations and MAE's random masks.")
+    seed: int = option(
+        0, "seed of the initialisation, the data order, the augmentations and MAE's random masks.", at_least=0
+    )
     device: str = option(
         "auto",
         "``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: each process's local GPU).",
@@ -239,8 +244,12 @@ class TrainConfig:
             raise ValueError(
                 f"global_batch {self.global_batch} is not a multiple of batch_size {self.batch_size}; change one"
             )
-        if (self.lr if self.lr is not None else self.base_lr) <= 0:
-            raise ValueError("the learning rate must be > 0 (set base_lr or lr)")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be > 0 (or none to use base_lr), got {self.lr}")
+        if self.lr is None and self.base_lr <= 0:
+            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        if self.seed > _MAX_SEED:
+            raise ValueError(f"seed must be <= {_MAX_SEED} (numpy's range, less one per process), got {self.seed}")
         check_device(self.device)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")

@@ -92,6 +92,8 @@ def visualize_checkpoint(
         The PNG files written: ``masks-<checkpoint>.png`` and ``history-<checkpoint>.png``.
     """
     checkpoint = Path(checkpoint)
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"--num-images must be a whole number >= 1, got {num_images!r}")
     if out is not None:
         check_path(out, "--out")
     state = load_checkpoint(checkpoint)
