@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = args.command if args.command != "eval" else f"eval {args.protocol}"
     main_thread = threading.current_thread() is threading.main_thread()
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun every process stops; rank 0 says where
     saved = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
         return args.func(args)
@@ -96,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clmae {command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C: one line (the trainer's says where it stopped), no traceback
-        print(f"clmae {command}: interrupted: {error_line(e) if str(e) else 'stopped by Ctrl-C'}", file=sys.stderr)
+        if speaks:
+            print(f"clmae {command}: interrupted: {error_line(e) if str(e) else 'stopped by Ctrl-C'}", file=sys.stderr)
         return 130
     except Terminated as e:
-        print(f"clmae {command}: terminated: {error_line(e)}", file=sys.stderr)
+        if speaks:
+            print(f"clmae {command}: terminated: {error_line(e)}", file=sys.stderr)
         return Terminated.exit_code
     finally:
         if saved is not None:

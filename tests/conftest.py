@@ -30,6 +30,7 @@ CHECKPOINT_KEYS = {
     "epoch_sums",
     "global_batch",
     "data_size",
+    "data_fingerprint",
     "config",
     "rng_ranks",
     "metrics",

@@ -30,6 +30,7 @@ from ..data.decode import BatchDecoder, EncodedImages, collate_encoded
 from ..models import CLMAE
 from .config import TrainConfig
 from .distributed import gather_objects
+from .signals import ignore_stop_signals, stop_signals_held
 
 
 def accum_steps(cfg: TrainConfig, world_size: int) -> int:
@@ -115,6 +116,7 @@ class EpochBatches:
             persistent_workers=num_workers > 0,
             drop_last=True,
             collate_fn=collate,
+            worker_init_fn=ignore_stop_signals if num_workers > 0 else None,  # the main process stops the run
         )
 
     @property
@@ -151,7 +153,8 @@ class EpochBatches:
         crops = self.data.dataset.crop_plan(plan[1]) if self.held and self.data.dataset.augment else None  # per epoch
         loaded = None
         if self.loader is not None:
-            with torch.random.fork_rng(devices=[]):  # the DataLoader draws a seed: keep it off the run's RNG
+            # the DataLoader draws a seed: keep it off the run's RNG; its workers start with SIGINT/SIGTERM held back
+            with torch.random.fork_rng(devices=[]), stop_signals_held():
                 loaded = iter(self.loader)
         for s in range(self.steps_per_epoch - first):
             rows = range(s * self.accum, (s + 1) * self.accum)  # this update's rows of the plan

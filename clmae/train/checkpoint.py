@@ -14,13 +14,16 @@ Each holds::
     epoch_sums        every process's running sums of that epoch's losses (for its means), in rank order
     global_batch      images per update (a resume must keep it)
     data_size         images in the data set (a resume must find as many: the data order depends on it)
+    data_fingerprint  the data set's fingerprint (clmae.data.fingerprint): a resume must find the same data, unless
+                      ``allow_data_change=true``; absent from checkpoints of older versions (resumed with a note)
     config            the TrainConfig as a plain dict
     rng_ranks         every process's random states (torch, cuda, numpy, python), in rank order: each process
                       restores its own when the process count matches, else rank 0's carry over
     metrics           the per-epoch records so far (lambda_cl, losses; for plots)
     digest            SHA-256 over every entry above (keys, tensor dtypes, shapes and bytes, plain values)
 
-``epoch``, ``step``, ``epoch_step``, ``epoch_sums``, ``global_batch``, ``data_size`` and ``metrics`` are a
+``epoch``, ``step``, ``epoch_step``, ``epoch_sums``, ``global_batch``, ``data_size``, ``data_fingerprint`` and
+``metrics`` are a
 :class:`RunState` (:func:`training_state` writes one, :func:`restore` reads it back).
 
 The data order, the augmentations and MAE's random masks are functions of (seed, epoch, position), so resuming at
@@ -45,6 +48,7 @@ import torch
 from torch import nn
 
 from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
+from ..data.fingerprint import fingerprint_change
 from .config import MODEL_SHORTHANDS, TrainConfig, resumable_fields
 
 _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
@@ -276,6 +280,7 @@ class RunState:
         history: the per-epoch records so far (``metrics`` in the file).
         global_batch: images per update (a resume must keep it).
         data_size: images in the data set (a resume must find as many: the data order depends on it).
+        data_fingerprint: the data set's fingerprint (:func:`~clmae.data.fingerprint.data_fingerprint`).
     """
 
     epoch: int = 0
@@ -285,6 +290,7 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     global_batch: int = 0
     data_size: int | None = None
+    data_fingerprint: dict[str, Any] | None = None
 
     @property
     def position(self) -> tuple[int, int]:
@@ -322,6 +328,7 @@ def training_state(
         "epoch_sums": list(epoch_sums or []),
         "global_batch": run.global_batch,
         "data_size": run.data_size,
+        "data_fingerprint": run.data_fingerprint,
         "config": config.to_dict(),
         "rng_ranks": rng_ranks,
         "metrics": run.history,
@@ -337,9 +344,14 @@ def restore(
     config: TrainConfig,
     rank: int = 0,
     world_size: int = 1,
+    warn: Callable[[str], None] | None = None,
 ) -> RunState:
     """Continue a run from a loaded checkpoint (:func:`load_resume`): model, optimizers and this process's random
     states, after checking that ``config`` and ``run`` (this run's global batch and data size) may resume it.
+
+    Args:
+        warn: called with a note when the data cannot be checked (a checkpoint without fingerprint) or differs and
+            ``config.allow_data_change`` allows it.
 
     Returns:
         ``run`` itself (updated in place, as ``Module.to``), at the checkpoint's position: its ``epoch``, ``step``,
@@ -357,6 +369,7 @@ def restore(
             f"{run.data_size} now, which changes the order of every epoch; resume with the same data, or start a new "
             "run"
         )
+    _check_data(state.get("data_fingerprint"), run.data_fingerprint, config, warn or (lambda line: None))
     model.load_state_dict(state["model"])
     mae_optimizer.load_state_dict(state["mae_optimizer"])
     if masker_optimizer is not None:
@@ -373,6 +386,27 @@ def restore(
     run.epoch_sums = dict(sums[rank]) if sums else {}
     run.history = list(state["metrics"])
     return run
+
+
+def _check_data(saved: dict[str, Any] | None, now: dict[str, Any] | None, cfg: TrainConfig, warn: Callable) -> None:
+    if now is None:
+        return
+    if saved is None:
+        warn(
+            "note: the checkpoint records no fingerprint of its data (an older clmae wrote it): resuming without "
+            "checking that the data is the same"
+        )
+        return
+    change = fingerprint_change(saved, now)
+    if change is None:
+        return
+    if cfg.allow_data_change:
+        warn(f"resuming on other data than the checkpoint's ({change}), as allow_data_change=true asks")
+        return
+    raise ValueError(
+        f"cannot resume: data {cfg.data!r} is not the data the checkpoint was trained on ({change}); resume with "
+        "the same data, or add allow_data_change=true to continue on this data on purpose"
+    )
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, global_batch: int, saved_batch: int) -> None:

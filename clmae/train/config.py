@@ -111,6 +111,13 @@ class TrainConfig:
         choices=DECODES,
         resumable=True,
     )
+    allow_data_change: bool = option(
+        False,
+        "resume on data other than the checkpoint's: by default a resume compares the data with the fingerprint "
+        "the checkpoint recorded (image count, file names, a sample of contents; :mod:`clmae.data.fingerprint`) and "
+        "refuses other data, since the run would then no longer be the one it continues.",
+        resumable=True,
+    )
     skip_unreadable: bool = option(
         False,
         "leave out image files that cannot be decoded (every image is decoded once at start-up; their count is "

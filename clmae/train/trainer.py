@@ -40,6 +40,7 @@ from timm.utils import random_seed
 from tqdm import tqdm
 
 from ..curriculum import curriculum_factor, curriculum_phase
+from ..data.fingerprint import data_fingerprint
 from ..models import create_pretraining_model
 from ..models.factory import check_pretraining_fits
 from ..viz import mask_picture
@@ -128,8 +129,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
             try:
                 return _train(cfg, resume, info, stop, run)
             except GraceOver:
-                raise Terminated(
-                    f"stopped by SIGTERM after {run.step} updates: what was in progress was abandoned after "
+                stopped = Interrupted if stop.by_ctrl_c else Terminated
+                raise stopped(
+                    f"stopped by {_by(stop)} after {run.step} updates: what was in progress was abandoned after "
                     f"term_grace={cfg.term_grace:g} s; {_resume_hint(cfg.out)}"
                 ) from None
             except (Interrupted, Terminated):
@@ -149,6 +151,10 @@ def _resume_hint(out: str | Path) -> str:
     if not kept:
         return "no checkpoint was written yet: rerun the command to start again"
     return f"the newest checkpoint is {kept[-1]}: continue with the same command and --resume auto"
+
+
+def _by(stop: GracefulStop) -> str:
+    return "Ctrl-C" if stop.by_ctrl_c else "SIGTERM"
 
 
 def _stop_requested(stop: GracefulStop, info: DistInfo, sync: bool) -> bool:
@@ -197,7 +203,8 @@ class _Checkpoints:
         return path
 
     def stop_if_asked(self, stop: GracefulStop, run: RunState, bad: torch.Tensor, sync: bool) -> None:
-        """On SIGTERM: a checkpoint of ``run``'s position, unless one holds it, then :class:`Terminated`."""
+        """On SIGTERM or Ctrl-C: a checkpoint of ``run``'s position, unless one holds it, then :class:`Terminated`
+        (:class:`Interrupted` for Ctrl-C)."""
         if not _stop_requested(stop, self.info, sync):
             return
         wrote = self.save(run, bad) if run.position != self.saved_at else None
@@ -206,8 +213,9 @@ class _Checkpoints:
             done = f"wrote {wrote}: continue with the same command and --resume auto"
         else:
             done = _resume_hint(self.out) if run.step else "no update was done: rerun the command to start again"
-        raise Terminated(
-            f"stopped by SIGTERM after {run.step} updates (epoch {run.epoch + 1} of {self.cfg.epochs}); {done}"
+        stopped = Interrupted if stop.by_ctrl_c else Terminated
+        raise stopped(
+            f"stopped by {_by(stop)} after {run.step} updates (epoch {run.epoch + 1} of {self.cfg.epochs}); {done}"
         )
 
 
@@ -282,8 +290,9 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
 
     # Resume: model, both optimizers, schedule and data position, curriculum, RNG states; config checked.
     run.global_batch, run.data_size = global_batch, len(data.dataset)
+    run.data_fingerprint = data_fingerprint(data.dataset)
     if ckpt is not None:
-        restore(state, run, model, *optimizers, cfg, info.rank, info.world_size)
+        restore(state, run, model, *optimizers, cfg, info.rank, info.world_size, warn=log)
         del state
         run.epoch_sums = {k: v.to(device) for k, v in run.epoch_sums.items()}
         where = f" and {run.epoch_step} updates into epoch {run.epoch + 1}" if run.epoch_step else ""
