@@ -214,8 +214,9 @@ class TrainConfig:
     )
     term_grace: float = option(
         60.0,
-        "seconds a run has after SIGTERM to finish its update and write a checkpoint of that position before it "
-        "abandons them (then exit code 143); see :mod:`clmae.train.signals` and docs/cli.md (SLURM's ``--signal``).",
+        "seconds a run has after SIGTERM or Ctrl-C to finish its update and write a checkpoint of that position "
+        "before it abandons them (then exit code 143, or 130 after Ctrl-C); see :mod:`clmae.train.signals` and "
+        "docs/cli.md (SLURM's ``--signal``).",
         at_least=0,
         finite=True,
         resumable=True,
