@@ -214,6 +214,8 @@ def _check_encoder_value(key: str, value: Any, tp: Any) -> None:
         ok, expected = isinstance(value, bool), "true or false"
     elif tp is str:
         ok, expected = isinstance(value, str), "a string"
+    elif tp is float and key.endswith("_rate"):  # dropout probabilities: outside [0, 1) they fail in the first step
+        ok, expected = _number(value, float) and 0 <= value < 1, "a probability in [0, 1)"
     elif tp in (int, float):
         low = 1 if key in _POSITIVE_ENCODER_ARGS else 0
         ok, expected = _number(value, tp) and value >= low, f"{'an int' if tp is int else 'a finite number'} >= {low}"

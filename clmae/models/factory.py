@@ -254,11 +254,4 @@ def check_config(cfg: PretrainingConfig) -> PretrainingConfig:
             f"img_size {h}x{w} is not divisible by the patch size {p}: set model_kwargs.img_size to a multiple of "
             f"{p} (e.g. {h // p * p or p})"
         )
-    for key in _RATES:  # probabilities: outside [0, 1] they fail only in the first forward pass
-        value = cfg.encoder_kwargs.get(key)
-        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-            raise ValueError(f"model_kwargs.{key} must be a number in [0, 1), got {value!r}")
     return cfg
-
-
-_RATES = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
