@@ -59,10 +59,10 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
     n = len(source)
     served = np.arange(n) if source.keep is None else source.keep  # raw indices of the images served
     if isinstance(source, ImageFolderImages):
-        digest = hashlib.sha256()
-        for i in served:
-            digest.update(os.path.relpath(source.files[i], source.root).encode("utf-8", "surrogateescape") + b"\0")
-        names = digest.hexdigest()
+        prefix = os.path.join(str(source.root), "")  # files are ROOT/RELATIVE ("RELATIVE" for the folder ".")
+        files = source.files if source.keep is None else [source.files[i] for i in source.keep.tolist()]
+        relative = [f[len(prefix) :] if f.startswith(prefix) else f for f in files]
+        names = hashlib.sha256("\0".join(relative).encode("utf-8", "surrogateescape")).hexdigest()
     for index in _sample(n):
         data = _content(source.read(int(served[index])))
         content.update(len(data).to_bytes(8, "little") + data)

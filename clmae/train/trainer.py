@@ -158,7 +158,8 @@ def _by(stop: GracefulStop) -> str:
 
 
 def _stop_requested(stop: GracefulStop, info: DistInfo, sync: bool) -> bool:
-    """Whether to stop for SIGTERM now; under torchrun every process answers the same, at ``sync`` points only."""
+    """Whether to stop for SIGTERM or Ctrl-C now; under torchrun every process answers the same, at ``sync``
+    points only."""
     if not info.distributed:
         return stop.requested is not None
     if not sync:
