@@ -79,7 +79,8 @@ def test_pipeline_features_equal_clmae_features(exported):
 def pil_processor(folder):
     """The folder's image processor with PIL's resize (transformers 5.x: ``backend="pil"``, 4.x: the slow one)."""
     v5 = int(transformers.__version__.split(".")[0]) >= 5
-    return transformers.AutoImageProcessor.from_pretrained(folder, **({"backend": "pil"} if v5 else {"use_fast": False}))
+    option = {"backend": "pil"} if v5 else {"use_fast": False}
+    return transformers.AutoImageProcessor.from_pretrained(folder, **option)
 
 
 @pytest.mark.parametrize("size,pil", [((56, 56), False), ((56, 84), False), ((69, 56), True), ((90, 63), True)])

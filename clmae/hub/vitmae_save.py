@@ -20,8 +20,8 @@ from torch import nn
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, follow_umask, weights_metadata, write_safetensors
 from .._version import __version__
-from ..models import CLMAE, norm_eps
 from ..data.preprocess import fit_channels
+from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
 from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
 
