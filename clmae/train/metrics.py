@@ -58,6 +58,7 @@ class MetricsLog:
     def __init__(self, out: str | os.PathLike, enabled: bool = True, tensorboard: bool = True) -> None:
         self.path = Path(out) / "metrics.jsonl"
         self.enabled, self.writer = enabled, None
+        self.first: dict[str, Any] = {}  # added to the next record written (the run's preprocessing)
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -70,6 +71,8 @@ class MetricsLog:
         """Write one record (numbers and strings); numbers also go to TensorBoard as ``prefix/key``."""
         if not self.enabled:
             return
+        if self.first:
+            record, self.first = {**record, **self.first}, {}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:

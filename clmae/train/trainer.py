@@ -70,7 +70,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .export import export_complete, export_pretrained, remove_export_debris
-from .init import initialize
+from .init import init_architecture, initialize, preprocessing_note
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .probe import MaskProbe, probe_path
@@ -250,7 +250,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         remove_export_debris(out / "export")
 
     # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
-    # initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    # initialisation on every process (DDP broadcasts rank 0's weights anyway). init= gives its weights' architecture.
+    cfg = init_architecture(cfg, log)
     model_cfg = cfg.pretraining_config()
     check_pretraining_fits(model_cfg, device, 4, "training (weights, gradients, AdamW's two moments)")
     torch.manual_seed(cfg.seed)
@@ -301,6 +302,10 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         f"batch {global_batch} ({cfg.batch_size} x {batches.accum} accumulation x {info.world_size}), peak lr "
         f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
     )
+    log(f"preprocessing: images normalised with mean {tuple(data.mean)}, std {tuple(data.std)}")
+    metrics.first = {"mean": list(data.mean), "std": list(data.std)}  # recorded with the first metrics record
+    if master and cfg.init and ckpt is None and (note := preprocessing_note(cfg.init, data.mean, data.std)):
+        log(note)
     vis_images = torch.stack([data.preview[i] for i in range(min(cfg.vis_images, len(data.preview)))]).to(device)
     bar = tqdm(
         total=total_steps * global_batch,
