@@ -144,7 +144,7 @@ def test_input_arguments_are_kept_and_others_must_agree(tmp_path, capsys):
     log = capsys.readouterr().out
     assert structure(recorded_model(tmp_path / "run")) == {**SHAPE, "img_size": (32, 32)}
     assert "positions 50 -> 65" in log  # 7x7 + 1 -> 8x8 + 1, adapted as timm adapts them
-    with pytest.raises(ValueError, match=r"has depth=2, the run asks for model_kwargs\.depth=3; drop"):
+    with pytest.raises(ValueError, match=r"do not match: it has depth=2, the run asks for model_kwargs\.depth=3; drop"):
         trainer.train(run_config(tmp_path / "refused", folder, model_kwargs={"depth": 3}))
 
 

@@ -153,8 +153,9 @@ def init_architecture(cfg: TrainConfig, log: Callable[[str], None] = print) -> T
     for key, value in source.model_kwargs.items():
         if key in given and key not in ADAPTED and not _same(given[key], value):
             raise ValueError(
-                f"init: {cfg.init} has {key}={value!r}, the run asks for model_kwargs.{key}={given[key]!r}; drop "
-                f"model_kwargs.{key} (the architecture comes from the weights' config.json)"
+                f"init: the run's model arguments and {cfg.init} do not match: it has {key}={value!r}, the run asks "
+                f"for model_kwargs.{key}={given[key]!r}; drop model_kwargs.{key} (init= takes the architecture from "
+                "the weights' config.json)"
             )
     new = dataclasses.replace(cfg, model=source.arch, model_kwargs={**source.model_kwargs, **given})
     if new.pretraining_config(check=False) != cfg.pretraining_config(check=False):
