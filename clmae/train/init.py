@@ -177,11 +177,15 @@ def preprocessing_note(spec: str, mean: Sequence[float], std: Sequence[float]) -
         theirs = tuple([sum(v) / len(v)] * len(ours[0]) for v in theirs)
     if all(abs(a - b) <= 5e-4 for x, y in zip(ours, theirs) for a, b in zip(x, y)):  # 3-digit rounded statistics
         return None
-    fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
     return (
-        f"init: {spec} was pretrained on images normalised with mean {fmt(source.mean)}, std {fmt(source.std)}; this "
-        f"run normalises with mean {fmt(mean)}, std {fmt(std)}, so the weights start on inputs shifted from theirs"
+        f"init: {spec} was pretrained on images normalised with mean {_fmt(source.mean)}, std {_fmt(source.std)}; "
+        f"this run normalises with mean {_fmt(mean)}, std {_fmt(std)}, so the weights start on inputs shifted from "
+        "theirs"
     )
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
 def load_encoder_into(model: CLMAE, state: dict[str, torch.Tensor], where: str) -> list[str]:

@@ -68,7 +68,8 @@ class MetricsLog:
                 self.writer = SummaryWriter(str(Path(out) / "tensorboard"))
 
     def log(self, record: dict[str, Any], step: int, prefix: str = "train") -> None:
-        """Write one record (numbers and strings); numbers also go to TensorBoard as ``prefix/key``."""
+        """Write one record (numbers and strings); numbers also go to TensorBoard as ``prefix/key``. The first record
+        written also gets the keys of :attr:`first` (set by the trainer: the run's preprocessing)."""
         if not self.enabled:
             return
         if self.first:

@@ -24,7 +24,8 @@ one per-iteration warm-up + cosine schedule, LR = base_lr * effective batch / 25
 ``checkpoint-EEEE-SSSSSSSS.pt`` inside epochs with ``save_every_steps``), ``vis/masks-EEEE.png``, ``history.png``
 and, at the end, ``export/`` (Hub-ready weights, written whole or not at all); ``.lock`` while the run lives. In
 ``metrics.jsonl`` the records every ``log_every`` updates are rank 0's own values (its last micro-batch for the mask
-statistics); the ``"type": "epoch"`` records are means over the epoch and over all processes.
+statistics); the ``"type": "epoch"`` records are means over the epoch and over all processes; the first record also
+holds the ``mean`` and ``std`` the images were normalised with.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
     )
     log(f"preprocessing: images normalised with mean {tuple(data.mean)}, std {tuple(data.std)}")
-    metrics.first = {"mean": list(data.mean), "std": list(data.std)}  # recorded with the first metrics record
+    metrics.first = {"mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}
     if master and cfg.init and ckpt is None and (note := preprocessing_note(cfg.init, data.mean, data.std)):
         log(note)
     vis_images = torch.stack([data.preview[i] for i in range(min(cfg.vis_images, len(data.preview)))]).to(device)
