@@ -276,8 +276,8 @@ def test_train_init_starts_from_the_folder_encoder_and_decoder(tmp_path, monkeyp
     shape = dict(hidden_size=32, num_attention_heads=2, intermediate_size=128, image_size=28, num_channels=1)
     decoder = dict(decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2)
     folder, hf_model = hf_folder(tmp_path, 1, **shape, **decoder, decoder_intermediate_size=128)
-    with pytest.raises(ValueError, match=r"model_kwargs\.norm_eps=1e-12"):
-        trainer.train(run_config(tmp_path / "refused", folder))
+    with pytest.raises(ValueError, match=r"has norm_eps=1e-12, the run asks for model_kwargs\.norm_eps=1e-06"):
+        trainer.train(run_config(tmp_path / "refused", folder, model_kwargs={**TINY, "depth": 2, "norm_eps": 1e-6}))
     first = []
     forward_mae = clmae.CLMAE.forward_mae
 

@@ -62,7 +62,8 @@ def _check_shape(spec: str, shape: tuple[int, int, int], in_chans: int, img_size
         raise ValueError(
             f"data {spec!r} gives {shape[0]}x{shape[1]}x{shape[2]} images but the model expects "
             f"{in_chans}x{img_size[0]}x{img_size[1]}; pick a matching model (e.g. vit_tiny_patch4_28 for "
-            "Fashion-MNIST, a *_224 model for ImageNet folders)"
+            f"Fashion-MNIST, a *_224 model for ImageNet folders), or give model_kwargs.in_chans={shape[0]} "
+            f"model_kwargs.img_size={shape[1]} (weights from init= are adapted to them)"
         )
 
 

@@ -56,7 +56,9 @@ def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any]
         f'model = timm.create_model("{source}", pretrained=True).eval()  # or clmae.load_pretrained("{clmae_name}")',
         "cfg = timm.data.resolve_data_config({}, model=model)",
         "transform = timm.data.create_transform(**cfg)",
-        f"features = model(transform(img).unsqueeze(0))  # [1, {cfg.get('num_features', 'D')}], input {c}x{h}x{w}",
+        # timm's transform keeps the image's channels: make it the model's mode first (greyscale "L" or "RGB")
+        f'features = model(transform(img.convert("{"L" if c == 1 else "RGB"}")).unsqueeze(0))'
+        f"  # [1, {cfg.get('num_features', 'D')}], input {c}x{h}x{w}",
         "```",
         "",
         "## Files",

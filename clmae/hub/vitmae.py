@@ -383,6 +383,12 @@ def _arch_args(name: str) -> dict[str, Any]:
     spec = get_arch(name)
     with torch.device("meta"):
         vit = timm.create_model(spec.timm_arch, **spec.model_args)
+    return structure_of(vit)
+
+
+def structure_of(vit: VisionTransformer) -> dict[str, Any]:
+    """The structural timm arguments of a built ``VisionTransformer`` (image and patch size, channels, widths, depth,
+    heads, MLP ratio, q/k/v bias): what :func:`pick_arch` compares."""
     block = vit.blocks[0]
     img = tuple(vit.patch_embed.img_size)
     return {

@@ -20,6 +20,7 @@ from torch import nn
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, follow_umask, weights_metadata, write_safetensors
 from .._version import __version__
+from ..data.preprocess import fit_channels
 from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
 from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
@@ -92,12 +93,17 @@ def _decoder_config(model: CLMAE, eps: float) -> dict[str, Any]:
     }
 
 
-def image_processor_config(encoder: VisionTransformer) -> dict[str, Any]:
+def image_processor_config(encoder: VisionTransformer, in_chans: int | None = None) -> dict[str, Any]:
     """``preprocessor_config.json`` whose image processor does what timm's eval transform does with the encoder's
     ``pretrained_cfg``: resize the short side to ``size / crop_pct``, crop the centre, scale to [0, 1], normalise.
 
     ``BitImageProcessor`` has exactly these steps; a 1-channel model gets ``do_convert_rgb: false`` and takes
     greyscale (mode ``"L"``) images, as timm's transform does.
+
+    Args:
+        encoder: the timm encoder whose ``pretrained_cfg`` is described.
+        in_chans: channels of the exported model when its input stem is adapted (:func:`save_vitmae`): the mean
+            and std are fitted to them (one value repeated, or the channels' average).
 
     Raises:
         ValueError: preprocessing that no transformers image processor reproduces (timm's ``crop_mode="border"``).
@@ -108,6 +114,9 @@ def image_processor_config(encoder: VisionTransformer) -> dict[str, Any]:
     mean, std = list(cfg.get("mean", (0.5,) * channels)), list(cfg.get("std", (0.5,) * channels))
     if len(mean) != channels or len(std) != channels:
         raise _refuse(f"its preprocessing has mean {mean} and std {std} for {channels} channel(s)")
+    if in_chans is not None and in_chans != channels:
+        mean, std = list(fit_channels(mean, in_chans)), list(fit_channels(std, in_chans))
+        channels = in_chans
     crop_pct = cfg.get("crop_pct") or 1.0
     mode = cfg.get("crop_mode") or "center"
     interpolation = cfg.get("interpolation") or "bicubic"
@@ -136,7 +145,23 @@ def image_processor_config(encoder: VisionTransformer) -> dict[str, Any]:
     return out
 
 
-def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = True) -> Path:
+def _check_in_chans(in_chans: int | None, channels: int, with_decoder: bool) -> int:
+    """The exported model's input channels: the encoder's, or ``in_chans`` (1 or 3) for the encoder alone."""
+    if in_chans is None or in_chans == channels:
+        return channels
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 (greyscale) or 3 (RGB), the channels of an image file; got {in_chans}")
+    if with_decoder:
+        raise ValueError(
+            f"the decoder reconstructs the weights' own {channels} channel(s): export in_chans={in_chans} with the "
+            "encoder alone (without --decoder / decoder=False)"
+        )
+    return in_chans
+
+
+def save_vitmae(
+    model: nn.Module, folder: str | os.PathLike, *, decoder: bool = True, in_chans: int | None = None
+) -> Path:
     """Write ``model`` as a ``transformers`` ViTMAE folder.
 
     Args:
@@ -145,6 +170,10 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
             left out).
         folder: output folder (created; files of the same names are replaced).
         decoder: with a ``CLMAE``, write the decoder too (``False``: the encoder alone, as ``ViTMAEModel``).
+        in_chans: input channels of the exported encoder (1 or 3; default: the encoder's). A 1-channel encoder
+            exported with ``in_chans=3`` takes RGB images, as ``transformers`` pipelines give them: its patch
+            embedding is adapted as timm adapts pretrained weights (``adapt_input_conv``: the weights repeated and
+            divided by 3) and the mean/std repeated, so that a greyscale image given as RGB has the same features.
 
     Returns:
         The folder.
@@ -162,6 +191,8 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
     with_decoder = decoder and pretraining is not None
     if with_decoder:
         config.update(_decoder_config(pretraining, config["layer_norm_eps"]))
+    channels = config["num_channels"]
+    config["num_channels"] = in_chans = _check_in_chans(in_chans, channels, with_decoder)
     config.update(
         architectures=["ViTMAEForPreTraining" if with_decoder else "ViTMAEModel"],
         model_type=MODEL_TYPE,
@@ -169,11 +200,18 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
         dtype="float32",
         clmae={"version": __version__, "mask_ratio": mask_ratio, "source": encoder.pretrained_cfg.get("source")},
     )
+    enc_state = dict(encoder.state_dict())
+    if in_chans != channels:
+        from .load import adapt_input_conv
+
+        weight = enc_state["patch_embed.proj.weight"]
+        enc_state["patch_embed.proj.weight"] = adapt_input_conv(in_chans, weight, base_chans=channels)
+        config["clmae"]["in_chans_adapted_from"] = channels  # the trained stem's channels
     dec_state = pretraining.decoder.state_dict() if with_decoder else None
-    state = to_vitmae_state(encoder.state_dict(), dec_state)
+    state = to_vitmae_state(enc_state, dec_state)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     check_finite(state, "the model to export")
-    processor = image_processor_config(encoder)
+    processor = image_processor_config(encoder, in_chans)
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -187,7 +225,9 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
     return folder
 
 
-def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False) -> Path:
+def export_vitmae(
+    spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False, in_chans: int | None = None
+) -> Path:
     """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder (a
     training checkpoint: :func:`clmae.train.export.export_checkpoint_vitmae`).
 
@@ -195,6 +235,8 @@ def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder
         spec: a weight name or alias, folder or ``hf-hub:`` repo.
         folder: output folder.
         decoder: write the decoder too (``ViTMAEForPreTraining``); the weight must include it.
+        in_chans: input channels of the exported encoder (:func:`save_vitmae`): ``3`` makes a 1-channel weight
+            take RGB images, as ``transformers.pipeline("image-feature-extraction")`` gives them.
 
     Returns:
         The folder.
@@ -203,7 +245,7 @@ def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder
 
     encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
     if not decoder:
-        return save_vitmae(encoder, folder)
+        return save_vitmae(encoder, folder, in_chans=in_chans)
     model = load_pretraining_model(spec)
     model.encoder.pretrained_cfg = dict(encoder.pretrained_cfg)
-    return save_vitmae(model, folder)
+    return save_vitmae(model, folder, in_chans=in_chans)

@@ -40,7 +40,25 @@ def check_input(model: VisionTransformer, images: torch.Tensor) -> None:
             f"imgs.to({weight_dtype}) or run under torch.autocast"
         )
     if images.shape[1] != c:
-        raise ValueError(f"images must have {c} channel(s) ({expected}), got {images.shape[1]}; {fix}")
+        raise ValueError(f"images must have {c} channel(s) ({expected}), got {images.shape[1]}; {_channel_fix(c)}")
     dynamic = getattr(model, "dynamic_img_size", False) or getattr(embed, "dynamic_img_pad", False)
     if not dynamic and tuple(images.shape[2:]) != (h, w):
         raise ValueError(f"images must be {h}x{w} ({expected}), got {images.shape[2]}x{images.shape[3]}; {fix}")
+
+
+def _channel_fix(in_chans: int) -> str:
+    """What to do about images of the wrong channel count. timm's transform keeps a PIL image's channels (an RGB
+    image stays RGB), so the image's mode must be the model's first; or the model is made for the other mode."""
+    transform = "timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))"
+    if in_chans == 1:
+        return (
+            f'preprocess with timm on the image made greyscale first: {transform}(img.convert("L")) (timm\'s transform '
+            "keeps an RGB image's 3 channels); or, for RGB input, load the weights with in_chans=3 "
+            "(clmae.load_pretrained(NAME, in_chans=3): the patch embedding adapted as timm adapts it)"
+        )
+    if in_chans == 3:
+        return (
+            f'preprocess with timm on the image made RGB first: {transform}(img.convert("RGB")); or, for greyscale '
+            "input, load the weights with in_chans=1 (clmae.load_pretrained(NAME, in_chans=1))"
+        )
+    return f"preprocess with {transform} on images of {in_chans} channels"

@@ -53,10 +53,13 @@ def _export(args: argparse.Namespace) -> int:
 
         path = Path(args.checkpoint)
         write = export_checkpoint_vitmae if path.suffix in (".pt", ".pth") and path.is_file() else export_vitmae
-        print(f"transformers ViTMAE folder in {write(args.checkpoint, args.out, decoder=args.decoder)}")
+        folder = write(args.checkpoint, args.out, decoder=args.decoder, in_chans=args.in_chans)
+        print(f"transformers ViTMAE folder in {folder}")
         return 0
     if args.decoder:
         raise ValueError("--decoder goes with --format transformers; a clmae export always holds the decoder")
+    if args.in_chans is not None:
+        raise ValueError("--in-chans goes with --format transformers; clmae.load_pretrained(SPEC, in_chans=3) adapts")
     from .export import export_checkpoint
 
     print(f"weights in {export_checkpoint(args.checkpoint, args.out)}")
@@ -114,6 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--decoder",
         action="store_true",
         help="--format transformers: write the decoder too (ViTMAEForPreTraining); default: the encoder (ViTMAEModel)",
+    )
+    e.add_argument(
+        "--in-chans",
+        type=int,
+        choices=(1, 3),
+        help="--format transformers: input channels of the exported encoder; 3 makes a greyscale weight take RGB "
+        "images, as transformers' pipeline('image-feature-extraction') gives them (stem adapted as timm does)",
     )
     e.set_defaults(func=_export)
 

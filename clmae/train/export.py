@@ -131,10 +131,13 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike) 
     return export_pretrained(model.eval(), folder, train_config)
 
 
-def export_checkpoint_vitmae(checkpoint: str | os.PathLike, folder: str | os.PathLike, decoder: bool = False) -> Path:
-    """A training checkpoint (verified first) as a ``transformers`` ViTMAE folder (:func:`clmae.hub.save_vitmae`)."""
+def export_checkpoint_vitmae(
+    checkpoint: str | os.PathLike, folder: str | os.PathLike, decoder: bool = False, in_chans: int | None = None
+) -> Path:
+    """A training checkpoint (verified first) as a ``transformers`` ViTMAE folder (:func:`clmae.hub.save_vitmae`;
+    ``in_chans=3``: a greyscale model that takes RGB images)."""
     from ..hub import save_vitmae
     from .checkpoint import checkpoint_model, load_checkpoint
 
     model = checkpoint_model(load_checkpoint(checkpoint)).eval()
-    return save_vitmae(model if decoder else model.encoder, folder, decoder=decoder)
+    return save_vitmae(model if decoder else model.encoder, folder, decoder=decoder, in_chans=in_chans)

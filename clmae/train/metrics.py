@@ -58,6 +58,7 @@ class MetricsLog:
     def __init__(self, out: str | os.PathLike, enabled: bool = True, tensorboard: bool = True) -> None:
         self.path = Path(out) / "metrics.jsonl"
         self.enabled, self.writer = enabled, None
+        self.first: dict[str, Any] = {}  # added to the next record written (the run's preprocessing)
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -67,9 +68,12 @@ class MetricsLog:
                 self.writer = SummaryWriter(str(Path(out) / "tensorboard"))
 
     def log(self, record: dict[str, Any], step: int, prefix: str = "train") -> None:
-        """Write one record (numbers and strings); numbers also go to TensorBoard as ``prefix/key``."""
+        """Write one record (numbers and strings); numbers also go to TensorBoard as ``prefix/key``. The first record
+        written also gets the keys of :attr:`first` (set by the trainer: the run's preprocessing)."""
         if not self.enabled:
             return
+        if self.first:
+            record, self.first = {**record, **self.first}, {}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:

@@ -24,7 +24,8 @@ one per-iteration warm-up + cosine schedule, LR = base_lr * effective batch / 25
 ``checkpoint-EEEE-SSSSSSSS.pt`` inside epochs with ``save_every_steps``), ``vis/masks-EEEE.png``, ``history.png``
 and, at the end, ``export/`` (Hub-ready weights, written whole or not at all); ``.lock`` while the run lives. In
 ``metrics.jsonl`` the records every ``log_every`` updates are rank 0's own values (its last micro-batch for the mask
-statistics); the ``"type": "epoch"`` records are means over the epoch and over all processes.
+statistics); the ``"type": "epoch"`` records are means over the epoch and over all processes; the first record also
+holds the ``mean`` and ``std`` the images were normalised with.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .export import export_complete, export_pretrained, remove_export_debris
-from .init import initialize
+from .init import init_architecture, initialize, preprocessing_note
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .probe import MaskProbe, probe_path
@@ -259,7 +260,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         remove_export_debris(out / "export")
 
     # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
-    # initialisation on every process (DDP broadcasts rank 0's weights anyway).
+    # initialisation on every process (DDP broadcasts rank 0's weights anyway). init= gives its weights' architecture.
+    cfg = init_architecture(cfg, log)
     model_cfg = cfg.pretraining_config()
     check_pretraining_fits(model_cfg, device, 4, "training (weights, gradients, AdamW's two moments)")
     torch.manual_seed(cfg.seed)
@@ -311,6 +313,10 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         f"batch {global_batch} ({cfg.batch_size} x {batches.accum} accumulation x {info.world_size}), peak lr "
         f"{lr_max:.3g}, {steps_per_epoch} updates/epoch, {cfg.epochs} epochs"
     )
+    log(f"preprocessing: images normalised with mean {tuple(data.mean)}, std {tuple(data.std)}")
+    metrics.first = {"mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}
+    if master and cfg.init and ckpt is None and (note := preprocessing_note(cfg.init, data.mean, data.std)):
+        log(note)
     vis_images = torch.stack([data.preview[i] for i in range(min(cfg.vis_images, len(data.preview)))]).to(device)
     bar = tqdm(
         total=total_steps * global_batch,
