@@ -7,6 +7,11 @@ import signal
 import sys
 import threading
 
+from ._version import __version__
+
+# Only what builds the parser is imported here; each command's handler imports what it runs (torch, timm), so that
+# ``clmae --help``, ``--version`` and an argument error answer at once.
+
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo, run_train_demo
@@ -35,11 +40,15 @@ def _list(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clmae`` console script."""
     parser = argparse.ArgumentParser(prog="clmae", description="Curriculum-Learned Masked Autoencoders on timm ViTs.")
+    parser.add_argument("--version", action="version", version=f"clmae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
         "demo",
         help="kNN accuracy and learned masks of the bundled CL-MAE weights on Fashion-MNIST (--train: train briefly)",
+        description="Show the bundled CL-MAE weights at work: kNN accuracy against the MAE baseline on Fashion-MNIST "
+        "and a picture of the masks they learned, written to --out. With --train, train CL-MAE briefly on the "
+        "bundled images instead and draw its masks.",
     )
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--weights", default="vit_t_fmnist", help="CL-MAE weights to show (default: vit_t_fmnist)")
@@ -57,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="--train: random seed (default: 0)")
     demo.set_defaults(func=_demo)
 
-    lst = sub.add_parser("list", help="list the architectures")
+    lst = sub.add_parser(
+        "list",
+        help="list the architectures",
+        description="List the encoder architectures clmae builds (names for create_model, --model and model=), with "
+        "a line on each; published weights are listed by `clmae pretrained`.",
+    )
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*patch4*'")
     lst.set_defaults(func=_list)
 
