@@ -1,4 +1,8 @@
-"""The ``clmae`` command line."""
+"""The ``clmae`` command line.
+
+Building the parser imports no torch: each command's handler imports what it runs (torch, timm), so that ``clmae
+--help``, ``clmae --version`` and an argument error answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import sys
 import threading
 
 from ._version import __version__
-
-# Only what builds the parser is imported here; each command's handler imports what it runs (torch, timm), so that
-# ``clmae --help``, ``--version`` and an argument error answer at once.
+from .eval.cli import register as register_eval
+from .hub.cli import register as register_hub
+from .train.cli import register as register_train
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -37,8 +41,8 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``clmae`` console script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``clmae`` command's parser, every subcommand included (each sets ``func``, its handler)."""
     parser = argparse.ArgumentParser(prog="clmae", description="Curriculum-Learned Masked Autoencoders on timm ViTs.")
     parser.add_argument("--version", action="version", version=f"clmae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,18 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*patch4*'")
     lst.set_defaults(func=_list)
 
-    from .train.cli import register as register_train
-
-    register_train(sub)  # train, visualize
-
-    from .hub.cli import register as register_hub
-
+    register_train(sub)  # train, export, visualize
     register_hub(sub)  # convert, push, pretrained
+    register_eval(sub)  # eval and one subcommand per protocol, extract
+    return parser
 
-    from .eval.cli import register as register_eval
 
-    register_eval(sub)  # eval knn|linear|finetune, extract
-
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clmae`` console script."""
+    parser = build_parser()
     # key=value overrides may stand anywhere among the options (``--recipe R epochs=1 --data D``): argparse takes the
     # first run of them as the positional list, and the rest come back here.
     args, extra = parser.parse_known_args(argv)
