@@ -78,11 +78,11 @@ def test_every_subcommand_has_a_description_and_a_help_line():
     assert ("eval", "knn") in {words for words, _ in found}
     missing = [" ".join(words) for words, sub in found if not (sub.description or "").strip()]
     assert not missing, f"subcommands without a description: {missing}"
-    parser = build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help for a in action._choices_actions}
-            assert all(helps.get(name) for name in action.choices), helps
+    for parser in [build_parser(), *(sub for _, sub in found)]:  # the help line in the parent's list
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                assert all(helps.get(name) for name in action.choices), helps
 
 
 @pytest.mark.parametrize("package", ["clmae", "clmae.data", "clmae.models", "clmae.hub", "clmae.train", "clmae.eval"])
