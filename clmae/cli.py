@@ -1,4 +1,8 @@
-"""The ``clmae`` command line."""
+"""The ``clmae`` command line.
+
+Building the parser imports no torch: each command's handler imports what it runs (torch, timm), so that ``clmae
+--help``, ``clmae --version`` and an argument error answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,11 @@ import os
 import signal
 import sys
 import threading
+
+from ._version import __version__
+from .eval.cli import register as register_eval
+from .hub.cli import register as register_hub
+from .train.cli import register as register_train
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -33,14 +42,18 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``clmae`` console script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``clmae`` command's parser, every subcommand included (each sets ``func``, its handler)."""
     parser = argparse.ArgumentParser(prog="clmae", description="Curriculum-Learned Masked Autoencoders on timm ViTs.")
+    parser.add_argument("--version", action="version", version=f"clmae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
         "demo",
         help="kNN accuracy and learned masks of the bundled CL-MAE weights on Fashion-MNIST (--train: train briefly)",
+        description="Show the bundled CL-MAE weights at work: kNN accuracy against the MAE baseline on Fashion-MNIST "
+        "and a picture of the masks they learned, written to --out. With --train, train CL-MAE briefly on the "
+        "bundled images instead and draw its masks.",
     )
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--weights", default="vit_t_fmnist", help="CL-MAE weights to show (default: vit_t_fmnist)")
@@ -58,22 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="--train: random seed (default: 0)")
     demo.set_defaults(func=_demo)
 
-    lst = sub.add_parser("list", help="list the architectures")
+    lst = sub.add_parser(
+        "list",
+        help="list the architectures",
+        description="List the encoder architectures clmae builds (names for create_model, --model and model=), with "
+        "a line on each; published weights are listed by `clmae pretrained`.",
+    )
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*patch4*'")
     lst.set_defaults(func=_list)
 
-    from .train.cli import register as register_train
-
-    register_train(sub)  # train, visualize
-
-    from .hub.cli import register as register_hub
-
+    register_train(sub)  # train, export, visualize
     register_hub(sub)  # convert, push, pretrained
+    register_eval(sub)  # eval and one subcommand per protocol, extract
+    return parser
 
-    from .eval.cli import register as register_eval
 
-    register_eval(sub)  # eval knn|linear|finetune, extract
-
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clmae`` console script."""
+    parser = build_parser()
     # key=value overrides may stand anywhere among the options (``--recipe R epochs=1 --data D``): argparse takes the
     # first run of them as the positional list, and the rest come back here.
     args, extra = parser.parse_known_args(argv)

@@ -81,7 +81,7 @@ def test_eval_options_may_stand_between_options(monkeypatch):
         seen.update(protocol=protocol, model=model, data=data, options=options)
         raise ValueError("stop here")
 
-    monkeypatch.setattr("clmae.eval.cli.run_eval", fake_run_eval)
+    monkeypatch.setattr("clmae.eval.run.run_eval", fake_run_eval)
     argv = ["eval", "knn", "k=3", "--model", "raw-pixels", "train-limit=10", "--data", "fmnist-sample", "k_weighted=4"]
     assert cli.main(argv) == 2
     assert seen["options"] == {"k": "3", "train_limit": "10", "k_weighted": "4"}
@@ -185,7 +185,7 @@ def test_the_demo_takes_only_fashion_mnist_specs(tmp_path, capsys):
 
 # docs/architecture.md: the floors of the package; a unit imports only from floors below its own.
 FLOORS = {
-    **dict.fromkeys(("_io", "_device", "_overrides", "_compat", "_version", "curriculum"), 0),
+    **dict.fromkeys(("_io", "_device", "_overrides", "_compat", "_version", "_lazy", "curriculum"), 0),
     "data": 1,
     "models": 2,
     "hub": 3,

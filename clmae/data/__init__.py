@@ -3,18 +3,7 @@ WebDataset tar shards, saved Hugging Face data sets), synthetic images, the seed
 trainer, and how an image becomes a model input (:mod:`clmae.data.preprocess`; augmentation for pretraining in
 :mod:`clmae.data.augment`, for fine-tuning in :mod:`clmae.data.augment_finetune`)."""
 
-from .augment import crop_params, random_resized_crop, resized_crop
-from .device import DeviceImages
-from .fashion_mnist import CLASSES, DEBIAN_ROOT, SAMPLE_ROOT, fmnist_root, load_fashion_mnist, read_idx, to_float
-from .hfdataset import HFDatasetImages
-from .imagefolder import ImageFolderImages, find_images
-from .images import IMAGE_EXTENSIONS, ImageSource, decode_image
-from .pretraining import PretrainingData, build_pretraining_data
-from .sampler import GlobalBatchSampler, SeededDataset, item_seed, item_seeds
-from .spec import DataSpec, parse_data_spec
-from .synthetic import SyntheticImages
-from .transforms import eval_transform, pretrain_transform
-from .webdataset import WebDatasetImages, expand_braces, expand_shards
+from .._lazy import lazy_package
 
 __all__ = [
     "CLASSES",
@@ -49,3 +38,41 @@ __all__ = [
     "resized_crop",
     "to_float",
 ]
+
+# Each name is imported from its module when first used (clmae._lazy), so that importing the package is cheap.
+lazy_package(
+    __name__,
+    {
+        "crop_params": ".augment",
+        "random_resized_crop": ".augment",
+        "resized_crop": ".augment",
+        "DeviceImages": ".device",
+        "CLASSES": ".fashion_mnist",
+        "DEBIAN_ROOT": ".fashion_mnist",
+        "SAMPLE_ROOT": ".fashion_mnist",
+        "fmnist_root": ".fashion_mnist",
+        "load_fashion_mnist": ".fashion_mnist",
+        "read_idx": ".fashion_mnist",
+        "to_float": ".fashion_mnist",
+        "HFDatasetImages": ".hfdataset",
+        "ImageFolderImages": ".imagefolder",
+        "find_images": ".imagefolder",
+        "IMAGE_EXTENSIONS": ".images",
+        "ImageSource": ".images",
+        "decode_image": ".images",
+        "PretrainingData": ".pretraining",
+        "build_pretraining_data": ".pretraining",
+        "GlobalBatchSampler": ".sampler",
+        "SeededDataset": ".sampler",
+        "item_seed": ".sampler",
+        "item_seeds": ".sampler",
+        "DataSpec": ".spec",
+        "parse_data_spec": ".spec",
+        "SyntheticImages": ".synthetic",
+        "eval_transform": ".transforms",
+        "pretrain_transform": ".transforms",
+        "WebDatasetImages": ".webdataset",
+        "expand_braces": ".webdataset",
+        "expand_shards": ".webdataset",
+    },
+)

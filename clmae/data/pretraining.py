@@ -16,7 +16,7 @@ from .imagefolder import ImageFolderImages
 from .images import ImageSource
 from .preprocess import default_mean_std, pil_mode
 from .sampler import SeededDataset
-from .spec import SPECS, DataSpec, parse_data_spec
+from .spec import FORMS, DataSpec, load_ref, parse_data_spec, specs
 from .synthetic import SyntheticImages
 from .transforms import eval_transform, pretrain_transform
 from .webdataset import WebDatasetImages
@@ -81,11 +81,9 @@ def build_pretraining_data(
     """The data set named by ``spec``, checked against the model's input.
 
     Args:
-        spec: a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST training split),
-            ``fmnist-sample`` (the 1,000 bundled images), ``fmnist:FOLDER`` (IDX files in FOLDER), ``synthetic:N`` (N
-            smooth random images of the model's size), ``imagefolder:FOLDER`` / ``FOLDER`` (every image file under
-            FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging Face data
-            set). Fashion-MNIST and synthetic sets are held whole in one tensor
+        spec: a data spec, one of the forms of :data:`clmae.data.spec.FORMS` (``fmnist``, ``synthetic:N``,
+            ``imagefolder:FOLDER`` / ``FOLDER``, ``wds:SHARDS``, ``hfds:FOLDER[#SPLIT]``, ...); a form's ``reader``
+            reads its image files. Fashion-MNIST and synthetic sets are held whole in one tensor
             (:class:`~clmae.data.device.DeviceImages`); image files are converted to the model's channels (RGB, or
             greyscale for 1 channel).
         in_chans: the model's input channels.
@@ -152,12 +150,28 @@ def build_pretraining_data(
 
 
 def _image_source(spec: str, parsed: DataSpec) -> tuple[ImageSource, str]:
-    if parsed.kind == "wds":
-        return WebDatasetImages(parsed.root), f"WebDataset shards {parsed.spec[4:]}"
-    if parsed.kind == "hfds":
-        source = HFDatasetImages(parsed.root, parsed.split)
-        split = f" split {source.split}" if source.split else ""
-        return source, f"Hugging Face data set {parsed.root}{split}"
+    form = FORMS[parsed.kind]
+    if form.reader is None:
+        raise ValueError(f"data {spec!r}: the form {form.syntax} has no reader of image files")
+    return load_ref(form.reader)(parsed)
+
+
+def folder_source(parsed: DataSpec) -> tuple[ImageSource, str]:
+    """The reader of ``imagefolder:FOLDER``: every image file under the folder."""
     if not parsed.root.exists():
-        raise FileNotFoundError(f"data {spec!r}: {parsed.root} is not a folder that exists; give one of: {SPECS}")
+        raise FileNotFoundError(
+            f"data {parsed.spec!r}: {parsed.root} is not a folder that exists; give one of: {specs()}"
+        )
     return ImageFolderImages(parsed.root), f"image folder {parsed.root}"
+
+
+def wds_source(parsed: DataSpec) -> tuple[ImageSource, str]:
+    """The reader of ``wds:SHARDS``."""
+    return WebDatasetImages(parsed.root), f"WebDataset shards {parsed.spec[4:]}"
+
+
+def hfds_source(parsed: DataSpec) -> tuple[ImageSource, str]:
+    """The reader of ``hfds:FOLDER[#SPLIT]``."""
+    source = HFDatasetImages(parsed.root, parsed.split)
+    split = f" split {source.split}" if source.split else ""
+    return source, f"Hugging Face data set {parsed.root}{split}"

@@ -1,13 +1,6 @@
 """Evaluation of frozen and fine-tuned encoders: kNN, linear probe and fine-tuning (``clmae eval``)."""
 
-from .data import EvalData, resolve_data
-from .features import FeatureSet, extract_features, features_for
-from .finetune import FinetuneConfig, finetune
-from .knn import knn_majority_vote, knn_weighted_scores, nearest_neighbours, topk_accuracy
-from .linear import LinearHead, LinearProbeConfig, linear_probe_cached, linear_probe_mae
-from .model import RAW_PIXELS, ResolvedModel, resolve_model
-from .results import EvalResult
-from .run import CommonConfig, KnnConfig, run_eval
+from .._lazy import lazy_package
 
 __all__ = [
     "RAW_PIXELS",
@@ -33,3 +26,32 @@ __all__ = [
     "run_eval",
     "topk_accuracy",
 ]
+
+# Each name is imported from its module when first used (clmae._lazy), so that importing the package is cheap.
+lazy_package(
+    __name__,
+    {
+        "EvalData": ".data",
+        "resolve_data": ".data",
+        "FeatureSet": ".features",
+        "extract_features": ".features",
+        "features_for": ".features",
+        "FinetuneConfig": ".finetune",
+        "finetune": ".finetune",
+        "knn_majority_vote": ".knn",
+        "knn_weighted_scores": ".knn",
+        "nearest_neighbours": ".knn",
+        "topk_accuracy": ".knn",
+        "LinearHead": ".linear",
+        "LinearProbeConfig": ".linear",
+        "linear_probe_cached": ".linear",
+        "linear_probe_mae": ".linear",
+        "RAW_PIXELS": ".model",
+        "ResolvedModel": ".model",
+        "resolve_model": ".model",
+        "EvalResult": ".results",
+        "CommonConfig": ".run",
+        "KnnConfig": ".run",
+        "run_eval": ".run",
+    },
+)

@@ -5,25 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
-from .._io import USER_ERRORS, error_line
-from .._overrides import parse_pairs
-from .run import PROTOCOLS, run_eval, summary
+from ..data.spec import forms_help
+from .protocols import PROTOCOLS
 
-_HELP = {
-    "knn": "kNN on frozen features: CL-MAE's (k=5, Euclidean, majority vote) and weighted cosine (k=20, T=0.07)",
-    "linear": "linear probe as MAE (BatchNorm + linear, LARS, warm-up + cosine); mode=cached for the fast variant",
-    "finetune": "fine-tuning as MAE (layer decay, drop-path, label smoothing, RandAugment, mixup/cutmix)",
-}
-_EPILOG = """options (key=value): seed, device, extract_batch_size, workers, train_limit, val_limit, cache,
-cache_dir, arch, init_seed, revision, the protocol's hyper-parameters (clmae.eval.KnnConfig, LinearProbeConfig,
-FinetuneConfig) and model_kwargs.KEY=VALUE (or model.KEY=VALUE) encoder arguments. Examples:
+# The command line imports no torch: the handlers import what they run (``clmae --help`` stays fast).
+_EXAMPLES = """Examples:
   clmae eval knn --model raw-pixels --data fmnist --out results/knn_raw.json
   clmae eval linear --model vit_t_fmnist --data fmnist mode=cached --out results/linear.json
   clmae eval finetune --model ckpt.pt --data imagefolder:/data/flowers epochs=20 --out results/ft.json"""
 
 
+def _epilog(config_name: str) -> str:
+    options = (
+        "options (key=value): seed, device, extract_batch_size, workers, train_limit, val_limit, cache, cache_dir, "
+        f"arch, init_seed, revision, the protocol's hyper-parameters ({config_name}) and model_kwargs.KEY=VALUE (or "
+        "model.KEY=VALUE) encoder arguments."
+    )
+    return f"{textwrap.fill(options, 115)}\n{_EXAMPLES}"
+
+
 def _handler(args: argparse.Namespace) -> int:
+    from .._io import USER_ERRORS, error_line
+    from .._overrides import parse_pairs
+    from .run import run_eval, summary
+
     try:
         options = parse_pairs(args.overrides)
         result = run_eval(args.protocol, args.model, args.data, options, args.out)
@@ -39,7 +46,7 @@ def _handler(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .._overrides import coerce
+    from .._overrides import coerce, parse_pairs
     from .extract import extract_folder
 
     skip = args.skip_unreadable
@@ -65,15 +72,23 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``eval`` (sub-commands ``knn``, ``linear``, ``finetune``) and ``extract`` to the ``clmae`` sub-commands."""
-    ev = subparsers.add_parser("eval", help="evaluate an encoder: kNN, linear probe or fine-tuning")
-    protocols = ev.add_subparsers(dest="protocol", required=True, metavar="{knn,linear,finetune}")
-    for name in PROTOCOLS:
+    """Add ``eval`` (one sub-command per protocol of :data:`~clmae.eval.protocols.PROTOCOLS`) and ``extract`` to the
+    ``clmae`` sub-commands."""
+    names = ", ".join(PROTOCOLS)
+    ev = subparsers.add_parser(
+        "eval",
+        help=f"evaluate an encoder: {names}",
+        description="Evaluate an encoder on labelled data. Protocols: "
+        + "; ".join(f"{name}: {p.help}" for name, p in PROTOCOLS.items())
+        + ". `clmae eval PROTOCOL --help` lists its options.",
+    )
+    protocols = ev.add_subparsers(dest="protocol", required=True, metavar="{" + ",".join(PROTOCOLS) + "}")
+    for name, protocol in PROTOCOLS.items():
         p = protocols.add_parser(
             name,
-            help=_HELP[name],
-            description=_HELP[name],
-            epilog=_EPILOG,
+            help=protocol.help,
+            description=protocol.help,
+            epilog=_epilog(protocol.config_path),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument(
@@ -82,12 +97,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="raw-pixels, an architecture (`clmae list`: random init), published weights (arch.tag, "
             "hf-hub:org/repo), a weights folder, a .safetensors file or a checkpoint",
         )
-        p.add_argument("--data", required=True, help="fmnist, fmnist:/folder, fmnist-sample or imagefolder:/folder")
+        p.add_argument("--data", required=True, help=f"labelled data: {forms_help(labelled=True)}; see docs/data.md")
         p.add_argument("--out", default=None, help="result JSON file (default: print it)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="options and hyper-parameters")
         p.set_defaults(func=_handler)
 
-    p = subparsers.add_parser("extract", help="encode a folder of images with a pretrained encoder")
+    p = subparsers.add_parser(
+        "extract",
+        help="encode a folder of images with a pretrained encoder",
+        description="Encode every image of a folder (recursively) with a pretrained encoder and write the features "
+        "to one .safetensors file, with the images' file names in its metadata.",
+    )
     p.add_argument("model", help="registry name/alias, hf-hub:org/repo[@rev], local-dir:/path or a weights folder")
     p.add_argument("images", help="folder of images (searched recursively)")
     p.add_argument("out", help="output .safetensors file (tensors per feature, file names in its metadata)")

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..data.fashion_mnist import CLASSES, load_fashion_mnist
 from ..data.images import read_image
-from ..data.spec import parse_data_spec
+from ..data.spec import FORMS, DataSpec, load_ref, parse_data_spec, specs
 from ..data.walk import walk_files
 from ..models import FMNIST_CFG, SMALL_RGB_CFG
 
@@ -165,15 +165,22 @@ def _fingerprint(files: list[Path], root: Path) -> str:
 
 
 def resolve_data(spec: str) -> EvalData:
-    """Resolve a data spec (see the module docstring) into an :class:`EvalData`; clear errors for bad specs."""
+    """Resolve a data spec (see the module docstring) into an :class:`EvalData`; clear errors for bad specs.
+
+    The form's ``eval_reader`` (:data:`clmae.data.spec.FORMS`) reads it; a form without one has no labels.
+    """
     parsed = parse_data_spec(spec)
-    if parsed.kind == "fmnist":
-        return _fmnist(spec, parsed.root)
-    if parsed.kind not in ("fmnist", "imagefolder"):  # synthetic:N, and any unlabelled kind
+    form = FORMS[parsed.kind]
+    if not form.labelled:  # synthetic:N, and any unlabelled kind
         raise ValueError(
-            f"{spec!r} has no labels to evaluate with; use fmnist, fmnist-sample or imagefolder:FOLDER (FOLDER/train/"
-            "CLASS/IMAGE and FOLDER/val/CLASS/IMAGE)"
+            f"{spec!r} has no labels to evaluate with; use {specs(labelled=True)} (FOLDER/train/CLASS/IMAGE and "
+            "FOLDER/val/CLASS/IMAGE)"
         )
+    return load_ref(form.eval_reader)(spec, parsed)
+
+
+def read_imagefolder(spec: str, parsed: DataSpec) -> EvalData:
+    """The evaluation reader of ``imagefolder:FOLDER``: ``FOLDER/train/CLASS/IMAGE`` and ``FOLDER/val/CLASS/IMAGE``."""
     root = parsed.root
     if not root.is_dir():
         raise FileNotFoundError(
@@ -190,7 +197,9 @@ def resolve_data(spec: str) -> EvalData:
     return EvalData(spec, "imagefolder", root, classes, dict(_FOLDER_CFG), _fingerprint(files, root))
 
 
-def _fmnist(spec: str, root: Path) -> EvalData:
+def read_fmnist(spec: str, parsed: DataSpec) -> EvalData:
+    """The evaluation reader of ``fmnist``: the official train and test splits."""
+    root = parsed.root
     load_fashion_mnist("test", root)  # fails early, with the install hint, if the files are missing
     files = [f for f in root.iterdir() if f.is_file() and "idx" in f.name]
     return EvalData(spec, "fmnist", root, list(CLASSES), dict(_FMNIST_CFG), _fingerprint(files, root))

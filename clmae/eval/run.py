@@ -38,9 +38,8 @@ from .finetune import FinetuneConfig, TensorSplit, finetune
 from .knn import knn_metrics
 from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
 from .model import resolve_model
+from .protocols import get_protocol
 from .results import EvalResult, device_name
-
-PROTOCOLS = ("knn", "linear", "finetune")
 
 
 @dataclass
@@ -101,7 +100,47 @@ class KnnConfig:
             raise ValueError(f"pool must be 'avg' or 'cls', got {self.pool!r}")
 
 
-_CONFIGS = {"knn": KnnConfig, "linear": LinearProbeConfig, "finetune": FinetuneConfig}
+@dataclass
+class EvalContext:
+    """What a protocol's run function (:data:`~clmae.eval.protocols.PROTOCOLS`) is given besides its config.
+
+    Attributes:
+        resolved: the model (:func:`~clmae.eval.model.resolve_model`).
+        dataset: the labelled data (:func:`~clmae.eval.data.resolve_data`).
+        encoder: the encoder, ``None`` for raw pixels.
+        prep: the preprocessing (``input_size``, ``mean``, ``std``, ...), recorded in the result.
+        common: the options every protocol takes.
+        device: where to compute.
+        feature_info: what :meth:`features` did (cache file, reused), recorded in the result.
+    """
+
+    resolved: Any
+    dataset: Any
+    encoder: Any
+    prep: dict[str, Any]
+    common: CommonConfig
+    device: Any
+    feature_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def features(self) -> Any:
+        """The frozen features of both splits (a :class:`~clmae.eval.features.FeatureSet`), from the cache when it
+        holds them."""
+        common = self.common
+        cached_before = _cache_exists(self.resolved, self.dataset, self.prep, common)
+        feats = features_for(
+            self.resolved,
+            self.dataset,
+            batch_size=common.extract_batch_size,
+            device=str(self.device),
+            num_workers=common.workers,
+            train_limit=common.train_limit,
+            val_limit=common.val_limit,
+            cache_dir=common.cache_dir,
+            use_cache=common.cache,
+            encoder=self.encoder,
+        )
+        self.feature_info = {"cache_file": feats.cache_file, "reused": cached_before}
+        return feats
 
 
 def parse_options(protocol: str, options: dict[str, Any]) -> tuple[CommonConfig, Any, dict[str, Any]]:
@@ -110,12 +149,10 @@ def parse_options(protocol: str, options: dict[str, Any]) -> tuple[CommonConfig,
     Raises:
         ValueError: for an unknown protocol, option or value, naming the valid options.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    configs = [CommonConfig, _CONFIGS[protocol]]
-    (common, proto), model_overrides = split_options(options, configs, f"clmae eval {protocol}")
+    config = get_protocol(protocol).config_class()
+    (common, proto), model_overrides = split_options(options, [CommonConfig, config], f"clmae eval {protocol}")
     check_encoder_kwargs(model_overrides)
-    return CommonConfig(**common), _CONFIGS[protocol](**proto), model_overrides
+    return CommonConfig(**common), config(**proto), model_overrides
 
 
 def run_eval(
@@ -125,12 +162,14 @@ def run_eval(
     options: dict[str, Any] | None = None,
     out: str | Path | None = None,
 ) -> EvalResult:
-    """Run ``protocol`` (``knn``, ``linear`` or ``finetune``) on ``model`` and ``data``.
+    """Run ``protocol`` (``knn``, ``linear``, ``finetune`` or another of
+    :data:`~clmae.eval.protocols.PROTOCOLS`) on ``model`` and ``data``.
 
     Args:
         protocol: which evaluation.
         model: ``raw-pixels``, an architecture name, a weights folder, a ``.safetensors`` file or a checkpoint.
-        data: ``fmnist``, ``fmnist:/folder``, ``fmnist-sample`` or ``imagefolder:/folder``.
+        data: a labelled data spec: ``fmnist``, ``fmnist:/folder``, ``fmnist-sample``, ``imagefolder:/folder`` or
+            another labelled form of :data:`clmae.data.spec.FORMS`.
         options: fields of :class:`CommonConfig` and of the protocol's config (strings are converted), plus
             ``model_kwargs.KEY`` encoder arguments.
         out: write the result JSON here.
@@ -146,65 +185,14 @@ def run_eval(
     resolved = resolve_model(
         model, arch=common.arch, overrides=overrides, init_seed=common.init_seed, revision=common.revision
     )
-    if protocol == "finetune" and resolved.is_raw:
-        raise ValueError("fine-tuning needs an encoder; raw-pixels has none (use `clmae eval knn` or `linear`)")
+    spec = get_protocol(protocol)
+    if spec.needs_encoder and resolved.is_raw:
+        raise ValueError(f"{protocol} needs an encoder; raw-pixels has none (use `clmae eval knn` or `linear`)")
     dataset = resolve_data(data)
     encoder = None if resolved.is_raw else resolved.encoder()
-    prep = data_config(resolved, encoder, dataset)
-    feature_info: dict[str, Any] = {}
-    if protocol in ("knn", "linear"):
-        cached_before = _cache_exists(resolved, dataset, prep, common)
-        feats = features_for(
-            resolved,
-            dataset,
-            batch_size=common.extract_batch_size,
-            device=str(device),
-            num_workers=common.workers,
-            train_limit=common.train_limit,
-            val_limit=common.val_limit,
-            cache_dir=common.cache_dir,
-            use_cache=common.cache,
-            encoder=encoder,
-        )
-        feature_info = {"cache_file": feats.cache_file, "reused": cached_before}
-        sizes = (feats.train_labels.numel(), feats.val_labels.numel())
-        p = cfg.pool
-        frozen = (feats.train[p], feats.train_labels, feats.val[p], feats.val_labels, dataset.num_classes)
-        if protocol == "knn":
-            metrics = knn_metrics(
-                *frozen,
-                k=cfg.k,
-                k_weighted=cfg.k_weighted,
-                temperature=cfg.temperature,
-                variant=cfg.variant,
-                chunk_size=cfg.chunk_size,
-                device=device,
-            )
-        elif cfg.mode == "cached":
-            metrics = linear_probe_cached(*frozen, cfg, str(device))
-        else:
-            tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip)
-            train_ds = dataset.dataset("train", tf, pil_mode(prep["input_size"][0]), common.train_limit)
-            metrics = linear_probe_mae(
-                encoder,
-                train_ds,
-                feats.val[cfg.pool],
-                feats.val_labels,
-                dataset.num_classes,
-                cfg,
-                str(device),
-                common.workers,
-            )
-    else:
-        aa = None if cfg.auto_augment.lower() in ("", "none") else cfg.auto_augment
-        train_ds, val_ds = _device_splits(dataset, prep, cfg, aa, common)
-        if train_ds is None:  # image folders, other sizes, augmentations the device path does not do: PIL
-            tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
-            mode = pil_mode(prep["input_size"][0])
-            train_ds = dataset.dataset("train", tf, mode, common.train_limit)
-            val_ds = dataset.dataset("val", eval_transform_for(prep), mode, common.val_limit)
-        sizes = (len(train_ds), len(val_ds))
-        metrics = finetune(resolved, train_ds, val_ds, dataset.num_classes, cfg, str(device), common.workers)
+    ctx = EvalContext(resolved, dataset, encoder, data_config(resolved, encoder, dataset), common, device)
+    metrics, sizes = spec.run_function()(ctx, cfg)
+    prep, feature_info = ctx.prep, ctx.feature_info
     result = EvalResult(
         protocol=protocol,
         model={
@@ -233,6 +221,59 @@ def run_eval(
     if out is not None:
         result.save(out)
     return result
+
+
+def _frozen(ctx: EvalContext, pool: str) -> tuple[Any, tuple[int, int], tuple]:
+    feats = ctx.features()
+    sizes = (feats.train_labels.numel(), feats.val_labels.numel())
+    return (
+        feats,
+        sizes,
+        (feats.train[pool], feats.train_labels, feats.val[pool], feats.val_labels, ctx.dataset.num_classes),
+    )
+
+
+def run_knn(ctx: EvalContext, cfg: KnnConfig) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The ``knn`` protocol: both votes on the frozen features."""
+    _, sizes, frozen = _frozen(ctx, cfg.pool)
+    metrics = knn_metrics(
+        *frozen,
+        k=cfg.k,
+        k_weighted=cfg.k_weighted,
+        temperature=cfg.temperature,
+        variant=cfg.variant,
+        chunk_size=cfg.chunk_size,
+        device=ctx.device,
+    )
+    return metrics, sizes
+
+
+def run_linear(ctx: EvalContext, cfg: LinearProbeConfig) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The ``linear`` protocol: on cached features (``mode=cached``) or MAE's, with augmented training images."""
+    feats, sizes, frozen = _frozen(ctx, cfg.pool)
+    device, common, prep = str(ctx.device), ctx.common, ctx.prep
+    if cfg.mode == "cached":
+        return linear_probe_cached(*frozen, cfg, device), sizes
+    tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip)
+    train_ds = ctx.dataset.dataset("train", tf, pil_mode(prep["input_size"][0]), common.train_limit)
+    val = (feats.val[cfg.pool], feats.val_labels)
+    metrics = linear_probe_mae(ctx.encoder, train_ds, *val, ctx.dataset.num_classes, cfg, device, common.workers)
+    return metrics, sizes
+
+
+def run_finetune(ctx: EvalContext, cfg: FinetuneConfig) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The ``finetune`` protocol: on the device where the data allows (:func:`_device_splits`), else with PIL."""
+    dataset, prep, common = ctx.dataset, ctx.prep, ctx.common
+    aa = None if cfg.auto_augment.lower() in ("", "none") else cfg.auto_augment
+    train_ds, val_ds = _device_splits(dataset, prep, cfg, aa, common)
+    if train_ds is None:  # image folders, other sizes, augmentations the device path does not do: PIL
+        tf = train_transform(prep, scale=(cfg.crop_min, 1.0), hflip=cfg.hflip, auto_augment=aa, re_prob=cfg.reprob)
+        mode = pil_mode(prep["input_size"][0])
+        train_ds = dataset.dataset("train", tf, mode, common.train_limit)
+        val_ds = dataset.dataset("val", eval_transform_for(prep), mode, common.val_limit)
+    sizes = (len(train_ds), len(val_ds))
+    metrics = finetune(ctx.resolved, train_ds, val_ds, dataset.num_classes, cfg, str(ctx.device), common.workers)
+    return metrics, sizes
 
 
 def _device_splits(dataset, prep, cfg: FinetuneConfig, aa: str | None, common: CommonConfig):

@@ -1,22 +1,7 @@
 """Pretrained weights as files: the registry, pinned and verified downloads, one reading of weight specs, loading,
 saving, pushing, converting."""
 
-from .download import ChecksumError
-from .load import (
-    EncoderWeights,
-    build_from_config,
-    load_encoder_state,
-    load_pretrained,
-    load_pretraining,
-    load_pretraining_model,
-    read_encoder,
-    read_weights,
-)
-from .push import push_to_hub
-from .registry import UnknownWeightError, WeightEntry, get_weight, list_pretrained
-from .resolve import PRETRAINING_PREFIX, Source, WeightSpec, parse_spec, resolve, resolve_weight_or_explain
-from .save import save_pretrained
-from .vitmae_save import export_vitmae, save_vitmae
+from .._lazy import lazy_package
 
 __all__ = [
     "PRETRAINING_PREFIX",
@@ -43,3 +28,33 @@ __all__ = [
     "save_pretrained",
     "save_vitmae",
 ]
+
+# Each name is imported from its module when first used (clmae._lazy), so that importing the package is cheap.
+lazy_package(
+    __name__,
+    {
+        "ChecksumError": ".download",
+        "EncoderWeights": ".load",
+        "build_from_config": ".load",
+        "load_encoder_state": ".load",
+        "load_pretrained": ".load",
+        "load_pretraining": ".load",
+        "load_pretraining_model": ".load",
+        "read_encoder": ".load",
+        "read_weights": ".load",
+        "push_to_hub": ".push",
+        "UnknownWeightError": ".registry",
+        "WeightEntry": ".registry",
+        "get_weight": ".registry",
+        "list_pretrained": ".registry",
+        "PRETRAINING_PREFIX": ".resolve",
+        "Source": ".resolve",
+        "WeightSpec": ".resolve",
+        "parse_spec": ".resolve",
+        "resolve": ".resolve",
+        "resolve_weight_or_explain": ".resolve",
+        "save_pretrained": ".save",
+        "export_vitmae": ".vitmae_save",
+        "save_vitmae": ".vitmae_save",
+    },
+)

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
         help="reference CL-MAE/MAE checkpoint (.pth) or transformers ViTMAE folder -> Hub-ready weights folder",
+        description="Convert a checkpoint of the reference CL-MAE/MAE code (.pth) or a transformers ViTMAE folder into "
+        "a Hub-ready weights folder: config.json, model.safetensors (the encoder), pretraining.safetensors and a "
+        "model card.",
     )
     p.add_argument(
         "checkpoint",
@@ -62,13 +65,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", help="pretraining dataset for the model card (repeatable)")
     p.set_defaults(func=_convert)
 
-    p = subparsers.add_parser("push", help="upload a weights folder to the Hugging Face Hub, print its registry entry")
+    p = subparsers.add_parser(
+        "push",
+        help="upload a weights folder to the Hugging Face Hub, print its registry entry",
+        description="Upload a weights folder to a Hugging Face Hub repository (created if missing) and print the "
+        "entry, with its pinned revision and checksums, to add to clmae's registry of weights.",
+    )
     p.add_argument("folder", help="a folder written by clmae.save_pretrained or clmae convert")
     p.add_argument("repo_id", help="org/name on the Hub (created if missing)")
     p.add_argument("--revision", help="branch to commit to (default: main)")
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.set_defaults(func=_push)
 
-    p = subparsers.add_parser("pretrained", help="list the registry's pretrained weights and their status")
+    p = subparsers.add_parser(
+        "pretrained",
+        help="list the registry's pretrained weights and their status",
+        description="List the published weights of clmae's registry: name, aliases, method, status and Hub "
+        "repository. Load one with clmae.create_model(NAME, pretrained=True) or --model NAME.",
+    )
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*mae*'")
     p.set_defaults(func=_pretrained)

@@ -3,17 +3,7 @@
 This package knows architectures only; names of published weights are the weights registry's (:mod:`clmae.hub`).
 """
 
-from ._registry import FMNIST_CFG, SMALL_RGB_CFG, ArchSpec, default_pretrained_cfg, get_arch, list_models
-from .checks import check_input
-from .config import METHOD_TITLES, METHODS, PretrainingConfig
-from .decoder import MAEDecoder
-from .factory import check_config, create_encoder, create_pretraining_model
-from .masker import MaskingModule
-from .masking import num_keep, random_masking, topk_masking
-from .norm_eps import norm_eps, set_norm_eps
-from .patches import patchify, unpatchify
-from .pos_embed import sincos_2d
-from .pretrainer import CLMAE
+from .._lazy import lazy_package
 
 __all__ = [
     "CLMAE",
@@ -41,3 +31,34 @@ __all__ = [
     "topk_masking",
     "unpatchify",
 ]
+
+# Each name is imported from its module when first used (clmae._lazy), so that importing the package is cheap.
+lazy_package(
+    __name__,
+    {
+        "FMNIST_CFG": "._registry",
+        "SMALL_RGB_CFG": "._registry",
+        "ArchSpec": "._registry",
+        "default_pretrained_cfg": "._registry",
+        "get_arch": "._registry",
+        "list_models": "._registry",
+        "check_input": ".checks",
+        "METHOD_TITLES": ".methods",
+        "METHODS": ".methods",
+        "PretrainingConfig": ".config",
+        "MAEDecoder": ".decoder",
+        "check_config": ".factory",
+        "create_encoder": ".factory",
+        "create_pretraining_model": ".factory",
+        "MaskingModule": ".masker",
+        "num_keep": ".masking",
+        "random_masking": ".masking",
+        "topk_masking": ".masking",
+        "norm_eps": ".norm_eps",
+        "set_norm_eps": ".norm_eps",
+        "patchify": ".patches",
+        "unpatchify": ".patches",
+        "sincos_2d": ".pos_embed",
+        "CLMAE": ".pretrainer",
+    },
+)

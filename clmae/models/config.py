@@ -22,9 +22,7 @@ from timm.models.vision_transformer import VisionTransformer
 from .._overrides import coerce
 from . import losses
 from .masking import check_mask_ratio
-
-METHODS = ("clmae", "mae")
-METHOD_TITLES = {"clmae": "CL-MAE", "mae": "MAE"}
+from .methods import METHODS
 
 
 def check_method(method: str) -> str:

@@ -18,9 +18,10 @@ from ..data.preprocess import fit_channels
 from ._init import init_linear_and_norm
 from ._registry import get_arch
 from ._size import SIZE_ARGS, check_fits, stack_numel, too_large
-from .config import METHOD_TITLES, PretrainingConfig, check_encoder_kwargs
+from .config import PretrainingConfig, check_encoder_kwargs
 from .decoder import MAEDecoder
 from .masker import MaskingModule
+from .methods import METHOD_TITLES
 from .norm_eps import set_norm_eps
 from .pos_embed import sincos_2d
 from .pretrainer import CLMAE

@@ -1,8 +1,6 @@
 """Training: the per-iteration step and its optimizers, and the ``clmae train`` pretraining loop."""
 
-from .config import TrainConfig, list_recipes, load_recipe, resolve_config
-from .step import autocast_for, build_optimizers, compile_in_place, train_step
-from .trainer import train
+from .._lazy import lazy_package
 
 __all__ = [
     "TrainConfig",
@@ -15,3 +13,19 @@ __all__ = [
     "train",
     "train_step",
 ]
+
+# Each name is imported from its module when first used (clmae._lazy), so that importing the package is cheap.
+lazy_package(
+    __name__,
+    {
+        "TrainConfig": ".config",
+        "list_recipes": ".config",
+        "load_recipe": ".config",
+        "resolve_config": ".config",
+        "autocast_for": ".step",
+        "build_optimizers": ".step",
+        "compile_in_place": ".step",
+        "train_step": ".step",
+        "train": ".trainer",
+    },
+)

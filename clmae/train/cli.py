@@ -6,9 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..models import METHODS
-from .config import list_recipes
+from ..data.spec import forms_help
+from ..models.methods import METHODS
+from .recipes import list_recipes
 
+# The command line imports no torch: the handlers import what they run (``clmae --help`` stays fast).
 _TRAIN_EPILOG = """examples:
   clmae train --recipe clmae_fmnist_tiny --out runs/fmnist
   clmae train --recipe clmae_fmnist_tiny --method mae --out runs/fmnist_mae epochs=20 batch_size=50
@@ -78,8 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML/JSON file")
     p.add_argument(
         "--data",
-        help="fmnist, fmnist-sample, fmnist:FOLDER, synthetic:N, FOLDER or imagefolder:FOLDER (images at any depth), "
-        "wds:SHARDS (WebDataset tars), hfds:FOLDER[#SPLIT] (saved Hugging Face data set); see docs/data.md",
+        help=f"{forms_help()}; see docs/data.md",
     )
     p.add_argument("--out", help="output folder for config, metrics, checkpoints, pictures and weights")
     p.add_argument("--method", choices=METHODS, help="CL-MAE (learned masks) or the MAE baseline")
@@ -127,7 +128,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.set_defaults(func=_export)
 
-    v = subparsers.add_parser("visualize", help="draw a checkpoint's masks, reconstructions and loss history")
+    v = subparsers.add_parser(
+        "visualize",
+        help="draw a checkpoint's masks, reconstructions and loss history",
+        description="Draw the masks and reconstructions of a checkpoint written by clmae train on a few images, and "
+        "the run's loss history; prints the paths of the pictures.",
+    )
     v.add_argument("checkpoint", help="a checkpoint-*.pt written by clmae train")
     v.add_argument("--data", help="data spec for the images (default: the run's)")
     v.add_argument("--out", help="output folder (default: the checkpoint's)")

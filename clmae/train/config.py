@@ -20,10 +20,10 @@ import yaml
 
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
-from ..data.spec import check_outside, check_path
+from ..data.spec import check_outside, check_path, forms_help
 from ..models import PretrainingConfig, check_config
+from .recipes import RECIPES_DIR, list_recipes
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 DECODES = ("auto", "pil", "device")
 _MAX_SEED = 2**32 - 1 - 4096  # every process seeds numpy with seed + rank (timm's random_seed)
 
@@ -89,10 +89,7 @@ class TrainConfig:
     )
     data: str = option(
         "fmnist-sample",
-        "a data spec (:mod:`clmae.data.spec`): ``fmnist`` (Debian's Fashion-MNIST), ``fmnist-sample`` (the bundled "
-        "1,000 images), ``fmnist:FOLDER``, ``synthetic:N``, ``imagefolder:FOLDER`` / ``FOLDER`` (every image under "
-        "FOLDER), ``wds:SHARDS`` (WebDataset tar shards) or ``hfds:FOLDER[#SPLIT]`` (a saved Hugging Face data set); "
-        "see docs/data.md.",
+        f"a data spec, one of the forms of :data:`clmae.data.spec.FORMS`: {forms_help()}; see docs/data.md.",
         resumable=True,
     )
     augment: bool | None = option(
@@ -355,11 +352,6 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     for key, value in parse_pairs(overrides).items():
         _set(cfg, key, value)
     return cfg
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped with clmae."""
-    return sorted(p.stem for p in RECIPES_DIR.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
