@@ -1,0 +1,139 @@
+"""The static-buffer update (clmae.train.graph): on a CPU, train_step's weights and losses bit for bit."""
+
+import shutil
+
+import pytest
+import torch
+from conftest import tiny_pretrainer
+from test_train_trainer import tiny_config
+
+from clmae.data import DeviceImages, GlobalBatchSampler, PretrainingData
+from clmae.train import build_optimizers, train_step, trainer
+from clmae.train.batches import EpochBatches
+from clmae.train.checkpoint import checkpoint_path, load_checkpoint
+from clmae.train.graph import StaticUpdate
+from clmae.train.schedule import set_lr
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STEPS, EPOCHS, BATCH, ACCUM = 4, 5, 4, 2  # 20 updates of 2 micro-batches of 4 images
+LAMS = (1.0, 0.6, 0.2, -0.6, -1.0)  # one per epoch, as the curriculum changes it
+
+
+def _lr(step: int) -> float:
+    return 1e-3 * (step + 1) / 7  # a different, inexact double every update
+
+
+def _batches() -> EpochBatches:
+    # 32 x 32 uint8 images served augmented at 28 px: the gather, crop, resize and flip are all in the update
+    images = torch.randint(0, 256, (STEPS * BATCH * ACCUM, 1, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))  # fmt: skip
+    held = DeviceImages(images, (0.3,), (0.35,), 28, augment=True)
+    data = PretrainingData(held, held, held.mean, held.std, "random")
+    return EpochBatches(data, GlobalBatchSampler(held, BATCH, ACCUM, seed=5), "cpu", 28, 1)
+
+
+def _model(method):
+    model = tiny_pretrainer(method, depth=1)
+    return model, build_optimizers(model, 1e-3)
+
+
+@pytest.mark.parametrize("method", ["clmae", "mae"])
+def test_static_update_equals_train_step_bit_for_bit_for_20_updates(method):
+    batches = _batches()
+    eager, eager_opts = _model(method)
+    eager_stats, step = [], 0
+    for epoch, lam in enumerate(LAMS):
+        for s, (micro, _) in enumerate(batches.epoch(epoch)):
+            set_lr(eager_opts, _lr(step))
+            gens = batches.mask_generators(epoch, s) if method == "mae" else None
+            eager_stats.append(train_step(eager, micro, lam, *eager_opts, generator=gens))
+            step += 1
+
+    static_model, static_opts = _model(method)
+    update = StaticUpdate(static_model, static_opts, batches.data.dataset, BATCH, ACCUM, STEPS * ACCUM)
+    static_stats, step = [], 0
+    for epoch, lam in enumerate(LAMS):
+        for s, (micro, indices) in enumerate(update.epoch(batches.epoch_plan(epoch), lam)):
+            assert micro is None and len(indices) == ACCUM
+            seeds = batches.mask_seeds(epoch, s) if method == "mae" else None
+            static_stats.append({k: v.clone() for k, v in update(_lr(step), seeds).items() if k in eager_stats[0]})
+            step += 1
+
+    assert step == len(eager_stats) == 20 and not update.graphed
+    keys = {"mae_loss"} | ({"masker_loss", "rec", "gauss", "kl", "div", "score_mean"} if method == "clmae" else set())
+    assert set(eager_stats[0]) == keys
+    for a, b in zip(eager_stats, static_stats):
+        assert all(torch.equal(a[k], b[k]) for k in keys), (a, b)
+    assert len({float(s["mae_loss"]) for s in eager_stats}) > 10  # training moved: 20 distinct losses, not one
+    for (name, p), q in zip(eager.named_parameters(), static_model.parameters()):
+        assert torch.equal(p, q), name
+    for opt, other in zip(eager_opts, static_opts):
+        if opt is not None:
+            for p, q in zip(opt.param_groups[0]["params"], other.param_groups[0]["params"]):
+                assert torch.equal(opt.state[p]["exp_avg_sq"], other.state[q]["exp_avg_sq"])
+
+
+def test_its_indices_are_those_the_eager_batches_read_and_its_checkpoints_are_plain():
+    batches = _batches()
+    model, opts = _model("clmae")
+    update = StaticUpdate(model, opts, batches.data.dataset, BATCH, ACCUM, STEPS * ACCUM)
+    sampler = batches.sampler
+    sampler.set_epoch(1, 1)
+    expected = [i for i, _ in sampler]  # the DataLoader path's indices of epoch 1 from update 1 on
+    got = []
+    for _, indices in update.epoch(batches.epoch_plan(1, first=1), 0.5):
+        got += [int(i) for index in indices for i in index]
+    assert got == expected and len(got) == (STEPS - 1) * ACCUM * BATCH
+    update(2.5e-4)
+    assert update.lam.item() == 0.5 and update.lr.item() == 2.5e-4
+    saved = opts[0].state_dict()["param_groups"][0]
+    assert saved["lr"] == 2.5e-4 and isinstance(saved["lr"], float) and saved["capturable"] is False
+    assert opts[0].param_groups[0]["lr"] is update.lr  # the live optimizer still reads the tensor
+
+
+def test_mae_needs_one_mask_seed_per_micro_batch():
+    batches = _batches()
+    model, opts = _model("mae")
+    update = StaticUpdate(model, opts, batches.data.dataset, BATCH, ACCUM, STEPS * ACCUM)
+    next(update.epoch(batches.epoch_plan(0), 1.0))
+    with pytest.raises(ValueError, match="needs 2 mask seeds"):
+        update(1e-3, [7])
+
+
+def test_a_plan_longer_than_its_buffers_is_refused():
+    batches = _batches()
+    model, opts = _model("clmae")
+    update = StaticUpdate(model, opts, batches.data.dataset, BATCH, ACCUM, 2)
+    with pytest.raises(ValueError, match="does not fit 2 rows"):
+        next(update.epoch(batches.epoch_plan(0), 1.0))
+
+
+@pytest.mark.parametrize("method", ["clmae", "mae"])
+def test_cuda_graph_option_trains_as_the_eager_loop_and_resumes_bit_exactly(tmp_path, method, capsys):
+    common = {"method": method, "data": "fmnist-sample", "augment": True, "epoch_size": 48, "batch_size": 8,
+              "save_every_steps": 4, "log_every": 3, "mask_probe": 8}  # fmt: skip
+    eager = trainer.train(tiny_config(tmp_path / "eager", **common))
+    straight = trainer.train(tiny_config(tmp_path / "a", cuda_graph=True, **common))
+    assert "cuda_graph: not used" not in capsys.readouterr().out  # device-held data: the static update ran
+    mid = checkpoint_path(tmp_path / "a", 1, 8)  # 2 updates into the second epoch (6 updates each)
+    (tmp_path / "b").mkdir()
+    shutil.copy(mid, tmp_path / "b" / mid.name)
+    resumed = trainer.train(tiny_config(tmp_path / "b", cuda_graph=True, **common), resume="auto")
+    assert eager["step"] == straight["step"] == resumed["step"] == 12
+    final = [load_checkpoint(r["checkpoint"])["model"] for r in (eager, straight, resumed)]
+    assert all(torch.equal(final[0][k], f[k]) for f in final[1:] for k in final[0])
+    assert eager["history"] == [{**h, "seconds": e["seconds"], "images_per_s": e["images_per_s"]}
+                                for h, e in zip(straight["history"], eager["history"])]  # fmt: skip
+    assert straight["history"][-1]["mae_loss"] == resumed["history"][-1]["mae_loss"]
+
+
+def test_cuda_graph_on_files_says_why_it_is_not_used(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for i in range(8):
+        Image.new("L", (28, 28), 16 * i).save(tmp_path / "images" / f"{i}.png")
+    trainer.train(tiny_config(tmp_path / "run", data=str(tmp_path / "images"), epochs=1, cuda_graph=True))
+    out = capsys.readouterr().out
+    assert "cuda_graph: not used, the data is not held on the device" in out
