@@ -137,3 +137,110 @@ def test_cuda_graph_on_files_says_why_it_is_not_used(tmp_path, capsys):
     trainer.train(tiny_config(tmp_path / "run", data=str(tmp_path / "images"), epochs=1, cuda_graph=True))
     out = capsys.readouterr().out
     assert "cuda_graph: not used, the data is not held on the device" in out
+
+
+# The comparison call's choice of update path (tools/zoo): made-up calibration records for every branch.
+
+
+def _record(rate, losses, graph=None):
+    return {"images_per_s": rate, "losses": losses, **({} if graph is None else {"graph": graph})}
+
+
+LOSSES = [[1.0, 0.5], [0.9, 0.4], [0.8, 0.3]]
+
+
+def test_first_difference_uses_a_relative_bf16_tolerance():
+    from tools.zoo.calibrate import first_difference
+
+    assert first_difference([[1.0]], [[1.019]], 0.02) is None  # 1.9 % off: within
+    assert "update 1" in first_difference([[1.0]], [[1.021]], 0.02)  # 2.1 % off: beyond
+    assert "update 2" in first_difference([[1.0], [-2.0]], [[1.0], [-2.05]], 0.02)  # 2.5 % of 2
+    assert first_difference([[1.0]], [[float("nan")]], 0.02) is not None
+    assert "recorded" in first_difference([[1.0], [1.0]], [[1.0]], 0.02)
+
+
+def test_the_graphed_path_is_chosen_only_when_it_ran_agrees_and_is_faster():
+    from tools.zoo.calibrate import choose_path
+
+    equal = {"images_per_s": 900.0, "losses": [[v * 1.001 for v in row] for row in LOSSES], "error": None}
+    # two processes (all planned runs at once): the slowest of each path counts
+    got = choose_path([_record(500.0, LOSSES, equal), _record(450.0, LOSSES, {**equal, "images_per_s": 800.0})])
+    assert (got["path"], got["images_per_s"], got["eager_images_per_s"]) == ("graph", 800.0, 450.0)
+    assert got["why"].startswith("graph: 800 images/s per run against eager 450")
+
+    slower = choose_path([_record(500.0, LOSSES, {**equal, "images_per_s": 400.0})])
+    assert (slower["path"], slower["images_per_s"]) == ("eager", 500.0)
+    assert slower["why"] == "eager: graphed 400 images/s per run is not faster than eager 500"
+
+    off = [[1.0, 0.5], [0.9, 0.45], [0.8, 0.3]]  # update 2's masker loss 12.5 % off
+    differs = choose_path([_record(500.0, LOSSES, equal), _record(500.0, LOSSES, {**equal, "losses": off})])
+    assert differs["path"] == "eager" and "differ" in differs["why"] and "update 2" in differs["why"]
+
+    fails = choose_path([_record(500.0, LOSSES, {"error": "capture: operation not permitted"}), _record(510.0, LOSSES)])
+    assert fails["path"] == "eager" and fails["images_per_s"] == 500.0 and "not measured" in fails["why"]
+    fails = choose_path([_record(500.0, LOSSES, {"error": "capture: operation not permitted"})])
+    assert fails["why"] == "eager: the graphed update failed (capture: operation not permitted)"
+    assert "\n" not in fails["why"] and fails["graph_images_per_s"] is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"), [("faster", "graph"), ("slower", "eager"), ("differs", "eager"), ("fails", "eager")]
+)
+def test_the_schedule_trains_with_the_path_the_calibration_chose(monkeypatch, tmp_path, kind, path):
+    import argparse
+
+    from tools.zoo import fmnist
+    from tools.zoo.calibrate import choose_path
+
+    def calibrate(args, methods, batch, out, deadline):  # 12 runs at once, 500 eager images/s per run
+        eager = _record(500.0, LOSSES)
+        return choose_path([{**eager, "graph": fmnist._made_up_graph(eager, kind)}])
+
+    monkeypatch.setattr(fmnist, "calibrate", calibrate)
+    monkeypatch.setattr(fmnist, "_train_images", lambda spec: 1000)
+    values = {"data": "fmnist-sample", "batch_size": 256, "max_batch_size": 1024, "train_seconds": 100.0}
+    values.update(safety=1.0, min_epochs=50, max_epochs=200, min_seeds=3, max_seeds=5, no_diagnostics=False)
+    args = argparse.Namespace(**values, fallback_epochs=20)
+    choice = fmnist.choose_schedule(args, tmp_path, 1e12)
+    rate = 1000.0 if path == "graph" else 500.0  # made-up graphed records run at twice the eager rate
+    assert (choice["path"], choice["images_per_s_per_run"], choice["epochs"]) == (path, rate, rate * 100 / 1000)
+    assert choice["calibration"][256]["path"] == path and choice["why"].startswith(path + ":")
+    args.base_lr, args.device, args.mask_probe, args.override = 1e-3, "cpu", 0, []
+    command = fmnist.train_command(args, "clmae", 0, 2, tmp_path / "run", 256, None, choice["path"] == "graph")
+    assert ("cuda_graph=true" in command) == (path == "graph")
+
+
+def test_the_calibration_child_records_both_paths_and_the_cpu_never_graphs(tmp_path):
+    from tools.zoo import fmnist
+    from tools.zoo.calibrate import choose_path, time_updates
+
+    tiny = {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1,
+            "decoder_num_heads": 2, "masker_depth": 1}  # fmt: skip
+    eager = time_updates("mae", 4, "cpu", 1, 0, model_kwargs=tiny)
+    static = time_updates("mae", 4, "cpu", 1, 0, graph=True, model_kwargs=tiny)
+    assert len(eager["losses"]) == 3 and eager["losses"] == static["losses"]  # bit for bit on a CPU
+    assert static["graphed"] is False and static["error"] == "no CUDA graph on cpu"
+    out = tmp_path / "rate.json"
+    fmnist.calibrate_child("clmae", 4, "cpu", 1, out, probe=4, warmup=0)
+    import json
+
+    record = json.loads(out.read_text())
+    assert record["graph"] == {"error": "CUDA graphs need a CUDA device, not cpu"} and len(record["losses"]) == 3
+    assert choose_path([record])["why"].startswith("eager: the graphed update failed (CUDA graphs need")
+
+
+def test_the_plan_is_in_the_summary_before_any_run_trains(tmp_path, capsys):
+    import json
+
+    from tools.zoo import fmnist
+
+    out, back = tmp_path / "zoo", tmp_path / "back"
+    argv = ["--data", "fmnist-sample", "--device", "cpu", "--out", str(out), "--deliver", str(back), "--epochs", "3"]
+    argv += ["--train-deadline", "0", "--deadline", "0", "--batch-size", "64", "--cuda-graph", "--no-diagnostics"]
+    fmnist.main(argv)
+    printed = capsys.readouterr().out
+    assert "plan: graph updates, batch 64, 3 epochs, seeds [0, 1, 2] (6 runs at once), training unknown" in printed
+    assert printed.index("plan: ") < printed.index("training 6 runs")
+    plan = json.loads((back / "summary.json").read_text())["plan"]
+    assert plan == {"path": "graph", "why": "graph: --cuda-graph", "batch_size": 64, "epochs": 3,
+                    "seeds": [0, 1, 2], "runs": 6, "expected_train_seconds": None}  # fmt: skip
