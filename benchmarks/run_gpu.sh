@@ -144,7 +144,7 @@ step profile 90 $PY benchmarks/bench_step.py "${PROFILE[@]}" --steps 5 --warmup 
 # 5. the CUDA-only tests
 if [ "$SMOKE" != 1 ] && $PY -c "import pytest" 2>/dev/null; then
     CLMAE_TEST_DEVICE=cuda step cuda_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_step_equivalence.py \
-        tests/test_no_host_sync.py tests/test_pretrainer.py
+        tests/test_no_host_sync.py tests/test_pretrainer.py tests/test_graph_step.py
 fi
 echo "run_gpu.sh: $SECONDS s" | tee -a "$LOG"
 $PY -m tools.deliver "$RES" "$FINAL/run_gpu.tar.gz" --stage done --preset gpu >>"$LOG" 2>&1

@@ -39,7 +39,7 @@ def time_updates(
         batch: images per update.
         device: where to train.
         steps: timed updates.
-        warmup: untimed updates first (at least :data:`LOSSES` of them are recorded).
+        warmup: untimed updates first (the losses of the first :data:`LOSSES` of them are recorded).
         graph: the static-buffer update (:class:`clmae.train.graph.StaticUpdate`, a CUDA graph on CUDA) instead of
             :func:`clmae.train.train_step`.
         probe: images whose masks are recorded (the trainer's ``mask_probe``).
@@ -70,7 +70,6 @@ def time_updates(
     recorder = MaskProbe(probe, model.num_patches, dev) if probe else None
     errors: list[str] = []
     update = StaticUpdate(model, opts, held, batch, 1, batches.steps_per_epoch, log=errors.append) if graph else None
-    warmup = max(warmup, LOSSES)
     losses, done, epoch, start = [], 0, 0, time.perf_counter()
     while done < warmup + steps:  # as the trainer: each epoch's indices, seeds and crop boxes made once, on the device
         updates = update.epoch(batches.epoch_plan(epoch), 1.0) if update else batches.epoch(epoch)
@@ -90,7 +89,7 @@ def time_updates(
             if recorder:
                 for index, mask in zip(indices, stats["masks"]):
                     recorder.record(index, mask)
-            if done < LOSSES:  # during the warm-up: the host reads them outside the timed updates
+            if done < min(warmup, LOSSES):  # during the warm-up: the host reads them outside the timed updates
                 losses.append([float(stats[k]) for k in ("mae_loss", "masker_loss") if k in stats])
             done += 1
             if done == warmup + steps:
