@@ -12,6 +12,10 @@ It prints a table and writes JSON to ``benchmarks/results/``. Nothing here asser
     python benchmarks/bench_step.py --config vit_base_patch16_224:clmae:128 --compile
     python benchmarks/bench_step.py --config vit_base_patch16_224:clmae:256 --profile   # + a torch.profiler trace
 
+``--graph`` times instead the trainer's update on device-held data (random uint8 images, augmentation on the device),
+eagerly and as the static-buffer update of ``cuda_graph=true`` (captured and replayed as a CUDA graph on CUDA; eager
+elsewhere), and states whether the two paths' first losses agree (bf16 tolerance); one row per path.
+
 ``--profile`` adds, per configuration, a ``torch.profiler`` record of one iteration after the timed ones: the 20
 kernels with the most self time (CUDA kernels on a GPU, operators on a CPU) in ``profile_ARCH_METHOD_BATCH_*.txt``
 and the Chrome trace in ``profile_*.json.gz`` (open it in Perfetto or chrome://tracing).
@@ -136,6 +140,23 @@ def bench(
     }
 
 
+def bench_paths(name: str, method: str, batch: int, device: torch.device, steps: int, warmup: int, model_kwargs: dict):
+    """Rows of the trainer's update on device-held data: eager (``train_step``) and graphed (``cuda_graph=true``)."""
+    from tools.zoo.calibrate import BF16_RTOL, first_difference, time_updates
+
+    eager = time_updates(method, batch, str(device), steps, warmup, arch=name, model_kwargs=model_kwargs)
+    graph = time_updates(method, batch, str(device), steps, warmup, graph=True, arch=name, model_kwargs=model_kwargs)
+    differs = first_difference(eager["losses"], graph["losses"], BF16_RTOL)
+    common = {"arch": name, "method": method, "batch": batch, "model_kwargs": model_kwargs, "peak_memory_gib": None}
+    rows = []
+    for path, record in (("eager", eager), ("graph", graph)):
+        row = {**common, "path": path, "median_s": batch / record["images_per_s"], **record}
+        rows.append(row)
+    rows[1]["losses_agree"] = differs is None
+    rows[1]["losses_differ_at"] = differs
+    return rows
+
+
 def profile(
     name: str, method: str, batch: int, device: torch.device, compile: bool, model_kwargs: dict, out: str | Path
 ) -> Path:
@@ -186,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: capture only)")
     parser.add_argument("--profile", action="store_true", help="also a torch.profiler record of one iteration each")
+    parser.add_argument("--graph", action="store_true", help="the trainer's update: eager and cuda_graph=true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the JSON result")
     args = parser.parse_args(argv)
 
@@ -205,6 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in configs:
         name, method, batch = spec.split(":")
+        if args.graph:
+            flops = count_flops(name, method, int(batch), model_kwargs)
+            for row in bench_paths(name, method, int(batch), device, steps, warmup, model_kwargs):
+                row["gflop_per_image"] = flops / int(batch) / 1e9
+                row["mfu"] = flops / row["median_s"] / ceiling
+                rows.append(row)
+                note = row.get("error") or ("" if row["path"] == "eager" else f"losses agree: {row['losses_agree']}")
+                print(f"{name:24s} {method:6s} batch {int(batch):5d}  {row['path']:5s} {row['images_per_s']:10.1f} "
+                      f"img/s  MFU {100 * row['mfu']:5.1f}%  {note}")  # fmt: skip
+            continue
         row = bench(
             name,
             method,

@@ -9,14 +9,17 @@
 #  0. preflight: CUDA device (name, memory, compute mode), python/torch/torchvision/timm, free disk; stops in
 #     seconds with one line naming what is missing;
 #  1. the headline: images/s, MFU and peak memory of one CL-MAE and one MAE iteration (bf16) for ViT-B/16 at batch
-#     256 and ViT-T/4 28 px at batch 256 (and 4096 beside it), eager; then torch.compile; then CUDA graphs
-#     (compile mode reduce-overhead) for the small model;
+#     256 and ViT-T/4 28 px at batch 256 (and 4096 beside it), eager; then the small model's training update on
+#     device-held data, eager and graphed (cuda_graph=true: captured once, replayed; batch 256 and 1024, with
+#     whether the first losses agree); then torch.compile; then CUDA graphs (compile mode reduce-overhead) for the
+#     small model;
 #  2. the data path: PIL decoding in 16 DataLoader workers, then batched nvJPEG decoding + augmentation on the GPU;
 #  3. torchrun (NCCL, one process): ViT-B/16 training on JPEGs stopped after epoch 2, then resumed with --resume auto
 #     (only when the first run wrote its checkpoint);
 #  4. torch.profiler: the top kernels of one ViT-B/16 CL-MAE iteration (table, and a Chrome trace if it fits);
 #  5. the CUDA-only tests (bf16 step equivalence, no host synchronisation), after the main work.
-# Every step's timeout is cut to the time left, and a step with under 15 s left is skipped.
+# Every step's timeout is cut to the time left, and a step with under 15 s left is skipped; each step's own limit
+# scales with BUDGET (a rehearsal given a budget no machine reaches runs every step to its end).
 #
 # What comes back in $OUT: log.txt (everything printed, as it happens) and run_gpu.tar.gz (replaced atomically
 # after each step: the benchmark JSON files, each step's output, the training metrics, the profile; at most 14 MB,
@@ -43,7 +46,8 @@ LOG=$FINAL/log.txt
 # step NAME MAX_SECONDS COMMAND...: run with a timeout of MAX_SECONDS, or of the time left if shorter; its output
 # goes to the log and to RES/NAME.txt; then everything is handed back.
 step() {
-    local name=$1 max=$2 left=$((DEADLINE - SECONDS)) rc
+    # each step's limit is its share of the default 540 s budget, scaled with BUDGET
+    local name=$1 max=$(($2 * ${BUDGET:-540} / 540)) left=$((DEADLINE - SECONDS)) rc
     shift 2
     if [ "$left" -lt 15 ]; then
         echo "skipped (out of time): $name" | tee -a "$LOG" "$RES/skipped.txt"
@@ -94,9 +98,11 @@ fi
 cp "$LOG" "$RES/env.txt"
 cat "$LOG"
 
-# 1. the headline: eager, compiled, CUDA graphs
+# 1. the headline: eager, the graphed training update (cuda_graph=true), compiled, CUDA graphs of torch.compile
 step step_eager 120 $PY benchmarks/bench_step.py "${BENCH[@]}" "${HEAD[@]}" \
     $([ "$SMOKE" = 1 ] || echo --config vit_tiny_patch4_28:clmae:4096 --config vit_tiny_patch4_28:mae:4096) --out "$RES"
+step step_graphed 120 $PY benchmarks/bench_step.py "${BENCH[@]}" --graph "${SMALL[@]}" \
+    $([ "$SMOKE" = 1 ] || echo --config vit_tiny_patch4_28:clmae:1024 --config vit_tiny_patch4_28:mae:1024) --out "$RES"
 step step_compiled 180 $PY benchmarks/bench_step.py "${BENCH[@]}" "${COMPILE[@]}" "${HEAD[@]}" --out "$RES"
 step step_graphs 120 $PY benchmarks/bench_step.py "${BENCH[@]}" "${COMPILE[@]}" "${GRAPHS[@]}" "${SMALL[@]}" \
     --out "$RES"
@@ -138,7 +144,7 @@ step profile 90 $PY benchmarks/bench_step.py "${PROFILE[@]}" --steps 5 --warmup 
 # 5. the CUDA-only tests
 if [ "$SMOKE" != 1 ] && $PY -c "import pytest" 2>/dev/null; then
     CLMAE_TEST_DEVICE=cuda step cuda_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_step_equivalence.py \
-        tests/test_no_host_sync.py tests/test_pretrainer.py
+        tests/test_no_host_sync.py tests/test_pretrainer.py tests/test_graph_step.py
 fi
 echo "run_gpu.sh: $SECONDS s" | tee -a "$LOG"
 $PY -m tools.deliver "$RES" "$FINAL/run_gpu.tar.gz" --stage done --preset gpu >>"$LOG" 2>&1

@@ -26,7 +26,11 @@
 # summary.json, weights_returned).
 # `python -m tools.zoo.publish ZOO_DIR` turns the unpacked results plus those weights into the bundled weights.
 #
-# SMOKE=1 runs every stage on the CPU with a tiny model, calibration included, on the bundled sample (a few minutes).
+# The calibration times both update paths, eager and graphed (cuda_graph=true: the update captured as a CUDA graph),
+# checks that the graphed one gives eager's first losses (bf16 tolerance) and trains with it only if it is also faster;
+# the plan (path, batch, epochs, seeds, expected seconds) is printed and in summary.json before training starts.
+# SMOKE=1 runs every stage on the CPU with a tiny model, calibration included, on the bundled sample (a few minutes);
+# its graphed calibration records are made up (FAKE_GRAPH: faster (default), slower, differs or fails).
 # Knobs: SEEDS (fixed seeds, e.g. "0 1 2"; default: chosen by the calibration), TRAIN_SECONDS (training time the
 # epochs are sized for, 250), CALIBRATE_SECONDS (90), TRAIN_DEADLINE (seconds after start at which training stops,
 # 370), DEADLINE (the whole pipeline, 480), FT_EPOCHS (fine-tuning epochs, 5; 0 for none), DIAGNOSTICS (1 or 0),
@@ -69,7 +73,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
     --max-batch-size 50 --calibrate-steps 1 --calibrate-warmup 1 --min-epochs 2 --max-epochs 2 --fallback-epochs 2
     --train-seconds "${TRAIN_SECONDS:-20}" --calibrate-seconds "${CALIBRATE_SECONDS:-180}" --linear-epochs 1
     --finetune-epochs "${FT_EPOCHS:-1}" --limit 200 --mask-probe 100 --parallel-eval 2 --workers 0
-    --reference-seeds 1 --override epoch_size=200 "${tiny[@]}")
+    --reference-seeds 1 --override epoch_size=200 --fake-graph "${FAKE_GRAPH:-faster}" "${tiny[@]}")
 else
   args=(--data "fmnist:$FMNIST" --device cuda --epochs auto --min-epochs 50 --min-seeds 3 --max-seeds 5
     --train-seconds "${TRAIN_SECONDS:-250}" --calibrate-seconds "${CALIBRATE_SECONDS:-90}"

@@ -188,7 +188,7 @@ def test_each_field_is_declared_once_with_its_rules():
     assert resumable_fields() == {
         "recipe", "data", "num_workers", "device", "compile", "out", "save_every", "save_every_steps",
         "keep_checkpoints", "log_every", "vis_every", "vis_images", "mask_probe", "decode", "export", "progress",
-        "batch_size", "accum_iter", "global_batch", "term_grace", "allow_data_change",
+        "batch_size", "accum_iter", "global_batch", "term_grace", "allow_data_change", "cuda_graph",
     }  # fmt: skip
     # docs/cli.md names the same fields
     text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()

@@ -150,7 +150,7 @@ class EpochBatches:
         # (indices, seeds) of this process's micro-batches, on the device for the whole epoch (no copy per step):
         # the device path reads them; the DataLoader reads the same ones through the sampler; the probe names images.
         plan = [t.to(self.device) for t in self.sampler.plan()] if self.held or self.with_indices else None
-        crops = self.data.dataset.crop_plan(plan[1]) if self.held and self.data.dataset.augment else None  # per epoch
+        crops = self._crop_plan(plan[1]) if self.held else None  # per epoch
         loaded = None
         if self.loader is not None:
             # the DataLoader draws a seed: keep it off the run's RNG; its workers start with SIGINT/SIGTERM held back
@@ -167,6 +167,20 @@ class EpochBatches:
                 micro = [next(loaded).to(self.device, non_blocking=True) for _ in rows]
             yield micro, indices
 
+    def _crop_plan(self, seeds: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        return self.data.dataset.crop_plan(seeds) if self.data.dataset.augment else None
+
+    def epoch_plan(self, epoch: int, first: int = 0) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Device-held data: what :meth:`epoch` serves from update ``first`` on, as two plans on the device: image
+        indices ``[micro-batches, batch_size]`` int64 and the crop boxes and flips of the augmentation
+        (:meth:`~clmae.data.device.DeviceImages.crop_plan`, ``None`` without augmentation); row ``k`` is the
+        ``k``-th micro-batch :meth:`epoch` yields."""
+        if not self.held:
+            raise ValueError("epoch_plan needs a device-held data set (DeviceImages)")
+        self.sampler.set_epoch(epoch, first)
+        index, seeds = (t.to(self.device) for t in self.sampler.plan())
+        return index, self._crop_plan(seeds)
+
     @staticmethod
     def _crop(crops: tuple[torch.Tensor, ...] | None, k: int) -> list[torch.Tensor] | None:
         return None if crops is None else [c[k] for c in crops]
@@ -175,9 +189,13 @@ class EpochBatches:
         """MAE's random masks of update ``step`` of ``epoch``: one generator per micro-batch, seeded by the sampler's
         chunk number (``(step * accum + a) * world_size + rank``), so that the masks do not depend on how the global
         batch is split between processes and accumulation, nor on where a run was resumed."""
+        return [torch.Generator(self.device).manual_seed(seed) for seed in self.mask_seeds(epoch, step)]
+
+    def mask_seeds(self, epoch: int, step: int) -> list[int]:
+        """The seeds of :meth:`mask_generators`."""
         s = self.sampler
         chunks = [(step * s.accum_iter + a) * s.num_replicas + s.rank for a in range(s.accum_iter)]
-        return [torch.Generator(self.device).manual_seed(item_seed(s.seed, epoch, -1 - c)) for c in chunks]
+        return [item_seed(s.seed, epoch, -1 - c) for c in chunks]
 
 
 def training_batches(cfg: TrainConfig, model: CLMAE, world_size: int, rank: int, device: torch.device) -> EpochBatches:

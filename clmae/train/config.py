@@ -166,6 +166,13 @@ class TrainConfig:
     compile: bool = option(
         False, "``torch.compile`` the encoder blocks, the decoder and the masking module.", resumable=True
     )
+    cuda_graph: bool = option(
+        False,
+        "device-held data (e.g. fmnist): run each update from buffers allocated once and, on CUDA, replay it as a "
+        "captured CUDA graph (fewer kernel launches for small models); elsewhere, or if capture fails, the same update "
+        "runs eagerly.",
+        resumable=True,
+    )
     out: str = option("runs/clmae", "output folder.", resumable=True)
     save_every: int = option(
         1, "write a checkpoint every this many epochs (and always at the end).", at_least=1, resumable=True

@@ -72,6 +72,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .export import export_complete, export_pretrained, remove_export_debris
+from .graph import static_update
 from .init import init_architecture, initialize, preprocessing_note
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
@@ -305,6 +306,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         compile_in_place(model)
     ddp = wrap_ddp(model, info)
     sync_masker = all_reduce_grads if info.distributed else None
+    static = static_update(cfg, info.distributed, model, optimizers, batches, log) if cfg.cuda_graph else None
 
     # Outputs (rank 0 only): config, metrics (cut back to the checkpoint when resuming), pictures.
     metrics = _outputs(cfg, master, run.step if ckpt else None)
@@ -339,22 +341,26 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         if probe:
             probe.reset()
         t_epoch = t_log = time.perf_counter()
-        for micro, indices in batches.epoch(epoch, first):
+        updates = static.epoch(batches.epoch_plan(epoch, first), lam) if static else batches.epoch(epoch, first)
+        for micro, indices in updates:
             lr = lr_at(run.step, total_steps, warmup_steps, lr_max, cfg.min_lr)
-            set_lr(optimizers, lr)
-            gens = batches.mask_generators(epoch, run.epoch_step) if model.masker is None else None  # MAE's masks
             log_now = (run.step + 1) % cfg.log_every == 0
-            stats = train_step(
-                model,
-                micro,
-                lam,
-                *optimizers,
-                amp=cfg.amp,
-                generator=gens,
-                ddp=ddp,
-                sync_masker_grads=sync_masker,
-                return_masks=log_now or probe is not None,
-            )
+            if static:  # the same update from buffers allocated once (a CUDA graph's replay on CUDA)
+                stats = static(lr, batches.mask_seeds(epoch, run.epoch_step) if model.masker is None else None)
+            else:
+                set_lr(optimizers, lr)
+                gens = batches.mask_generators(epoch, run.epoch_step) if model.masker is None else None  # MAE's masks
+                stats = train_step(
+                    model,
+                    micro,
+                    lam,
+                    *optimizers,
+                    amp=cfg.amp,
+                    generator=gens,
+                    ddp=ddp,
+                    sync_masker_grads=sync_masker,
+                    return_masks=log_now or probe is not None,
+                )
             if probe:
                 for index, mask in zip(indices, stats["masks"]):
                     probe.record(index, mask)

@@ -48,6 +48,7 @@ from clmae.models import METHOD_TITLES, METHODS
 
 from ._jobs import clmae_command as _clmae
 from ._jobs import run_all as _run_all
+from .calibrate import choose_path
 from .report import curriculum_figure, mask_report, summarize
 
 ARCH = "vit_tiny_patch4_28"
@@ -70,64 +71,48 @@ def _train_images(spec: str) -> int:
 
 
 def calibrate_child(
-    method: str, batch: int, device: str, steps: int, out: Path, probe: int = 1000, warmup: int = 15
+    method: str,
+    batch: int,
+    device: str,
+    steps: int,
+    out: Path,
+    probe: int = 1000,
+    warmup: int = 15,
+    fake_graph: str | None = None,
 ) -> None:
-    """Time ``steps`` updates of the trainer's loop (after ``warmup`` ones) on random uint8 images held on the device:
-    its batches (:class:`clmae.train.batches.EpochBatches`: augmentation on the device), the training step
-    (:func:`clmae.train.train_step`), the mask probe. Writes images/s to ``out``."""
-    import torch
+    """Time ``steps`` updates of the trainer's loop (after ``warmup`` ones) on random uint8 images held on the device
+    (:func:`tools.zoo.calibrate.time_updates`): eagerly, then on CUDA as the graphed update (``cuda_graph=true``).
+    Writes images/s and the first losses of both to ``out``. ``fake_graph`` (CPU rehearsals) replaces the graphed
+    record by a made-up one: ``faster``, ``slower``, ``differs`` or ``fails``."""
+    from .calibrate import time_updates
 
-    from clmae.data import DeviceImages, GlobalBatchSampler, PretrainingData
-    from clmae.models import create_pretraining_model
-    from clmae.train import build_optimizers, train_step
-    from clmae.train.batches import EpochBatches
-    from clmae.train.probe import MaskProbe
-
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    model = create_pretraining_model(ARCH, method).to(dev).train()
-    mae_opt, masker_opt = build_optimizers(model, 1e-4)
-    images = torch.randint(0, 256, (max(4 * batch, 4096), 1, 28, 28), dtype=torch.uint8)
-    held = DeviceImages(images, (0.286,), (0.353,), 28, augment=True)
-    data = PretrainingData(held, held, held.mean, held.std, "random uint8 images")
-    batches = EpochBatches(data, GlobalBatchSampler(held, batch, 1, 1, 0), dev, 28, 1, with_indices=bool(probe))
-    recorder = MaskProbe(probe, model.num_patches, dev) if probe else None
-    done, epoch = 0, 0
-    while done < warmup + steps:  # as the trainer: each epoch's indices, seeds and crop boxes made once, on the device
-        for s, (micro, indices) in enumerate(batches.epoch(epoch)):
-            if done == warmup:
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-            gens = batches.mask_generators(epoch, s) if model.masker is None else None
-            stats = train_step(
-                model, micro, 1.0 - 2.0 * (done % 2), mae_opt, masker_opt, generator=gens, return_masks=True
-            )
-            if recorder:
-                for index, mask in zip(indices, stats["masks"]):
-                    recorder.record(index, mask)
-            done += 1
-            if done == warmup + steps:
-                break
-        epoch += 1
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    out.write_text(
-        json.dumps(
-            {
-                "method": method,
-                "batch": batch,
-                "steps": steps,
-                "seconds": seconds,
-                "images_per_s": steps * batch / seconds,
-            }
-        )
-    )
+    record = {"method": method, "batch": batch, "steps": steps}
+    record.update(time_updates(method, batch, device, steps, warmup, probe=probe))
+    if fake_graph is not None:
+        graph = _made_up_graph(record, fake_graph)
+    elif device.startswith("cuda"):
+        graph = time_updates(method, batch, device, steps, warmup, graph=True, probe=probe)
+    else:
+        graph = {"error": f"CUDA graphs need a CUDA device, not {device}"}
+    record["graph"] = graph
+    out.write_text(json.dumps(record))
 
 
-def calibrate(args: argparse.Namespace, methods: list[str], batch: int, out: Path, deadline: float) -> float:
-    """Images/s per run while one calibration process per planned run (``methods``) trains at once: the slowest.
+def _made_up_graph(eager: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A graphed calibration record for a CPU rehearsal of every branch of :func:`tools.zoo.calibrate.choose_path`."""
+    rate, losses = eager["images_per_s"], eager["losses"]
+    if kind == "fails":
+        return {"error": "made-up capture failure (rehearsal)", "graphed": False}
+    if kind == "differs":
+        return {"images_per_s": 2 * rate, "losses": [[v * 1.5 for v in row] for row in losses], "graphed": True}
+    if kind not in ("faster", "slower"):
+        raise ValueError(f"fake_graph must be faster, slower, differs or fails, got {kind!r}")
+    return {"images_per_s": rate * (2 if kind == "faster" else 0.5), "losses": losses, "graphed": True}
+
+
+def calibrate(args: argparse.Namespace, methods: list[str], batch: int, out: Path, deadline: float) -> dict[str, Any]:
+    """Images/s per run while one calibration process per planned run (``methods``) trains at once (the slowest), of
+    the path :func:`tools.zoo.calibrate.choose_path` chooses (graphed when it is proven equal and faster).
 
     Raises:
         RuntimeError: a process failed or the deadline came first.
@@ -140,12 +125,14 @@ def calibrate(args: argparse.Namespace, methods: list[str], batch: int, out: Pat
         cmd = [sys.executable, "-m", "tools.zoo.fmnist", "--calibrate-child", method, "--batch-size", str(batch)]
         cmd += ["--device", args.device, "--out", str(f.resolve()), "--mask-probe", str(args.mask_probe)]
         cmd += ["--calibrate-steps", str(args.calibrate_steps), "--calibrate-warmup", str(args.calibrate_warmup)]
+        if getattr(args, "fake_graph", None):
+            cmd += ["--fake-graph", args.fake_graph]
         jobs.append((f"calibrate {method} #{k} batch {batch}", cmd, f.with_suffix(".log")))
     _run_all(jobs, len(jobs), deadline, cwd=ROOT)
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     if len(found) < len(jobs):
         raise RuntimeError(f"calibration at batch {batch} failed or ran out of time: see {folder}/*.log")
-    return min(r["images_per_s"] for r in found)
+    return choose_path(found)
 
 
 def planned_methods(seeds: int, diagnostics: bool) -> list[str]:
@@ -176,12 +163,18 @@ def choose_schedule(args: argparse.Namespace, out: Path, deadline: float) -> dic
     batch = args.batch_size
     while batch <= args.max_batch_size:
         try:
-            rate = calibrate(args, most, batch, out, deadline)
+            got = calibrate(args, most, batch, out, deadline)
         except RuntimeError as e:
             notes.append(str(e))
             print(f"  calibration stopped: {e}", flush=True)
             break
-        measured[batch] = {"images_per_s_per_run": rate, "epochs": epochs_at(rate), "runs": len(most)}
+        # calibrate's choice of path (a bare number: an eager rate, no graphed path measured)
+        rate, path = (
+            (got["images_per_s"], {"path": got["path"], "why": got["why"]}) if isinstance(got, dict) else (got, {})
+        )
+        measured[batch] = {"images_per_s_per_run": rate, "epochs": epochs_at(rate), "runs": len(most), **path}
+        if path:
+            print(f"  batch {batch}: {path['why']}", flush=True)
         print(f"  batch {batch}: {rate:.0f} images/s per run with {len(most)} runs at once -> {epochs_at(rate)} epochs")
         if epochs_at(rate) >= args.min_epochs:
             return {
@@ -192,6 +185,7 @@ def choose_schedule(args: argparse.Namespace, out: Path, deadline: float) -> dic
                 "calibration": measured,
                 "train_images": images,
                 "notes": notes,
+                **_path_of(measured[batch], rate),
             }
         batch *= 2
     if not measured:
@@ -203,6 +197,9 @@ def choose_schedule(args: argparse.Namespace, out: Path, deadline: float) -> dic
             "calibration": {},
             "train_images": images,
             "notes": [*notes, f"no calibration finished: fallback of {args.fallback_epochs} epochs"],
+            "path": "eager",
+            "why": "eager: no calibration finished",
+            "images_per_s_per_run": None,
         }
     best = (args.min_seeds, max(measured, key=lambda b: measured[b]["epochs"]))
     for seeds in range(args.max_seeds - 1, args.min_seeds - 1, -1):
@@ -225,7 +222,23 @@ def choose_schedule(args: argparse.Namespace, out: Path, deadline: float) -> dic
         "calibration": measured,
         "train_images": images,
         "notes": notes,
+        **_path_of(measured[batch], rate),
     }
+
+
+def _path_of(measured: dict[str, Any], rate: float) -> dict[str, Any]:
+    """The schedule's update path (``cuda_graph=true`` when ``"graph"``), why, and the rate per run it expects."""
+    return {"path": measured.get("path", "eager"), "why": measured.get("why", "eager"), "images_per_s_per_run": rate}
+
+
+def plan_line(plan: dict[str, Any]) -> str:
+    """The schedule in one line, printed before training (as written to ``summary.json``'s ``plan``)."""
+    secs = plan["expected_train_seconds"]
+    expect = "unknown" if secs is None else f"about {secs:.0f} s"
+    return (
+        f"plan: {plan['path']} updates, batch {plan['batch_size']}, {plan['epochs']} epochs, seeds {plan['seeds']} "
+        f"({plan['runs']} runs at once), training {expect} ({plan['why']})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,9 +266,12 @@ def train_command(
     run: Path,
     batch: int,
     fixed_lambda: float | None = None,
+    cuda_graph: bool = False,
 ) -> list[str]:
-    """The ``clmae train`` command of one run (``fixed_lambda``: a labelled diagnostic, not CL-MAE)."""
+    """The ``clmae train`` command of one run (``fixed_lambda``: a labelled diagnostic, not CL-MAE; ``cuda_graph``:
+    the graphed update)."""
     extra = [] if fixed_lambda is None else [f"fixed_lambda={fixed_lambda:g}"]
+    extra += ["cuda_graph=true"] if cuda_graph else []
     return _clmae(
         "train",
         "--recipe",
@@ -476,6 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="stop everything this many seconds after start")
     p.add_argument("--limit", type=int, default=None, help="evaluate on this many training images (smoke tests)")
     p.add_argument("--calibrate-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cuda-graph", action="store_true", help="fixed --epochs: train with cuda_graph=true")
+    p.add_argument(
+        "--fake-graph",
+        choices=("faster", "slower", "differs", "fails"),
+        default=None,
+        help="CPU rehearsal: made-up graphed calibration records",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.calibrate_child:
@@ -488,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             args.mask_probe,
             args.calibrate_warmup,
+            args.fake_graph,
         )
         return 0
     if not 1 <= args.min_seeds <= args.max_seeds:
@@ -527,10 +551,20 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or list(range(choice["seeds"]))
         batch, epochs = choice["batch_size"], choice["epochs"]
         info["calibration"] = {k: v for k, v in choice.items() if k not in ("batch_size", "epochs")}
+        path, why, rate = choice["path"], choice["why"], choice["images_per_s_per_run"]
     else:
         seeds = args.seeds or list(range(args.min_seeds))
         batch, epochs = args.batch_size, int(args.epochs)
+        path, why = ("graph", "graph: --cuda-graph") if args.cuda_graph else ("eager", "eager: fixed schedule")
+        rate = None
     info.update(seeds=seeds, batch_size=batch, epochs=epochs, warmup_epochs=epochs / 5)
+    n_runs = len(seeds) * len(METHODS) + (0 if args.no_diagnostics else len(DIAGNOSTICS))
+    if rate is not None and args.seeds and len(args.seeds) != choice["seeds"]:  # fixed seeds: the rate scales
+        rate = rate * len(planned_methods(choice["seeds"], not args.no_diagnostics)) / n_runs
+    expected = None if rate is None else epochs * choice["train_images"] / rate
+    info["plan"] = {"path": path, "why": why, "batch_size": batch, "epochs": epochs, "seeds": seeds, "runs": n_runs,
+                    "expected_train_seconds": expected}  # fmt: skip
+    print(plan_line(info["plan"]), flush=True)
 
     # The runs: every method x seed, and the labelled diagnostics of the first seed.
     first = seeds[0]
@@ -551,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. training; runs still going at the training deadline are exported from their newest checkpoint
     t0 = time.time()
     paths = {name: out / "runs" / name for name in runs}
-    commands = {name: train_command(args, m, s, epochs, paths[name], batch, lam) for name, (m, s, lam) in runs.items()}
+    graphed = path == "graph"
+    commands = {n: train_command(args, m, s, epochs, paths[n], batch, lam, graphed) for n, (m, s, lam) in runs.items()}
     jobs = [(name, commands[name], out / "logs" / f"{name}.train.log") for name in runs]
     train_status = _run_all(jobs, len(jobs), train_deadline)
     info["train_seconds"] = time.time() - t0
