@@ -67,3 +67,17 @@ def test_extraction_and_linear_probe_log_progress(capsys, monkeypatch):
     linear_probe_cached(x, y, x, y, 2, LinearProbeConfig(epochs=2, warmup_epochs=1, batch_size=8))
     err = capsys.readouterr().err
     assert "linear probe: epoch 1/2, train loss " in err and "linear probe: epoch 2/2" in err
+
+
+def test_finetune_logs_batches_and_epochs(capsys, monkeypatch):
+    from clmae.eval import resolve_model
+    from clmae.eval.finetune import FinetuneConfig, finetune
+
+    monkeypatch.setattr(prog, "EVERY_S", 0.0)
+    model = resolve_model("vit_tiny_patch4_28", overrides={"embed_dim": 16, "depth": 1, "num_heads": 2}, init_seed=0)
+    data = TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8) % 2)
+    cfg = FinetuneConfig(epochs=2, warmup_epochs=1, batch_size=4, mixup=0, cutmix=0, smoothing=0, drop_path=0)
+    finetune(model, data, data, 2, cfg, "cpu")
+    err = capsys.readouterr().err
+    assert "fine-tune epoch 2/2: 2/2 batches (100%)" in err  # 8 images, batch 4
+    assert "fine-tune: epoch 1/2, train loss " in err and "fine-tune: epoch 2/2, train loss " in err
