@@ -14,11 +14,13 @@ The whole path a user takes, with the same commands you would type (each is prin
 What to expect from the check with the default images: no gain. They are 1,000 of the Fashion-MNIST training
 pictures the starting weights were pretrained on (all 60,000 of them, for 9 epochs), so 20 more updates have nothing
 new to learn, and the two kNN accuracies differ by noise (a couple of points either way: one standard error on the
-500 validation images is about 2 points). The example shows the mechanics; continued pretraining pays off on images
-unlike those the weights were trained on (your own ``--images``), with more epochs than this quick run.
+500 validation images is about 2 points). The example shows the mechanics. Continued pretraining is meant for
+images unlike those the weights were trained on (your own ``--images``), and needs more updates than this quick run
+makes to show an effect: on the same pictures inverted (a look the weights never saw), its 20 updates moved the
+weighted kNN from 57.2 % to 59.6 % and CL-MAE's k=5 kNN not at all, both within noise.
 
 Time: about 2 minutes on two idle CPU cores (101 s measured), and many times that when other work shares the
-cores (20 minutes with a load average of 10 on the same two cores).
+cores (31 minutes with a load average of 8 to 17 on the same two cores).
 
     python examples/pretrain_own_images.py                      # 1,000 images, 2 epochs
     python examples/pretrain_own_images.py --images my_photos/ --model vit_tiny_patch4_32 --init vit_t_fmnist
@@ -129,7 +131,7 @@ def main() -> None:
     if not args.images:
         print(
             "(expected: these images are Fashion-MNIST training pictures the starting weights were pretrained on, so "
-            "a short continued run has nothing new to learn; it pays off on images unlike the pretraining data)"
+            "a short continued run has nothing new to learn; it is meant for images unlike the pretraining data)"
         )
 
 
