@@ -86,7 +86,8 @@ def run_demo(
         ref, weighted = 100 * acc["reference"], 100 * acc["weighted"]
         print(f"  {label:<18} kNN top-1: {ref:.2f}% (k=5, CL-MAE's protocol), {weighted:.2f}% (k=20 weighted)")
 
-    mask_picture(model, test[0][:num_shown], (MEAN,), (STD,)).save(out / "masks.png")
+    title = f"{weights}: {round(100 * model.mask_ratio)}% of the patches hidden, chosen by its learned masking module"
+    mask_picture(model, test[0][:num_shown], (MEAN,), (STD,), title).save(out / "masks.png")
     seconds = time.perf_counter() - start
     metrics = {
         "weights": weights,

@@ -27,6 +27,12 @@ def test_pretrain_own_images_example(tmp_path, monkeypatch, capsys):
     start, continued = clmae.load_pretrained("vit_t_fmnist"), clmae.load_pretrained(work / "run" / "export")
     changed = [k for k, v in start.state_dict().items() if not torch.equal(v, continued.state_dict()[k])]
     assert changed and "init" in json.loads((work / "run" / "export" / "train_config.json").read_text())
+    top1 = {}
     for name in ("continued", "start"):
         metrics = json.loads((work / f"knn_{name}.json").read_text())["metrics"]
         assert 0.3 < metrics["weighted"]["top1"] <= 1.0  # ten classes: far above chance
+        top1[name] = metrics["weighted"]["top1"]
+    # The closing line compares the two and says how large noise is: sqrt(p (1 - p) / 100) on the 100 val images.
+    delta, se = 100 * (top1["continued"] - top1["start"]), 100 * (top1["start"] * (1 - top1["start"]) / 100) ** 0.5
+    assert f"top-1 by {delta:+.1f} points; one standard error on 100 validation images is {se:.1f} points" in out
+    assert "has nothing new to learn" in out

@@ -10,7 +10,7 @@ import clmae
 from clmae.cli import main
 from clmae.data import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.demo import run_demo, run_train_demo
-from clmae.viz import ROW_LABEL_WIDTH
+from clmae.viz import ROW_LABEL_WIDTH, SCALE_WIDTH, TITLE_HEIGHT
 
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_ROOT / "train-images-idx3-ubyte.gz").exists(),
@@ -84,7 +84,10 @@ def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
         assert metrics["knn_top1"][name]["reference"] == pytest.approx(harness["reference"]["top1"], abs=0.003)
         assert metrics["knn_top1"][name]["weighted"] == pytest.approx(harness["weighted"]["top1"], abs=0.003)
     with Image.open(tmp_path / "masks.png") as picture:  # 10 images x 5 labelled rows
-        assert picture.size == (ROW_LABEL_WIDTH + 10 * (28 * 4 + 2) + 2, 5 * (28 * 4 + 2) + 2)
+        assert picture.size == (
+            ROW_LABEL_WIDTH + 10 * (28 * 4 + 2) + 2 + SCALE_WIDTH,
+            TITLE_HEIGHT + 5 * (28 * 4 + 2) + 2,
+        )
     assert json.loads((tmp_path / "metrics.json").read_text())["knn_top1"] == metrics["knn_top1"]
 
 
@@ -93,7 +96,10 @@ def test_train_demo_writes_masks_and_metrics(tmp_path):
     metrics = run_train_demo(tmp_path, epochs=2, batch_size=50, num_images=100)
     assert [h["lambda"] for h in metrics["history"]] == [1.0] * 2 + [-1.0] * 2
     with Image.open(tmp_path / "masks.png") as picture:  # 10 images x 5 labelled rows
-        assert picture.size == (ROW_LABEL_WIDTH + 10 * (28 * 4 + 2) + 2, 5 * (28 * 4 + 2) + 2)
+        assert picture.size == (
+            ROW_LABEL_WIDTH + 10 * (28 * 4 + 2) + 2 + SCALE_WIDTH,
+            TITLE_HEIGHT + 5 * (28 * 4 + 2) + 2,
+        )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert len(saved["history"]) == 4 and saved["arch"] == "vit_tiny_patch4_28"
 

@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
-from tqdm import tqdm
 
 from .._io import follow_umask
+from .._progress import progress
 from ..data.preprocess import EVAL_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, eval_is_identity, normalize, pil_mode
 from ..data.transforms import eval_transform
 from .data import EvalData
@@ -96,7 +96,7 @@ def extract_features(
         batch_size: images per forward pass.
         device: where the encoder runs.
         num_workers: data-loading processes.
-        desc: show a progress bar (on a terminal only) with this title.
+        desc: show progress with this title: a bar on a terminal, a plain line every 30 s otherwise.
         features: any of :data:`FEATURES`: ``cls`` (class token after the final norm, MAE's linear probe),
             ``avg`` (mean of the patch tokens, CL-MAE's kNN), ``pooled`` (the model's own pooling,
             ``forward_head(pre_logits=True)``) and ``patch`` (all patch tokens, ``[N, L, D]``).
@@ -116,8 +116,8 @@ def extract_features(
     out: dict[str, list[torch.Tensor]] = {f: [] for f in features}
     labels = []
     try:
-        # disable=None: the bar shows on a terminal only, never in logs or tests
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=None if desc else True):
+        # A bar on a terminal, a plain line every 30 s in a log file
+        for batch in progress(batches, desc):
             x, y = batch if isinstance(batch, (list, tuple)) else (batch, None)
             if y is not None:
                 labels.append(y)
@@ -211,7 +211,7 @@ def extract_tensor_features(
     images = images.to(dev)
     out: dict[str, list[torch.Tensor]] = {f: [] for f in features}
     starts = range(0, images.shape[0], batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=None if desc else True):
+    for start in progress(starts, desc):
         x = normalize_uint8(images[start : start + batch_size], cfg)
         for f, value in _batch_features(encoder, x, dev, features).items():
             out[f].append(value)

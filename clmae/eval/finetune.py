@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._compat import param_groups_layer_decay
+from .._progress import EpochLog, progress
 from ..data.augment_finetune import DeviceTrainAugment
 from ..data.sampler import item_seeds
 from ..train.schedule import check_schedule, lr_at, peak_lr
@@ -236,10 +237,12 @@ def finetune(
             return iter(loader)
 
     loss_value = float("nan")
+    epoch_log = EpochLog("fine-tune", cfg.epochs)
     for epoch in range(cfg.epochs):
         net.train()
         total, n = torch.zeros((), dtype=torch.float64, device=dev), 0
-        for step, (x, y) in enumerate(epoch_batches(epoch)):
+        batches = progress(epoch_batches(epoch), f"fine-tune epoch {epoch + 1}/{cfg.epochs}", steps, leave=False)
+        for step, (x, y) in enumerate(batches):
             lr = lr_at(epoch * steps + step, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr, cfg.min_lr)
             for group in opt.param_groups:  # layer-wise decay: timm's groups carry their scale (MAE's lr_sched)
                 group["lr"] = lr * group["lr_scale"]
@@ -257,4 +260,5 @@ def finetune(
             opt.step()
             total, n = total + loss.detach(), n + 1  # read once per epoch: no synchronisation per step
         loss_value = total.item() / max(n, 1)
+        epoch_log(epoch, loss_value)
     return {**evaluate(net, val_ds, cfg.batch_size, dev), "train_loss": loss_value}

@@ -19,6 +19,7 @@ from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._progress import EpochLog
 from ..train.schedule import check_schedule, lr_at, peak_lr, set_lr
 from .knn import topk_accuracy
 
@@ -113,6 +114,7 @@ def train_head(
     total_steps, warmup_steps = cfg.epochs * steps, cfg.warmup_epochs * steps
     losses = []
     dev = next(head.parameters()).device
+    epoch_log = EpochLog("linear probe", cfg.epochs)
     for epoch in range(cfg.epochs):
         head.train()
         # The loss is summed on the device in float64 (what adding loss.item() to a Python float computes) and read
@@ -126,6 +128,7 @@ def train_head(
             opt.step()
             total, n = total + loss.detach(), n + 1
         losses.append(total.item() / max(n, 1))
+        epoch_log(epoch, losses[-1])
     return losses
 
 

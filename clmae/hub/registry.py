@@ -177,11 +177,15 @@ def entries() -> tuple[WeightEntry, ...]:
 
 
 def list_pretrained(filter: str = "*", *, status: str | None = None) -> list[str]:
-    """Names (``arch.tag``) of the registry's weights whose name or an alias matches a shell-style ``filter``, as
-    timm's ``list_pretrained``; the details of each are :func:`get_weight`'s.
+    """Names (``arch.tag``) of the registry's weights whose full name matches a shell-style ``filter``, as timm's
+    ``list_pretrained`` and a shell's glob match them; the details of each are :func:`get_weight`'s.
+
+    A pattern matches names only (``"mae_*"`` matches nothing, since every name starts with its architecture), so
+    ``"*.mae*"`` is the MAE weights and ``"*mae*"`` every weight (``clmae`` contains ``mae``, as in a shell). A
+    filter with no wildcard may also be an alias: ``"vit_b"`` gives the weight it names.
 
     Args:
-        filter: e.g. ``"*mae*"`` or ``"vit_b*"``.
+        filter: e.g. ``"*.mae*"`` or ``"vit_base*"``.
         status: only this status (``"published"``, ``"bundled"``, ``"unverified"``, ``"not yet published"``).
 
     Returns:
@@ -189,10 +193,13 @@ def list_pretrained(filter: str = "*", *, status: str | None = None) -> list[str
     """
     if status is not None and status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    # Aliases take part only as exact names: globbing them too made "*mae*"-style patterns match weights by a
+    # nickname the printed list does not show.
+    exact = not any(c in filter for c in "*?[")
     return sorted(
         e.name
         for e in entries()
-        if any(fnmatch.fnmatchcase(n, filter) for n in (e.name, *e.aliases)) and status in (None, e.status)
+        if (fnmatch.fnmatchcase(e.name, filter) or (exact and filter in e.aliases)) and status in (None, e.status)
     )
 
 
