@@ -83,5 +83,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the published weights of clmae's registry: name, aliases, method, status and Hub "
         "repository. Load one with clmae.create_model(NAME, pretrained=True) or --model NAME.",
     )
-    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*mae*'")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*.mae*'")
     p.set_defaults(func=_pretrained)
