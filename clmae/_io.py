@@ -212,11 +212,11 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str
 
 
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
-    """:func:`safetensors_bytes` written to ``path``, then the file's mode from the umask (:func:`follow_umask`)."""
-    path = Path(path)
-    path.write_bytes(safetensors_bytes(state, metadata))
-    follow_umask(path)
-    return path
+    """:func:`safetensors_bytes` written to ``path`` atomically (:func:`clmae._atomic.write_file`), with the mode new
+    files get from the umask."""
+    from ._atomic import write_file  # it imports this module
+
+    return write_file(path, safetensors_bytes(state, metadata), what="weights file")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._atomic import check_target
 from .._device import resolve_device
 from .._overrides import split_options
 from ..data.augment_finetune import DeviceTrainAugment
@@ -38,7 +39,7 @@ from .finetune import FinetuneConfig, TensorSplit, finetune
 from .knn import knn_metrics
 from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
 from .model import resolve_model
-from .results import EvalResult, device_name
+from .results import EvalResult, device_name, is_result_file
 
 PROTOCOLS = ("knn", "linear", "finetune")
 
@@ -124,6 +125,8 @@ def run_eval(
     data: str,
     options: dict[str, Any] | None = None,
     out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ) -> EvalResult:
     """Run ``protocol`` (``knn``, ``linear`` or ``finetune``) on ``model`` and ``data``.
 
@@ -133,12 +136,16 @@ def run_eval(
         data: ``fmnist``, ``fmnist:/folder``, ``fmnist-sample`` or ``imagefolder:/folder``.
         options: fields of :class:`CommonConfig` and of the protocol's config (strings are converted), plus
             ``model_kwargs.KEY`` encoder arguments.
-        out: write the result JSON here.
+        out: write the result JSON here (atomically; an existing file that is not an earlier result is refused
+            before the run starts, unless ``overwrite``).
+        overwrite: replace ``out`` whatever it holds.
 
     Returns:
         The :class:`EvalResult`.
     """
     start = time.perf_counter()
+    if out is not None:
+        check_target(out, is_result_file, "a result written by clmae eval", overwrite=overwrite, folder=False)
     common, cfg, overrides = parse_options(protocol, dict(options or {}))
     if hasattr(cfg, "seed"):  # one seed for the whole run: the common one wins
         cfg.seed = common.seed

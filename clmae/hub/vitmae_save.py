@@ -18,13 +18,35 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, follow_umask, weights_metadata, write_safetensors
+from .._atomic import check_target, owned_folder, write_folder, write_text
+from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, weights_metadata, write_safetensors
 from .._version import __version__
 from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
 from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
 
 # timm's interpolation names -> PIL's resampling codes (transformers' ``resample``).
+# The files of a transformers ViTMAE folder that clmae writes.
+VITMAE_FOLDER_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME})
+
+
+def is_vitmae_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a ViTMAE folder written by clmae (only its files, and a ``config.json`` of model type
+    ``vit_mae`` with a ``clmae`` section): one that ``clmae export --format transformers`` may replace."""
+    return owned_folder(
+        folder, VITMAE_FOLDER_FILES, lambda c: c.get("model_type") == MODEL_TYPE and isinstance(c.get("clmae"), dict)
+    )
+
+
+def save_vitmae_folder(
+    model: nn.Module, folder: str | os.PathLike, *, decoder: bool = True, overwrite: bool = False
+) -> Path:
+    """:func:`save_vitmae` as the commands write it: whole or not at all (built beside ``folder``, then swapped in);
+    a ``folder`` holding anything but an earlier clmae ViTMAE export is refused unless ``overwrite``."""
+    check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
+    return write_folder(folder, lambda tmp: save_vitmae(model, tmp, decoder=decoder), what="ViTMAE folder")
+
+
 _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
@@ -180,14 +202,14 @@ def save_vitmae(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
         raise ValueError(f"{folder} is a file, not a folder: give a folder to write the ViTMAE weights into")
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(state, folder / WEIGHTS_NAME, {"format": "pt", **weights_metadata(state)})
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (folder / PREPROCESSOR_NAME).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
-    for name in (WEIGHTS_NAME, CONFIG_NAME, PREPROCESSOR_NAME):
-        follow_umask(folder / name)
+    write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n", what="config")
+    write_text(folder / PREPROCESSOR_NAME, json.dumps(processor, indent=2) + "\n", what="image processor config")
     return folder
 
 
-def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False) -> Path:
+def export_vitmae(
+    spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False, overwrite: bool = False
+) -> Path:
     """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder (a
     training checkpoint: :func:`clmae.train.export.export_checkpoint_vitmae`).
 
@@ -195,15 +217,18 @@ def export_vitmae(spec: str | os.PathLike, folder: str | os.PathLike, *, decoder
         spec: a weight name or alias, folder or ``hf-hub:`` repo.
         folder: output folder.
         decoder: write the decoder too (``ViTMAEForPreTraining``); the weight must include it.
+        overwrite: replace ``folder`` whatever it holds (without it, only an empty folder or an earlier clmae
+            ViTMAE export is replaced; the folder is always written whole, beside it, then swapped in).
 
     Returns:
         The folder.
     """
     from .load import load_pretrained, load_pretraining_model
 
+    check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
     encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
     if not decoder:
-        return save_vitmae(encoder, folder)
+        return save_vitmae_folder(encoder, folder, overwrite=overwrite)
     model = load_pretraining_model(spec)
     model.encoder.pretrained_cfg = dict(encoder.pretrained_cfg)
-    return save_vitmae(model, folder)
+    return save_vitmae_folder(model, folder, overwrite=overwrite)

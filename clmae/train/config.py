@@ -379,5 +379,11 @@ def resolve_config(recipe: str | None = None, overrides: list[str] | None = None
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the config as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the config as YAML (a file: atomically; ``/dev/stdout`` and other non-files: directly)."""
+    from .._atomic import write_text
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    if Path(path).exists() and not Path(path).is_file():
+        Path(path).write_text(text)
+    else:
+        write_text(path, text, what="config")
