@@ -338,10 +338,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{path} does not exist: a weights folder needs config.json (timm format) next to model.safetensors; "
             "write one with clmae.save_pretrained()"
         )
+    from ._parse import read_json
+
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); export the folder again with clmae.save_pretrained()") from e
+        cfg = read_json(path)
+    except ValueError as e:
+        raise ValueError(f"{e}; export the folder again with clmae.save_pretrained()") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
     missing = [k for k in ("architecture", "pretrained_cfg") if k not in cfg]

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import yaml
+from ._parse import parse_yaml
 
 MODEL_PREFIXES = ("model_kwargs.", "model.")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -72,7 +72,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             items = value.strip("()[] ").split(",") if isinstance(value, str) else value
             return tuple(coerce(v, a, key) for v, a in zip(items, args, strict=True))
         if origin is dict:
-            value = yaml.safe_load(value) if isinstance(value, str) else value
+            value = parse_yaml(value, f"option {key}") if isinstance(value, str) else value
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
@@ -86,7 +86,7 @@ def model_value(value: Any) -> Any:
     ``1e3`` as the integer 1000 (as ``key=value`` options read it). The model checks names, types and values."""
     if not isinstance(value, str):
         return value
-    parsed = yaml.safe_load(value)
+    parsed = parse_yaml(value, "a model argument")
     if isinstance(parsed, str):
         try:
             number = float(parsed)

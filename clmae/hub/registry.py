@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from .._parse import read_json
 
 PUBLISHED = "published"
 BUNDLED = "bundled"
@@ -156,13 +157,16 @@ def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
 @lru_cache(maxsize=4)
 def _load(path: Path) -> tuple[WeightEntry, ...]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "weights manifest")
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"weights manifest {path} not found; set CLMAE_WEIGHTS_MANIFEST or reinstall clmae"
         ) from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"weights manifest {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("weights", []), list):
+        got = type(data["weights"] if isinstance(data, dict) else data).__name__
+        raise ValueError(
+            f"weights manifest {path}: field 'weights' must be a list of entries in a JSON object, got a {got}"
+        )
     entries = tuple(_validate(raw, path) for raw in data.get("weights", []))
     names = [e.name for e in entries] + [a for e in entries for a in e.aliases]
     dup = {n for n in names if names.count(n) > 1}

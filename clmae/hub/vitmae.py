@@ -11,7 +11,6 @@ defaults for absent ones); what clmae's modules cannot express exactly is refuse
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_state, read_safetensors
+from .._parse import read_json as read_bounded_json
 from ..models import (
     CLMAE,
     PretrainingConfig,
@@ -112,10 +112,7 @@ _SAVED_QKV = ("attention.attention.query", "attention.attention.key", "attention
 
 def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object from ``path``, or a ``ValueError`` naming the file."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    value = read_bounded_json(path)
     if not isinstance(value, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
     return value
@@ -128,8 +125,8 @@ def vitmae_config(config_path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        cfg = read_bounded_json(path)
+    except ValueError:
         return None  # the timm/clmae reader reports it
     if not isinstance(cfg, dict) or cfg.get("model_type") != MODEL_TYPE:
         return None

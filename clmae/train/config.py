@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import yaml
 
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
+from .._parse import parse_json, parse_yaml
 from ..data.spec import check_outside, check_path
 from ..models import PretrainingConfig, check_config
 
@@ -359,10 +359,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             )
         path = matches[0]
     text = path.read_text()
-    try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot parse recipe {path}: {e}") from None
+    values = parse_json(text, f"recipe {path}") if path.suffix == ".json" else parse_yaml(text, f"recipe {path}")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of config keys to values")
     values.setdefault("recipe", path.stem)
