@@ -172,7 +172,7 @@ def check_target(
     Args:
         target: the folder (``folder``) or file to write.
         owned: whether an existing target is an earlier result of this kind.
-        what: what the command writes (``"a clmae weights folder"``), for the message.
+        what: what the command writes (``"a weights folder written by clmae"``), for the message.
         overwrite: replace whatever is there (``--overwrite``).
         folder: the target is a folder (else a file).
 
@@ -193,8 +193,8 @@ def check_target(
         return target
     if folder:
         raise ValueError(
-            f"{target} holds files that are not {what}; choose a new folder, or pass --overwrite to replace the "
-            "folder as a whole"
+            f"{target} exists and is not {what} (it holds other files); choose a new folder, or pass --overwrite "
+            "to replace the folder as a whole"
         )
     raise ValueError(f"{target} exists and is not {what}; choose a new file, or pass --overwrite to replace it")
 

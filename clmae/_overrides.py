@@ -19,7 +19,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._parse import parse_yaml
+from ._parse import check_string_keys, parse_yaml
 
 MODEL_PREFIXES = ("model_kwargs.", "model.")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -75,9 +75,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             value = parse_yaml(value, f"option {key}") if isinstance(value, str) else value
             if not isinstance(value, dict):
                 raise ValueError
-            return dict(value)
+            mapping = dict(value)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"option {key}={value!r}: expected {expected}") from None
+    if origin is dict:
+        check_string_keys(mapping, f"option {key}")  # after the try: its message names the key at fault
+        return mapping
     raise TypeError(f"unsupported config type {tp} for {key!r}")
 
 

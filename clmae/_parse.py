@@ -118,3 +118,23 @@ def read_json(path: str | Path, what: str = "") -> Any:
     if len(raw) > MAX_BYTES:
         raise ValueError(f"{where} is larger than {MAX_BYTES >> 20} MiB; it is no metadata file")
     return parse_json(raw, where)
+
+
+def check_string_keys(value: Any, where: str, prefix: str = "") -> None:
+    """A ``ValueError`` naming the field when a mapping in ``value`` has a key that is not a string (YAML reads
+    ``{1: 2}`` as an integer key, which no config field or model argument can be).
+
+    Args:
+        value: parsed YAML/JSON (bounded in depth by :func:`parse_yaml` / :func:`parse_json`).
+        where: the file or option, for the message.
+        prefix: the dotted field path of ``value``.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                field = f"field {prefix} has" if prefix else "it has"
+                raise ValueError(f"{where}: {field} the key {key!r}, which is not a string; keys must be names")
+            check_string_keys(item, where, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_string_keys(item, where, f"{prefix}[{i}]")

@@ -162,7 +162,7 @@ def convert_vitmae(
     from .load import load_pretrained, load_pretraining_model
     from .vitmae import encoder_args, has_decoder, pick_arch, vitmae_source
 
-    check_target(folder, is_weights_folder, "a clmae weights folder", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
     found = vitmae_source(spec)
     if found is None:
         raise ValueError(
@@ -210,7 +210,7 @@ def convert_checkpoint(
     Returns:
         The folder.
     """
-    check_target(folder, is_weights_folder, "a clmae weights folder", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
     if str(checkpoint).startswith(("hf-hub:", "local-dir:")) or Path(checkpoint).is_dir():  # transformers ViTMAE
         return convert_vitmae(str(checkpoint), folder, metadata=metadata, overwrite=overwrite)
     raw, info = load_reference_checkpoint(checkpoint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -108,8 +109,39 @@ def manifest_path() -> Path:
     return Path(env) if env else MANIFEST
 
 
+# Fields of an entry and the JSON types they take (None allowed where the field may be unset).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "aliases": (list, type(None)),
+    "alias": (str, type(None)),
+    "method": (str,),
+    "arch": (str,),
+    "hub_repo": (str, type(None)),
+    "revision": (str, type(None)),
+    "files": (dict,),
+    "license": (str, type(None)),
+    "dataset": (str, type(None)),
+    "metrics": (dict, type(None)),
+    "status": (str,),
+    "recipe": (str, type(None)),
+    "source": (str, type(None)),
+    "notes": (str, type(None)),
+}
+
+
 def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: each entry of field 'weights' must be a JSON object, got {json.dumps(raw)[:60]}")
     name = raw.get("name", "?")
+    for key, types in _FIELD_TYPES.items():
+        if key in raw and not isinstance(raw[key], types):
+            expected = " or ".join(
+                "null" if t is type(None) else {dict: "an object", list: "a list"}.get(t, "a string") for t in types
+            )
+            raise ValueError(
+                f"{path}: entry {name!r}: field {key!r} must be {expected}, got {json.dumps(raw[key])[:60]}; "
+                "see weights/README.md for the fields"
+            )
     raw = dict(raw)
     if "alias" in raw:  # format 1: one alias
         alias = raw.pop("alias")

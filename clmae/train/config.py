@@ -19,7 +19,7 @@ import yaml
 
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
-from .._parse import parse_json, parse_yaml
+from .._parse import check_string_keys, parse_json, parse_yaml
 from ..data.spec import check_outside, check_path
 from ..models import PretrainingConfig, check_config
 
@@ -360,6 +360,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
         path = matches[0]
     text = path.read_text()
     values = parse_json(text, f"recipe {path}") if path.suffix == ".json" else parse_yaml(text, f"recipe {path}")
+    check_string_keys(values, f"recipe {path}")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of config keys to values")
     values.setdefault("recipe", path.stem)

@@ -47,7 +47,7 @@ def export_pretrained(
     if train_config.get("init"):
         description += f" Training started from the weights `{train_config['init']}`."
     remove_export_debris(folder)
-    check_target(folder, is_weights_folder, "a clmae weights folder", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
 
     def build(tmp: Path) -> None:
         save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
@@ -114,7 +114,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     from .config import TrainConfig
 
     check_target(
-        check_path(folder, "the weights folder"), is_weights_folder, "a clmae weights folder", overwrite=overwrite
+        check_path(folder, "the weights folder"),
+        is_weights_folder,
+        "a weights folder written by clmae",
+        overwrite=overwrite,
     )
     state = load_checkpoint(checkpoint)
     model = checkpoint_model(state)
