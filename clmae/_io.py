@@ -478,6 +478,15 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
             f"{path} is a safetensors weights file, not a torch checkpoint (.pt/.pth); load it with "
             f"clmae.load_pretrained('{path}', arch=NAME)"
         )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK\x03\x04); torch < 1.6 and _use_new_zipfile_serialization=False write a
+    # pickle (protocol 2: \x80\x02). Anything else never reaches torch's unpickler.
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise ValueError(
+            f"{path} is not a torch checkpoint: it starts neither as the zip archive torch.save writes nor as a "
+            "pickle; give a .pt/.pth file written by torch.save (or weights as a folder or .safetensors file)"
+        )
     allowed = [argparse.Namespace]
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5: a context manager
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)  # torch >= 2.4: process-wide
@@ -544,6 +553,21 @@ def state_differences(
     return missing, unexpected, shapes
 
 
+def check_dtypes(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """A ``ValueError`` naming the first tensor of ``state`` that holds integers (``int8``, quantized, ``bool``)
+    where ``model`` has floating-point values: ``load_state_dict`` would cast it to float without a word, and the
+    numbers would not be the weights (a quantized tensor needs its scale)."""
+    expected = model.state_dict()
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is not None and target.is_floating_point() and not value.is_floating_point():
+            raise ValueError(
+                f"weights in {where}: tensor {key} is stored as {str(value.dtype).replace('torch.', '')}, the model's "
+                f"is {str(target.dtype).replace('torch.', '')}: integer or quantized weights cannot be loaded exactly; "
+                "dequantize them to floating point first"
+            )
+
+
 def check_state(
     model: nn.Module, state: Mapping[str, torch.Tensor], where: str, optional: tuple = (), fix: str | None = None
 ) -> None:
@@ -556,6 +580,7 @@ def check_state(
         optional: key prefixes of ``model`` that ``state`` may lack (a new classifier head).
         fix: what to do about a mismatch (default: the weights and the config come from different models).
     """
+    check_dtypes(model, state, where)
     missing, unexpected, shapes = state_differences(model, state, tuple(optional))
     if missing or unexpected or shapes:
         raise ValueError(
