@@ -45,6 +45,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
             return None
         return coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is dict and isinstance(value, str):  # outside the try: a YAML error names its own problem
+        value = parse_yaml(value, f"option {key}")
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -72,7 +74,6 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             items = value.strip("()[] ").split(",") if isinstance(value, str) else value
             return tuple(coerce(v, a, key) for v, a in zip(items, args, strict=True))
         if origin is dict:
-            value = parse_yaml(value, f"option {key}") if isinstance(value, str) else value
             if not isinstance(value, dict):
                 raise ValueError
             mapping = dict(value)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import test_bad_inputs as corpus
 import torch
+from conftest import tiny_pretrainer
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_bad_inputs import TRAIN, Case, Ctx, _manifest, _snapshot, _training_checkpoint, weights  # noqa: F401
+from test_bad_inputs import TRAIN, Case, Ctx, _manifest, _snapshot, _training_checkpoint
 
 import clmae
 from clmae import cli
@@ -102,7 +103,7 @@ def _text_pth(ctx: Ctx) -> Path:
 WDS = [*TRAIN, "--out", "run", "--data"]
 DEEP = 100_000
 CONFIG_FIELD = ("config.json: field",)
-NOT_CKPT = ("notes.pth is not a torch checkpoint", "neither the zip archive")
+NOT_CKPT = ("notes.pth is not a torch checkpoint", "neither as the zip archive")
 
 # fmt: off
 CASES = [
@@ -116,7 +117,8 @@ CASES = [
     Case("extract-config-zero-heads", lambda c: _config(c, _model_args(num_heads=0)),
          (*CONFIG_FIELD, "model_args.num_heads", "positive integer")),
     Case("extract-config-input-size-two-numbers", lambda c: _config(
-         c, lambda cfg: cfg["pretrained_cfg"].update(input_size=[28, 28])), (*CONFIG_FIELD, "pretrained_cfg.input_size")),
+         c, lambda cfg: cfg["pretrained_cfg"].update(input_size=[28, 28])),
+         (*CONFIG_FIELD, "pretrained_cfg.input_size")),
     Case("extract-config-nested-100000-deep", lambda c: _raw_config(c, "[" * DEEP + "]" * DEEP),
          ("config.json", "nested more than 100 levels")),
     Case("extract-config-huge-integer", lambda c: _raw_config(c, '{"architecture": ' + "9" * 5000 + "}"),
@@ -189,6 +191,12 @@ CASES = [
 # fmt: on
 
 
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A tiny CL-MAE saved with save_pretrained (as test_bad_inputs' fixture of the same name)."""
+    return clmae.save_pretrained(tiny_pretrainer(seed=4).eval(), tmp_path_factory.mktemp("weights") / "w")
+
+
 def test_the_limits_are_as_documented():
     docs = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
     assert MAX_SHARD_NAMES == 100_000 and "100,000" in docs
@@ -196,7 +204,7 @@ def test_the_limits_are_as_documented():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_file_input_gets_one_line_and_writes_nothing(case, weights, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_bad_file_input_gets_one_line_and_writes_nothing(case, weights, tmp_path, monkeypatch, capsys):
     corpus.test_bad_input_gets_one_clear_line_and_writes_nothing(case, weights, tmp_path, monkeypatch, capsys)
 
 
@@ -224,7 +232,7 @@ WEIGHTS_FILES = {"config.json", "model.safetensors", "pretraining.safetensors", 
 VITMAE_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"}
 
 
-def _target_cases(work: Path, weights: Path, checkpoint: Path):  # noqa: F811
+def _target_cases(work: Path, weights: Path, checkpoint: Path):
     """(id, argv, target, set up the foreign content, files expected after --overwrite or None for one file)."""
     images = work / "imgs"
     images.mkdir()
@@ -264,7 +272,8 @@ def _target_cases(work: Path, weights: Path, checkpoint: Path):  # noqa: F811
 
 
 CASE_IDS = ["extract", "extract-other-safetensors", "eval", "export", "export-transformers",
-            "export-over-a-transformers-export", "export-transformers-over-a-clmae-export", "convert", "visualize"]  # fmt: skip
+            "export-over-a-transformers-export", "export-transformers-over-a-clmae-export", "convert",
+            "visualize"]  # fmt: skip
 
 
 @pytest.mark.parametrize("which", CASE_IDS)
@@ -274,7 +283,7 @@ def test_foreign_files_in_a_target_are_refused_and_overwrite_replaces_them(
     checkpoint,
     tmp_path,
     monkeypatch,
-    capsys,  # noqa: F811
+    capsys,
 ):
     work = tmp_path / "work"
     work.mkdir()
@@ -319,7 +328,7 @@ def test_an_earlier_result_of_the_same_command_is_replaced_without_overwrite(
     checkpoint,
     tmp_path,
     monkeypatch,
-    capsys,  # noqa: F811
+    capsys,
 ):
     work = tmp_path / "work"
     work.mkdir()
