@@ -236,7 +236,7 @@ def write_folder(folder: str | os.PathLike, build: Callable[[Path], object], *, 
 def owned_folder(folder: str | os.PathLike, names: set[str] | frozenset[str], config: Callable[[dict], bool]) -> bool:
     """Whether ``folder`` holds only files named in ``names`` and a ``config.json`` that ``config`` accepts: an
     earlier result of the writer that writes those files (anything unreadable or unexpected says no)."""
-    import json
+    from ._parse import parse_json
 
     folder = Path(folder)
     try:
@@ -244,7 +244,7 @@ def owned_folder(folder: str | os.PathLike, names: set[str] | frozenset[str], co
         if not all(p.name in names and p.is_file() and not p.is_symlink() for p in entries):
             return False
         text = (folder / "config.json").read_text(encoding="utf-8")
-        cfg = json.loads(text)
+        cfg = parse_json(text, "config.json")
         return isinstance(cfg, dict) and bool(config(cfg))
     except (OSError, ValueError, RecursionError):
         return False

@@ -285,9 +285,11 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
 def _json_metadata(path: Path | str, meta: Mapping[str, str], key: str) -> Any:
     if key not in meta:
         return None
+    from ._parse import parse_json
+
     try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError:
+        return parse_json(meta[key], f"{path}: its metadata {key}")
+    except ValueError:
         raise ValueError(f"{path}: its metadata {key} is not valid JSON; the file is damaged") from None
 
 

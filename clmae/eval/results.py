@@ -14,6 +14,7 @@ import timm
 import torch
 
 from .._atomic import write_text
+from .._parse import parse_json
 from .._version import __version__
 
 
@@ -83,7 +84,7 @@ def is_result_file(path: str | Path) -> bool:
     try:
         with open(path, "rb") as f:
             raw = f.read(1 << 24)  # results are a few kB: a bigger file is no result
-        value = json.loads(raw)
+        value = parse_json(raw, str(path))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(value, dict) and all(k in value for k in ("protocol", "metrics", "versions"))
