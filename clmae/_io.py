@@ -486,8 +486,9 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
     # pickle (protocol 2: \x80\x02). Anything else never reaches torch's unpickler.
     if not (head.startswith(b"PK") or head[:1] == b"\x80"):
         raise ValueError(
-            f"{path} is not a torch checkpoint: it starts neither as the zip archive torch.save writes nor as a "
-            "pickle; give a .pt/.pth file written by torch.save (or weights as a folder or .safetensors file)"
+            f"{path} is not a torch checkpoint, or it is truncated or corrupt: it starts neither as the zip archive "
+            "torch.save writes nor as a pickle; give a .pt/.pth file written by torch.save (or weights as a folder "
+            "or .safetensors file)"
         )
     allowed = [argparse.Namespace]
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5: a context manager
