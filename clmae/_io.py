@@ -8,6 +8,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -212,11 +213,11 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str
 
 
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
-    """:func:`safetensors_bytes` written to ``path``, then the file's mode from the umask (:func:`follow_umask`)."""
-    path = Path(path)
-    path.write_bytes(safetensors_bytes(state, metadata))
-    follow_umask(path)
-    return path
+    """:func:`safetensors_bytes` written to ``path`` atomically (:func:`clmae._atomic.write_file`), with the mode new
+    files get from the umask."""
+    from ._atomic import write_file  # it imports this module
+
+    return write_file(path, safetensors_bytes(state, metadata), what="weights file")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
@@ -284,9 +285,11 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
 def _json_metadata(path: Path | str, meta: Mapping[str, str], key: str) -> Any:
     if key not in meta:
         return None
+    from ._parse import parse_json
+
     try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError:
+        return parse_json(meta[key], f"{path}: its metadata {key}")
+    except ValueError:
         raise ValueError(f"{path}: its metadata {key} is not valid JSON; the file is damaged") from None
 
 
@@ -338,10 +341,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{path} does not exist: a weights folder needs config.json (timm format) next to model.safetensors; "
             "write one with clmae.save_pretrained()"
         )
+    from ._parse import read_json
+
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); export the folder again with clmae.save_pretrained()") from e
+        cfg = read_json(path)
+    except ValueError as e:
+        raise ValueError(f"{e}; export the folder again with clmae.save_pretrained()") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
     missing = [k for k in ("architecture", "pretrained_cfg") if k not in cfg]
@@ -352,7 +357,78 @@ def read_config(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(cfg.get("model_args", {}), dict) or not isinstance(cfg["pretrained_cfg"], dict):
         raise ValueError(f"{path}: model_args and pretrained_cfg must be JSON objects")
+    check_config_fields(cfg, path)
     return cfg
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _size(value: Any) -> bool:
+    """An image or patch size as timm takes it: an int, or [height, width]."""
+    return _positive_int(value) or (
+        isinstance(value, (list, tuple)) and len(value) == 2 and all(_positive_int(v) for v in value)
+    )
+
+
+# (field, check, what it must be) for a timm/clmae config.json; a field that is absent is not checked here.
+_CONFIG_FIELDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (("architecture",), lambda v: isinstance(v, str) and bool(v), "a timm architecture name (a string)"),
+    (("num_classes",), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    (("num_features",), _positive_int, "a positive integer"),
+    (("global_pool",), lambda v: isinstance(v, str), "a string (token, avg, ...)"),
+    (("model_args", "img_size"), _size, "a positive integer or [height, width]"),
+    (("model_args", "patch_size"), _size, "a positive integer or [height, width]"),
+    (("model_args", "in_chans"), _positive_int, "a positive integer"),
+    (("model_args", "embed_dim"), _positive_int, "a positive integer"),
+    (("model_args", "depth"), _positive_int, "a positive integer"),
+    (("model_args", "num_heads"), _positive_int, "a positive integer"),
+    (("model_args", "mlp_ratio"), lambda v: _number(v) and v > 0, "a positive number"),
+    (
+        ("pretrained_cfg", "input_size"),
+        lambda v: isinstance(v, list) and len(v) == 3 and all(_positive_int(x) for x in v),
+        "[channels, height, width] of positive integers",
+    ),
+    (("pretrained_cfg", "mean"), lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of numbers"),
+    (
+        ("pretrained_cfg", "std"),
+        lambda v: isinstance(v, list) and all(_number(x) and x > 0 for x in v),
+        "a list of positive numbers",
+    ),
+    (("pretrained_cfg", "crop_pct"), lambda v: _number(v) and v > 0, "a positive number"),
+    (("pretrained_cfg", "interpolation"), lambda v: isinstance(v, str), "a string (bicubic, bilinear, ...)"),
+    (("clmae",), lambda v: v is None or isinstance(v, dict), "a JSON object"),
+    (("clmae", "arch"), lambda v: v is None or isinstance(v, str), "a clmae architecture name (a string)"),
+    (("clmae", "method"), lambda v: v is None or isinstance(v, str), "a string (clmae or mae)"),
+    (("clmae", "config"), lambda v: v is None or isinstance(v, dict), "a JSON object"),
+    (("clmae", "norm_eps"), lambda v: v is None or (_number(v) and v > 0), "a positive number"),
+    (("clmae", "datasets"), lambda v: isinstance(v, list), "a list"),
+    (("clmae", "metrics"), lambda v: isinstance(v, dict), "a JSON object"),
+)
+
+
+def check_config_fields(cfg: Mapping[str, Any], path: str | Path) -> None:
+    """A ``ValueError`` naming the file and the first field of a timm/clmae ``config.json`` of the wrong type or
+    range (``"architecture": 123``, ``"img_size": [28]``, ``"clmae": [1, 2]``); absent fields pass."""
+    for where, check, expected in _CONFIG_FIELDS:
+        value: Any = cfg
+        for part in where:
+            if not isinstance(value, Mapping) or part not in value:
+                break
+            value = value[part]
+        else:
+            if value is None and where[0] == "pretrained_cfg":  # timm leaves some of them null: its defaults apply
+                continue
+            if not check(value):
+                raise ValueError(
+                    f"{path}: field {'.'.join(where)} must be {expected}, got {json.dumps(value)[:80]}; restore the "
+                    "original config.json or export the folder again with clmae.save_pretrained()"
+                )
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -403,6 +479,16 @@ def load_torch_checkpoint(path: str | Path, map_location: str | torch.device = "
         raise ValueError(
             f"{path} is a safetensors weights file, not a torch checkpoint (.pt/.pth); load it with "
             f"clmae.load_pretrained('{path}', arch=NAME)"
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK\x03\x04); torch < 1.6 and _use_new_zipfile_serialization=False write a
+    # pickle (protocol 2: \x80\x02). Anything else never reaches torch's unpickler.
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise ValueError(
+            f"{path} is not a torch checkpoint, or it is truncated or corrupt: it starts neither as the zip archive "
+            "torch.save writes nor as a pickle; give a .pt/.pth file written by torch.save (or weights as a folder "
+            "or .safetensors file)"
         )
     allowed = [argparse.Namespace]
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5: a context manager
@@ -470,6 +556,21 @@ def state_differences(
     return missing, unexpected, shapes
 
 
+def check_dtypes(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """A ``ValueError`` naming the first tensor of ``state`` that holds integers (``int8``, quantized, ``bool``)
+    where ``model`` has floating-point values: ``load_state_dict`` would cast it to float without a word, and the
+    numbers would not be the weights (a quantized tensor needs its scale)."""
+    expected = model.state_dict()
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is not None and target.is_floating_point() and not value.is_floating_point():
+            raise ValueError(
+                f"weights in {where}: tensor {key} is stored as {str(value.dtype).replace('torch.', '')}, the model's "
+                f"is {str(target.dtype).replace('torch.', '')}: integer or quantized weights cannot be loaded exactly; "
+                "dequantize them to floating point first"
+            )
+
+
 def check_state(
     model: nn.Module, state: Mapping[str, torch.Tensor], where: str, optional: tuple = (), fix: str | None = None
 ) -> None:
@@ -482,6 +583,7 @@ def check_state(
         optional: key prefixes of ``model`` that ``state`` may lack (a new classifier head).
         fix: what to do about a mismatch (default: the weights and the config come from different models).
     """
+    check_dtypes(model, state, where)
     missing, unexpected, shapes = state_differences(model, state, tuple(optional))
     if missing or unexpected or shapes:
         raise ValueError(

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import yaml
+from ._parse import check_string_keys, parse_yaml
 
 MODEL_PREFIXES = ("model_kwargs.", "model.")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -45,6 +45,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
             return None
         return coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is dict and isinstance(value, str):  # outside the try: a YAML error names its own problem
+        value = parse_yaml(value, f"option {key}")
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -72,12 +74,14 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             items = value.strip("()[] ").split(",") if isinstance(value, str) else value
             return tuple(coerce(v, a, key) for v, a in zip(items, args, strict=True))
         if origin is dict:
-            value = yaml.safe_load(value) if isinstance(value, str) else value
             if not isinstance(value, dict):
                 raise ValueError
-            return dict(value)
+            mapping = dict(value)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"option {key}={value!r}: expected {expected}") from None
+    if origin is dict:
+        check_string_keys(mapping, f"option {key}")  # after the try: its message names the key at fault
+        return mapping
     raise TypeError(f"unsupported config type {tp} for {key!r}")
 
 
@@ -86,7 +90,7 @@ def model_value(value: Any) -> Any:
     ``1e3`` as the integer 1000 (as ``key=value`` options read it). The model checks names, types and values."""
     if not isinstance(value, str):
         return value
-    parsed = yaml.safe_load(value)
+    parsed = parse_yaml(value, "a model argument")
     if isinstance(parsed, str):
         try:
             number = float(parsed)

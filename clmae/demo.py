@@ -18,6 +18,7 @@ import time
 import torch
 from torch.utils.data import TensorDataset
 
+from ._atomic import write_text
 from .curriculum import curriculum_factor, curriculum_phase
 from .data import CLASSES, DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from .data.fashion_mnist import MEAN, STD
@@ -26,6 +27,7 @@ from .eval.features import extract_features
 from .eval.knn import knn_metrics
 from .models import create_pretraining_model
 from .train import build_optimizers, train_step
+from .train.visualize import save_png
 from .viz import mask_picture
 
 
@@ -87,7 +89,7 @@ def run_demo(
         print(f"  {label:<18} kNN top-1: {ref:.2f}% (k=5, CL-MAE's protocol), {weighted:.2f}% (k=20 weighted)")
 
     title = f"{weights}: {round(100 * model.mask_ratio)}% of the patches hidden, chosen by its learned masking module"
-    mask_picture(model, test[0][:num_shown], (MEAN,), (STD,), title).save(out / "masks.png")
+    save_png(mask_picture(model, test[0][:num_shown], (MEAN,), (STD,), title), out / "masks.png")
     seconds = time.perf_counter() - start
     metrics = {
         "weights": weights,
@@ -99,7 +101,7 @@ def run_demo(
         "seconds": round(seconds, 1),
         "device": "cpu",
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_text(out / "metrics.json", json.dumps(metrics, indent=1), what="metrics file")
     print(
         f"Done in {seconds:.0f} s. Wrote {out / 'masks.png'} (labelled rows: the image, the patches the learned "
         f"masking module hides, the visible input, the reconstruction, the keep-scores) and {out / 'metrics.json'}"
@@ -181,7 +183,7 @@ def run_train_demo(
         "device": "cpu",
         "history": history,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_text(out / "metrics.json", json.dumps(metrics, indent=1), what="metrics file")
     print(
         f"{len(history)} iterations in {seconds:.0f} s. Wrote {out / 'masks.png'} (rows: image, hidden patches, "
         f"visible input, reconstruction, keep-scores) and {out / 'metrics.json'}"

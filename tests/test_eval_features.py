@@ -66,15 +66,14 @@ def test_a_damaged_cache_entry_is_deleted_and_recomputed(tmp_path, capsys, model
 def test_cache_entry_is_written_through_a_per_process_temporary_file(tmp_path, monkeypatch, model_and_data):
     import os
 
-    import clmae.eval.features as features
+    from clmae import _atomic
 
-    written, replaced = [], []
-    real_save, real_replace = features.save_file, os.replace
-    monkeypatch.setattr(features, "save_file", lambda t, p: (written.append(p), real_save(t, p))[1])
-    monkeypatch.setattr(features.os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b))[1])
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(_atomic.os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b))[1])
     fs = features_for(*model_and_data, cache_dir=tmp_path, **LIMITS)
-    assert [p.name for p in written] == [f"{fs.cache_file.rsplit('/', 1)[1]}.tmp-{os.getpid()}"]
-    assert replaced == [(written[0], tmp_path / written[0].name.rsplit(".tmp-", 1)[0])]
+    target = tmp_path / fs.cache_file.rsplit("/", 1)[1]
+    assert replaced == [(tmp_path / f".{target.name}.tmp{os.getpid()}", target)]  # this process's own temporary
 
 
 def _image(size: int) -> Image.Image:

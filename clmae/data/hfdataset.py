@@ -12,9 +12,36 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .._parse import read_json
 from .images import ImageSource
 
 IMAGE_COLUMNS = ("image", "img")
+
+
+# The JSON files save_to_disk writes (top level, and per split of a DatasetDict), each a JSON object.
+_SAVED_METADATA = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def check_saved_metadata(root: Path) -> None:
+    """A ``ValueError`` naming the file (and the field) when a metadata file of a saved data set is not the JSON
+    object ``datasets`` expects, read with bounds, before ``datasets.load_from_disk`` fails in its own way."""
+    for path in [root / n for n in _SAVED_METADATA] + [
+        p / n for p in sorted(root.iterdir()) if p.is_dir() for n in _SAVED_METADATA
+    ]:
+        if not path.is_file():
+            continue
+        value = read_json(path, "hfds: metadata file")
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"hfds: metadata file {path} must hold a JSON object, got a {type(value).__name__}; save the data "
+                "set again with save_to_disk"
+            )
+        for field, kind in (("splits", (list, dict)), ("features", dict), ("_data_files", list)):
+            if field in value and value[field] is not None and not isinstance(value[field], kind):
+                raise ValueError(
+                    f"hfds: metadata file {path}: field {field} has the wrong type ({type(value[field]).__name__}); "
+                    "save the data set again with save_to_disk"
+                )
 
 
 class MissingPackageError(ImportError, ValueError):
@@ -68,12 +95,18 @@ class HFDatasetImages(ImageSource):
             raise FileNotFoundError(f"hfds: folder {self.root} does not exist; give the folder save_to_disk wrote")
         if not self.root.is_dir():
             raise ValueError(f"hfds: {self.root} is a file, not a folder; give the folder save_to_disk wrote")
+        check_saved_metadata(self.root)
         try:
             ds = datasets.load_from_disk(str(self.root))
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{self.root} is not a saved Hugging Face data set (no dataset_info.json / dataset_dict.json); "
                 "write it with Dataset.save_to_disk or DatasetDict.save_to_disk"
+            ) from None
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:  # damaged metadata or Arrow files
+            raise ValueError(
+                f"hfds: {self.root} cannot be read as a saved Hugging Face data set ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:200]}); save it again with save_to_disk"
             ) from None
         if isinstance(ds, datasets.DatasetDict):
             self.split = split or "train"

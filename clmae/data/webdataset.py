@@ -29,6 +29,11 @@ _RANGE = re.compile(r"(\d+)\.\.(\d+)")
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _IMAGE_EXTS = {e[1:] for e in IMAGE_EXTENSIONS}
 MAX_OPEN_SHARDS = 64  # open files kept per process; the least recently used is closed beyond that
+# Bounds of a brace pattern, checked before any name is built (docs/data.md): a typo such as {0..999999999} must not
+# take minutes and gigabytes before the first shard is looked at.
+MAX_SHARD_NAMES = 100_000
+MAX_BRACE_GROUPS = 64  # brace pairs in one pattern
+MAX_BRACE_DEPTH = 8  # braces inside braces
 
 
 def _closing_brace(s: str, start: int) -> int:
@@ -50,19 +55,79 @@ def _top_level_split(s: str) -> list[str]:
     return [*parts, s[last:]]
 
 
+def _count_names(pattern: str, whole: str) -> int:
+    """How many names ``pattern`` expands to (capped just above :data:`MAX_SHARD_NAMES`), without building them."""
+    total, rest = 1, pattern
+    while True:  # one brace group after another: their counts multiply
+        start = rest.find("{")
+        if start < 0:
+            return total
+        end = _closing_brace(rest, start)
+        body = rest[start + 1 : end]
+        m = _RANGE.fullmatch(body)
+        if m and max(len(m.group(1).lstrip("0")), len(m.group(2).lstrip("0"))) > 12:  # int() of 5,000 digits fails
+            n = MAX_SHARD_NAMES + 1
+        elif m:
+            n = max(int(m.group(2)) - int(m.group(1)) + 1, 1)
+        else:  # a list: its alternatives add up
+            n = sum(_count_names(part, whole) for part in _top_level_split(body)) if body else 1
+        total = min(total * n, MAX_SHARD_NAMES + 1)
+        rest = rest[end + 1 :]
+
+
+def check_pattern_size(pattern: str) -> int:
+    """The number of names a brace pattern expands to, counted before any is built.
+
+    Raises:
+        ValueError: more than :data:`MAX_SHARD_NAMES` names, :data:`MAX_BRACE_GROUPS` brace pairs or
+            :data:`MAX_BRACE_DEPTH` levels of braces inside braces, or unbalanced braces; the message names the limit.
+    """
+    depth = deepest = groups = 0
+    for c in pattern:
+        if c == "{":
+            depth += 1
+            groups += 1
+            deepest = max(deepest, depth)
+        elif c == "}":
+            depth -= 1
+    if groups > MAX_BRACE_GROUPS or deepest > MAX_BRACE_DEPTH:
+        raise ValueError(
+            f"shard pattern {pattern[:80]!r}{'...' if len(pattern) > 80 else ''} has {groups} brace pairs nested "
+            f"{deepest} deep; at most {MAX_BRACE_GROUPS} pairs, {MAX_BRACE_DEPTH} deep are expanded: name the shards "
+            "with one range such as shard-{000000..000999}.tar, a glob or a folder"
+        )
+    n = _count_names(pattern, pattern)
+    if n > MAX_SHARD_NAMES:
+        raise ValueError(
+            f"shard pattern {pattern[:80]!r}{'...' if len(pattern) > 80 else ''} expands to more than "
+            f"{MAX_SHARD_NAMES:,} names (the limit); check the range bounds (e.g. shard-{{000000..000999}}.tar), or "
+            "pack the images into fewer, larger shards"
+        )
+    return n
+
+
 def expand_braces(pattern: str) -> list[str]:
     """Expand brace ranges ``{000..099}`` (zero-padded when a bound is) and lists ``{a,b}``, as the shell does.
 
+    The names are counted first (:func:`check_pattern_size`): a pattern of more than :data:`MAX_SHARD_NAMES` names
+    is refused before any is built.
+
     Raises:
-        ValueError: unbalanced braces, an empty ``{}``, or a range whose first bound is above its last.
+        ValueError: unbalanced braces, an empty ``{}``, a range whose first bound is above its last, or a pattern
+            beyond the limits.
     """
+    check_pattern_size(pattern)
+    return _expand(pattern)
+
+
+def _expand(pattern: str) -> list[str]:
     start = pattern.find("{")
     if start < 0:
         if "}" in pattern:
             raise ValueError(f"unbalanced braces in shard pattern {pattern!r}; write e.g. shard-{{000000..000099}}.tar")
         return [pattern]
     end = _closing_brace(pattern, start)
-    head, body, tails = pattern[:start], pattern[start + 1 : end], expand_braces(pattern[end + 1 :])
+    head, body, tails = pattern[:start], pattern[start + 1 : end], _expand(pattern[end + 1 :])
     m = _RANGE.fullmatch(body)
     if m:
         lo, hi = m.groups()
@@ -71,7 +136,7 @@ def expand_braces(pattern: str) -> list[str]:
         width = max(len(lo), len(hi)) if (len(lo) > 1 and lo[0] == "0") or (len(hi) > 1 and hi[0] == "0") else 0
         choices = [str(k).zfill(width) for k in range(int(lo), int(hi) + 1)]
     elif body:
-        choices = [c for part in _top_level_split(body) for c in expand_braces(part)]
+        choices = [c for part in _top_level_split(body) for c in _expand(part)]
     else:
         raise ValueError(f"empty braces {{}} in shard pattern {pattern!r}; list names {{a,b}} or a range {{000..009}}")
     return [head + c + t for c in choices for t in tails]

@@ -33,7 +33,7 @@ def _handler(args: argparse.Namespace) -> int:
 
     try:
         options = parse_pairs(args.overrides)
-        result = run_eval(args.protocol, args.model, args.data, options, args.out)
+        result = run_eval(args.protocol, args.model, args.data, options, args.out, overwrite=args.overwrite)
     except USER_ERRORS as e:
         print(f"clmae eval {args.protocol}: error: {error_line(e)}", file=sys.stderr)
         return 2
@@ -65,6 +65,7 @@ def _extract(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         progress=not args.quiet,
         skip_unreadable=skip,
+        overwrite=args.overwrite,
         revision=args.revision,
     )
     print(f"wrote {out}")
@@ -99,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--data", required=True, help=f"labelled data: {forms_help(labelled=True)}; see docs/data.md")
         p.add_argument("--out", default=None, help="result JSON file (default: print it)")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace --out even if it is not an earlier clmae eval result"
+        )
         p.add_argument("overrides", nargs="*", metavar="key=value", help="options and hyper-parameters")
         p.set_defaults(func=_handler)
 
@@ -117,6 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="image decoding processes (default: 0)")
     p.add_argument("--revision", help="Hub revision (default: the registry's pinned commit)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT even if it is not an earlier clmae extract file"
+    )
     p.add_argument(
         "--skip-unreadable",
         action="store_true",

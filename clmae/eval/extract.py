@@ -11,14 +11,29 @@ import timm
 import torch
 from torch.utils.data import Dataset
 
+from .._atomic import check_target
 from .._device import resolve_device
-from .._io import write_safetensors
+from .._io import is_safetensors, safetensors_metadata, write_safetensors
 from ..data.imagefolder import ImageFolderImages
 from ..data.images import read_image
 from ..data.preprocess import pil_mode
 from ..data.spec import check_outside, check_path
 from ..hub import load_pretrained
 from .features import FEATURES, extract_features
+
+# The metadata keys of a features file (what makes it one that clmae extract may replace).
+_FEATURE_META = ("files", "model", "data_config")
+
+
+def is_features_file(path: str | Path) -> bool:
+    """Whether ``path`` is a features file written by ``clmae extract`` (safetensors with its metadata keys)."""
+    if not is_safetensors(path):
+        return False
+    try:
+        meta = safetensors_metadata(path)
+    except ValueError:
+        return False
+    return all(key in meta for key in _FEATURE_META)
 
 
 class _Images(Dataset):
@@ -43,6 +58,7 @@ def extract_folder(
     num_workers: int = 0,
     progress: bool = True,
     skip_unreadable: bool = False,
+    overwrite: bool = False,
     **load_kwargs: Any,
 ) -> Path:
     """``clmae extract``: load ``model_name``, encode every image under ``images``, write ``out`` (safetensors).
@@ -50,7 +66,9 @@ def extract_folder(
     The file holds one tensor per feature; its metadata holds ``files`` (JSON list of paths relative to ``images``,
     row order), ``model`` and ``data_config``. With ``skip_unreadable`` (as in ``clmae train``) every image is decoded
     once first and those that cannot be are left out (and out of ``files``), their count printed; otherwise the
-    first one stops the command.
+    first one stops the command. The file is written beside ``out`` and renamed into place (a failed write leaves an
+    earlier ``out`` whole); an existing ``out`` that is not an earlier ``clmae extract`` file is refused unless
+    ``overwrite``.
 
     Returns:
         The output path.
@@ -71,6 +89,7 @@ def extract_folder(
     if out.is_dir():
         raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'features.safetensors'}")
     check_outside(out, Path(images), "output", "images folder")
+    check_target(out, is_features_file, "a features file written by clmae extract", overwrite=overwrite, folder=False)
     source = ImageFolderImages(images)
     if skip_unreadable:
         dropped = source.drop_unreadable()
@@ -81,7 +100,6 @@ def extract_folder(
     dataset = _Images(files, timm.data.create_transform(**cfg), pil_mode(cfg["input_size"][0]))
     desc = "extract" if progress else None
     feats, _ = extract_features(model, dataset, batch_size, dev, num_workers, desc, features)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "files": json.dumps([str(f.relative_to(images)) for f in files]),
         "model": str(model_name),

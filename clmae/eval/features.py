@@ -19,12 +19,13 @@ import timm
 import torch
 from PIL import Image, ImageOps
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from .._io import follow_umask
+from .._atomic import write_file
 from .._progress import progress
 from ..data.preprocess import EVAL_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, eval_is_identity, normalize, pil_mode
 from ..data.transforms import eval_transform
@@ -327,16 +328,9 @@ def _read_cache(path: Path) -> FeatureSet | None:
 
 
 def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write a cache entry atomically: a temporary file of this process, then ``os.replace`` (concurrent runs each
-    write their own file and the last rename wins; a killed run leaves no half-written entry)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, tmp)
-        follow_umask(tmp)  # safetensors writes 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a cache entry atomically (:func:`clmae._atomic.write_file`: concurrent runs each write their own
+    temporary file and the last rename wins; a killed run leaves no half-written entry)."""
+    write_file(path, safetensors_bytes(tensors), what="feature cache entry")
 
 
 def train_transform(

@@ -13,6 +13,8 @@ from typing import Any
 import timm
 import torch
 
+from .._atomic import write_text
+from .._parse import parse_json
 from .._version import __version__
 
 
@@ -72,11 +74,20 @@ class EvalResult:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_jsonable))
 
     def save(self, path: str | Path) -> Path:
-        """Write the JSON file (folders created)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        """Write the JSON file atomically (folders created; a failed write leaves an earlier file whole)."""
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", what="result JSON")
+
+
+def is_result_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a result of ``clmae eval`` (a JSON object with its ``protocol``, ``metrics`` and
+    ``versions``): a file that ``--out`` may replace without ``--overwrite``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1 << 24)  # results are a few kB: a bigger file is no result
+        value = parse_json(raw, str(path))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and all(k in value for k in ("protocol", "metrics", "versions"))
 
 
 def _jsonable(x: Any) -> Any:

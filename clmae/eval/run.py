@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._atomic import check_target
 from .._device import resolve_device
 from .._overrides import split_options
 from ..data.augment_finetune import DeviceTrainAugment
@@ -39,7 +40,7 @@ from .knn import knn_metrics
 from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
 from .model import resolve_model
 from .protocols import get_protocol
-from .results import EvalResult, device_name
+from .results import EvalResult, device_name, is_result_file
 
 
 @dataclass
@@ -161,6 +162,8 @@ def run_eval(
     data: str,
     options: dict[str, Any] | None = None,
     out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ) -> EvalResult:
     """Run ``protocol`` (``knn``, ``linear``, ``finetune`` or another of
     :data:`~clmae.eval.protocols.PROTOCOLS`) on ``model`` and ``data``.
@@ -172,12 +175,16 @@ def run_eval(
             another labelled form of :data:`clmae.data.spec.FORMS`.
         options: fields of :class:`CommonConfig` and of the protocol's config (strings are converted), plus
             ``model_kwargs.KEY`` encoder arguments.
-        out: write the result JSON here.
+        out: write the result JSON here (atomically; an existing file that is not an earlier result is refused
+            before the run starts, unless ``overwrite``).
+        overwrite: replace ``out`` whatever it holds.
 
     Returns:
         The :class:`EvalResult`.
     """
     start = time.perf_counter()
+    if out is not None:
+        check_target(out, is_result_file, "a result written by clmae eval", overwrite=overwrite, folder=False)
     common, cfg, overrides = parse_options(protocol, dict(options or {}))
     if hasattr(cfg, "seed"):  # one seed for the whole run: the common one wins
         cfg.seed = common.seed

@@ -7,6 +7,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .._atomic import write_text
 from .._io import CARD_NAME
 from ..models import METHOD_TITLES
 
@@ -80,6 +81,4 @@ def write_model_card(folder: Path, cfg: dict[str, Any], metadata: dict[str, Any]
         "",
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    path = folder / CARD_NAME
-    card.save(path)
-    return path
+    return write_text(folder / CARD_NAME, str(card), what="model card")

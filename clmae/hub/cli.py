@@ -17,6 +17,7 @@ def _convert(args: argparse.Namespace) -> int:
         decoder_num_heads=args.decoder_num_heads,
         masker_num_heads=args.masker_num_heads,
         metadata=meta,
+        overwrite=args.overwrite,
     )
     print(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
     return 0
@@ -63,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--masker-num-heads", type=int, default=4, help="masking-module heads (default: 4)")
     p.add_argument("--license", help="licence of the weights for the model card (default: apache-2.0)")
     p.add_argument("--dataset", action="append", help="pretraining dataset for the model card (repeatable)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT as a whole even if it holds files other than a clmae weights folder's",
+    )
     p.set_defaults(func=_convert)
 
     p = subparsers.add_parser(

@@ -10,9 +10,10 @@ from typing import Any
 import timm
 import torch
 
+from .._atomic import check_target
 from .._io import check_state, load_torch_checkpoint
 from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
-from .save import save_pretrained
+from .save import is_weights_folder, save_weights_folder
 
 # Reference (facebookresearch/mae, CL-MAE) key prefix -> clmae's. Longest prefixes first; encoder keys are the
 # remaining timm ViT keys and get "encoder." in front.
@@ -151,13 +152,17 @@ def _pick_arch(geo: dict[str, Any], name: str | None, num_heads: int | None) -> 
     return name, overrides
 
 
-def convert_vitmae(spec: str, folder: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+def convert_vitmae(
+    spec: str, folder: str | Path, *, metadata: dict[str, Any] | None = None, overwrite: bool = False
+) -> Path:
     """Turn a ``transformers`` ViTMAE folder or ``hf-hub:`` repo into a clmae weights folder: the MAE pretraining
     model from a ``ViTMAEForPreTraining`` (it has a decoder), the encoder alone from a ``ViTMAEModel``
-    (:mod:`clmae.hub.vitmae`)."""
+    (:mod:`clmae.hub.vitmae`). ``folder`` is written as :func:`~clmae.hub.save.save_weights_folder` does (whole,
+    and only over an earlier clmae weights folder unless ``overwrite``)."""
     from .load import load_pretrained, load_pretraining_model
     from .vitmae import encoder_args, has_decoder, pick_arch, vitmae_source
 
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
     found = vitmae_source(spec)
     if found is None:
         raise ValueError(
@@ -170,7 +175,8 @@ def convert_vitmae(spec: str, folder: str | Path, *, metadata: dict[str, Any] | 
     meta = {"method": "mae", **(metadata or {})}
     what = "pretraining model (encoder and decoder)" if full else "encoder"
     meta.setdefault("description", f"MAE {what} converted from the transformers ViTMAE weights `{spec}`.")
-    return save_pretrained(model, folder, name=pick_arch(encoder_args(hf))[0], metadata=meta)
+    name = pick_arch(encoder_args(hf))[0]
+    return save_weights_folder(model, folder, overwrite=overwrite, name=name, metadata=meta)
 
 
 def convert_checkpoint(
@@ -182,6 +188,7 @@ def convert_checkpoint(
     decoder_num_heads: int | None = None,
     masker_num_heads: int = 4,
     metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Turn a reference CL-MAE/MAE checkpoint into a weights folder (see :func:`clmae.save_pretrained`).
 
@@ -197,12 +204,15 @@ def convert_checkpoint(
         decoder_num_heads: decoder heads (default: the architecture's).
         masker_num_heads: masking-module heads (reference: 4).
         metadata: model card facts, as for :func:`clmae.save_pretrained`.
+        overwrite: replace ``folder`` whatever it holds (without it, only an empty folder or an earlier clmae
+            weights folder is replaced; the folder is always written whole, beside it, then swapped in).
 
     Returns:
         The folder.
     """
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
     if str(checkpoint).startswith(("hf-hub:", "local-dir:")) or Path(checkpoint).is_dir():  # transformers ViTMAE
-        return convert_vitmae(str(checkpoint), folder, metadata=metadata)
+        return convert_vitmae(str(checkpoint), folder, metadata=metadata, overwrite=overwrite)
     raw, info = load_reference_checkpoint(checkpoint)
     state = rename_reference_keys(raw)
     geo = _geometry(state)
@@ -223,7 +233,7 @@ def convert_checkpoint(
         enc_state = {k.removeprefix("encoder."): v for k, v in state.items()}
         check_state(encoder, enc_state, str(checkpoint))
         encoder.load_state_dict(enc_state)
-        return save_pretrained(encoder.eval(), folder, name=name, metadata=meta)
+        return save_weights_folder(encoder.eval(), folder, overwrite=overwrite, name=name, metadata=meta)
     config: dict[str, Any] = {
         "method": method,
         "decoder_embed_dim": geo["decoder_embed_dim"],
@@ -239,4 +249,4 @@ def convert_checkpoint(
     model = create_pretraining_model(name, **config)
     check_state(model, state, str(checkpoint))
     model.load_state_dict(state)
-    return save_pretrained(model.eval(), folder, name=name, metadata=meta)
+    return save_weights_folder(model.eval(), folder, overwrite=overwrite, name=name, metadata=meta)

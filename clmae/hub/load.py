@@ -23,6 +23,7 @@ from timm.models.vision_transformer import VisionTransformer
 from .._io import (
     CONFIG_NAME,
     PRETRAINING_NAME,
+    check_dtypes,
     check_state,
     check_weights_config,
     read_config,
@@ -190,6 +191,7 @@ def load_encoder_state(
     Raises:
         ValueError: keys or shapes differ (beyond what is adapted), naming them.
     """
+    check_dtypes(model, state, where)  # before adapt_encoder_state casts the patch embedding
     state, adapted = adapt_encoder_state(model, state, antialias=antialias)
     check_state(model, state, where, optional=optional, fix=fix)
     model.load_state_dict(state, strict=False)

@@ -8,6 +8,7 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
+from .._atomic import write_text
 from .._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, sha256_file
 from .._version import __version__
 from .load import read_weights
@@ -79,7 +80,7 @@ def push_to_hub(
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     card = folder / CARD_NAME
     if card.is_file():  # the card's usage snippet names the repository it now lives in
-        card.write_text(card.read_text(encoding="utf-8").replace("<org>/<repo>", repo_id), encoding="utf-8")
+        write_text(card, card.read_text(encoding="utf-8").replace("<org>/<repo>", repo_id), what="model card")
     arch = (cfg.get("clmae") or {}).get("arch") or cfg["architecture"]
     info = api.upload_folder(
         folder_path=folder,

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .._parse import read_json
+
 PUBLISHED = "published"
 BUNDLED = "bundled"
 UNVERIFIED = "unverified"
@@ -107,8 +109,39 @@ def manifest_path() -> Path:
     return Path(env) if env else MANIFEST
 
 
+# Fields of an entry and the JSON types they take (None allowed where the field may be unset).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "aliases": (list, type(None)),
+    "alias": (str, type(None)),
+    "method": (str,),
+    "arch": (str,),
+    "hub_repo": (str, type(None)),
+    "revision": (str, type(None)),
+    "files": (dict,),
+    "license": (str, type(None)),
+    "dataset": (str, type(None)),
+    "metrics": (dict, type(None)),
+    "status": (str,),
+    "recipe": (str, type(None)),
+    "source": (str, type(None)),
+    "notes": (str, type(None)),
+}
+
+
 def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: each entry of field 'weights' must be a JSON object, got {json.dumps(raw)[:60]}")
     name = raw.get("name", "?")
+    for key, types in _FIELD_TYPES.items():
+        if key in raw and not isinstance(raw[key], types):
+            expected = " or ".join(
+                "null" if t is type(None) else {dict: "an object", list: "a list"}.get(t, "a string") for t in types
+            )
+            raise ValueError(
+                f"{path}: entry {name!r}: field {key!r} must be {expected}, got {json.dumps(raw[key])[:60]}; "
+                "see weights/README.md for the fields"
+            )
     raw = dict(raw)
     if "alias" in raw:  # format 1: one alias
         alias = raw.pop("alias")
@@ -156,13 +189,16 @@ def _validate(raw: dict[str, Any], path: Path) -> WeightEntry:
 @lru_cache(maxsize=4)
 def _load(path: Path) -> tuple[WeightEntry, ...]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "weights manifest")
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"weights manifest {path} not found; set CLMAE_WEIGHTS_MANIFEST or reinstall clmae"
         ) from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"weights manifest {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("weights", []), list):
+        got = type(data["weights"] if isinstance(data, dict) else data).__name__
+        raise ValueError(
+            f"weights manifest {path}: field 'weights' must be a list of entries in a JSON object, got a {got}"
+        )
     entries = tuple(_validate(raw, path) for raw in data.get("weights", []))
     names = [e.name for e in entries] + [a for e in entries for a in e.aliases]
     dup = {n for n in names if names.count(n) > 1}

@@ -13,6 +13,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from .._atomic import check_target, owned_folder, write_folder, write_text
 from .._io import (
     CARD_NAME,
     CONFIG_NAME,
@@ -23,7 +24,6 @@ from .._io import (
     WEIGHTS_NAME,
     check_finite,
     check_state,
-    follow_umask,
     sha256_file,
     weights_metadata,
     write_safetensors,
@@ -60,6 +60,31 @@ _CFG_KEYS = (
     "license",
 )
 DEFAULT_LICENSE = "apache-2.0"
+
+# The files a clmae weights folder may hold: what save_pretrained writes, and the run's train_config.json that
+# ``clmae train`` / ``clmae export`` add.
+WEIGHTS_FOLDER_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, PRETRAINING_NAME, CARD_NAME, "train_config.json"})
+
+
+def is_weights_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is a clmae weights folder (only its files, and a ``config.json`` with a ``clmae`` section):
+    one that ``clmae export`` and ``clmae convert`` may replace without ``--overwrite``."""
+    return owned_folder(folder, WEIGHTS_FOLDER_FILES, lambda c: isinstance(c.get("clmae"), dict))
+
+
+def save_weights_folder(model: nn.Module, folder: str | Path, *, overwrite: bool = False, **kwargs: Any) -> Path:
+    """:func:`save_pretrained` as the commands write it: the folder whole or not at all (built beside ``folder``,
+    then swapped in), and a ``folder`` holding anything but an earlier clmae weights folder refused unless
+    ``overwrite`` (then replaced as a whole).
+
+    Args:
+        model: as for :func:`save_pretrained`.
+        folder: output folder.
+        overwrite: replace whatever ``folder`` holds (``--overwrite``).
+        **kwargs: :func:`save_pretrained`'s keyword arguments.
+    """
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
+    return write_folder(folder, lambda tmp: save_pretrained(model, tmp, **kwargs), what="weights folder")
 
 
 def _structural_args(encoder: VisionTransformer) -> dict[str, Any]:
@@ -273,10 +298,7 @@ def save_pretrained(
     eps = norm_eps(encoder)
     if eps is not None and eps != TIMM_NORM_EPS:  # timm's config has no place for it: build_from_config sets it
         cfg["clmae"]["norm_eps"] = eps
-    (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n", what="config")
     checksums = {f: sha256_file(folder / f) for f in (CONFIG_NAME, *files)}
     write_model_card(folder, cfg, metadata, checksums)
-    for name in (CONFIG_NAME, *files, CARD_NAME):  # replaced files keep their old mode otherwise
-        if (folder / name).is_file():
-            follow_umask(folder / name)
     return folder

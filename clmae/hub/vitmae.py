@@ -24,6 +24,7 @@ from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, check_state, read_safetensors
+from .._parse import read_json as read_bounded_json
 from ..models import (
     CLMAE,
     PretrainingConfig,
@@ -112,10 +113,7 @@ _SAVED_QKV = ("attention.attention.query", "attention.attention.key", "attention
 
 def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object from ``path``, or a ``ValueError`` naming the file."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    value = read_bounded_json(path)
     if not isinstance(value, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
     return value
@@ -128,12 +126,59 @@ def vitmae_config(config_path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        cfg = read_bounded_json(path)
+    except ValueError:
         return None  # the timm/clmae reader reports it
     if not isinstance(cfg, dict) or cfg.get("model_type") != MODEL_TYPE:
         return None
-    return {**DEFAULTS, **cfg}
+    cfg = {**DEFAULTS, **cfg}
+    _check_fields(cfg, path)
+    return cfg
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+_POSITIVE_INTS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_channels",
+    "decoder_hidden_size",
+    "decoder_num_attention_heads",
+    "decoder_num_hidden_layers",
+    "decoder_intermediate_size",
+)
+
+
+def _check_fields(cfg: Mapping[str, Any], path: Path) -> None:
+    """A ``ValueError`` naming the file and the first field of a ViTMAE ``config.json`` of the wrong type or range
+    (``num_attention_heads: 0``, ``hidden_size: 0``, ...), before any model is built from it."""
+
+    def bad(field: str, expected: str) -> ValueError:
+        value = json.dumps(cfg[field], default=str)[:80]
+        return ValueError(f"{path}: field {field} must be {expected}, got {value}; restore the original config.json")
+
+    for field in _POSITIVE_INTS:
+        if field in cfg and not _positive_int(cfg[field]):
+            raise bad(field, "a positive integer")
+    for field in ("image_size", "patch_size"):
+        value = cfg.get(field)
+        pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(_positive_int(v) for v in value)
+        if not (_positive_int(value) or pair):
+            raise bad(field, "a positive integer or [height, width]")
+    if not _positive_number(cfg.get("layer_norm_eps")):
+        raise bad("layer_norm_eps", "a positive number")
+    if not isinstance(cfg.get("mask_ratio"), (int, float)) or isinstance(cfg.get("mask_ratio"), bool):
+        raise bad("mask_ratio", "a number")
+    if cfg.get("clmae") is not None and not isinstance(cfg["clmae"], dict):
+        raise bad("clmae", "a JSON object")
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:

@@ -18,7 +18,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, follow_umask, weights_metadata, write_safetensors
+from .._atomic import check_target, owned_folder, write_folder, write_text
+from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, weights_metadata, write_safetensors
 from .._version import __version__
 from ..data.preprocess import fit_channels
 from ..models import CLMAE, norm_eps
@@ -26,6 +27,34 @@ from ..models.norm_eps import TIMM_NORM_EPS
 from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
 
 # timm's interpolation names -> PIL's resampling codes (transformers' ``resample``).
+# The files of a transformers ViTMAE folder that clmae writes.
+VITMAE_FOLDER_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME})
+
+
+def is_vitmae_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a ViTMAE folder written by clmae (only its files, and a ``config.json`` of model type
+    ``vit_mae`` with a ``clmae`` section): one that ``clmae export --format transformers`` may replace."""
+    return owned_folder(
+        folder, VITMAE_FOLDER_FILES, lambda c: c.get("model_type") == MODEL_TYPE and isinstance(c.get("clmae"), dict)
+    )
+
+
+def save_vitmae_folder(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    *,
+    decoder: bool = True,
+    in_chans: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """:func:`save_vitmae` as the commands write it: whole or not at all (built beside ``folder``, then swapped in);
+    a ``folder`` holding anything but an earlier clmae ViTMAE export is refused unless ``overwrite``."""
+    check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
+    return write_folder(
+        folder, lambda tmp: save_vitmae(model, tmp, decoder=decoder, in_chans=in_chans), what="ViTMAE folder"
+    )
+
+
 _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
@@ -218,15 +247,18 @@ def save_vitmae(
         raise ValueError(f"{folder} is a file, not a folder: give a folder to write the ViTMAE weights into")
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(state, folder / WEIGHTS_NAME, {"format": "pt", **weights_metadata(state)})
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (folder / PREPROCESSOR_NAME).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
-    for name in (WEIGHTS_NAME, CONFIG_NAME, PREPROCESSOR_NAME):
-        follow_umask(folder / name)
+    write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n", what="config")
+    write_text(folder / PREPROCESSOR_NAME, json.dumps(processor, indent=2) + "\n", what="image processor config")
     return folder
 
 
 def export_vitmae(
-    spec: str | os.PathLike, folder: str | os.PathLike, *, decoder: bool = False, in_chans: int | None = None
+    spec: str | os.PathLike,
+    folder: str | os.PathLike,
+    *,
+    decoder: bool = False,
+    in_chans: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """``clmae export SPEC OUT --format transformers``: any clmae weight as a ``transformers`` ViTMAE folder (a
     training checkpoint: :func:`clmae.train.export.export_checkpoint_vitmae`).
@@ -237,15 +269,18 @@ def export_vitmae(
         decoder: write the decoder too (``ViTMAEForPreTraining``); the weight must include it.
         in_chans: input channels of the exported encoder (:func:`save_vitmae`): ``3`` makes a 1-channel weight
             take RGB images, as ``transformers.pipeline("image-feature-extraction")`` gives them.
+        overwrite: replace ``folder`` whatever it holds (without it, only an empty folder or an earlier clmae
+            ViTMAE export is replaced; the folder is always written whole, beside it, then swapped in).
 
     Returns:
         The folder.
     """
     from .load import load_pretrained, load_pretraining_model
 
+    check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
     encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
     if not decoder:
-        return save_vitmae(encoder, folder, in_chans=in_chans)
+        return save_vitmae_folder(encoder, folder, in_chans=in_chans, overwrite=overwrite)
     model = load_pretraining_model(spec)
     model.encoder.pretrained_cfg = dict(encoder.pretrained_cfg)
-    return save_vitmae(model, folder, in_chans=in_chans)
+    return save_vitmae_folder(model, folder, in_chans=in_chans, overwrite=overwrite)

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._atomic import write_file
 from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
 from ..data.fingerprint import fingerprint_change
 from .config import MODEL_SHORTHANDS, TrainConfig, resumable_fields
@@ -140,13 +141,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "digest": state_digest(state)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with writing(path.parent, state_nbytes(state), f"checkpoint {path.name}", lambda: tmp.unlink(missing_ok=True)):
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    # write_file removes its temporary itself; writing() turns a full disk into one line with the numbers.
+    with writing(path.parent, state_nbytes(state), f"checkpoint {path.name}", lambda: None):
+        write_file(path, lambda f: torch.save(state, f), what="checkpoint")
     return path
 
 

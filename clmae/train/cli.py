@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
 def _visualize(args: argparse.Namespace) -> int:
     from .visualize import visualize_checkpoint
 
-    for path in visualize_checkpoint(args.checkpoint, args.out, args.data, args.num_images):
+    for path in visualize_checkpoint(args.checkpoint, args.out, args.data, args.num_images, overwrite=args.overwrite):
         print(path)
     return 0
 
@@ -55,7 +55,9 @@ def _export(args: argparse.Namespace) -> int:
 
         path = Path(args.checkpoint)
         write = export_checkpoint_vitmae if path.suffix in (".pt", ".pth") and path.is_file() else export_vitmae
-        folder = write(args.checkpoint, args.out, decoder=args.decoder, in_chans=args.in_chans)
+        folder = write(
+            args.checkpoint, args.out, decoder=args.decoder, in_chans=args.in_chans, overwrite=args.overwrite
+        )
         print(f"transformers ViTMAE folder in {folder}")
         return 0
     if args.decoder:
@@ -64,7 +66,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError("--in-chans goes with --format transformers; clmae.load_pretrained(SPEC, in_chans=3) adapts")
     from .export import export_checkpoint
 
-    print(f"weights in {export_checkpoint(args.checkpoint, args.out)}")
+    print(f"weights in {export_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)}")
     return 0
 
 
@@ -106,7 +108,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a checkpoint-*.pt written by clmae train; with --format transformers also any weight (name, folder, "
         "hf-hub:org/repo)",
     )
-    e.add_argument("out", help="the weights folder to write (replaced whole if it exists)")
+    e.add_argument(
+        "out", help="the weights folder to write (an earlier export of the same format there is replaced whole)"
+    )
     e.add_argument(
         "--format",
         choices=("clmae", "transformers"),
@@ -126,6 +130,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="--format transformers: input channels of the exported encoder; 3 makes a greyscale weight take RGB "
         "images, as transformers' pipeline('image-feature-extraction') gives them (stem adapted as timm does)",
     )
+    e.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT as a whole even if it holds other files (a user's, or the other format's export)",
+    )
     e.set_defaults(func=_export)
 
     v = subparsers.add_parser(
@@ -138,4 +147,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--data", help="data spec for the images (default: the run's)")
     v.add_argument("--out", help="output folder (default: the checkpoint's)")
     v.add_argument("--num-images", type=int, default=8, help="images in the grid (default: 8)")
+    v.add_argument("--overwrite", action="store_true", help="replace PNG files of the same names not drawn by clmae")
     v.set_defaults(func=_visualize)

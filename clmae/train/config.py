@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import yaml
 
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
+from .._parse import check_string_keys, parse_json, parse_yaml
 from ..data.spec import check_outside, check_path, forms_help
 from ..models import PretrainingConfig, check_config
 from .recipes import RECIPES_DIR, list_recipes
@@ -375,10 +375,8 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             )
         path = matches[0]
     text = path.read_text()
-    try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot parse recipe {path}: {e}") from None
+    values = parse_json(text, f"recipe {path}") if path.suffix == ".json" else parse_yaml(text, f"recipe {path}")
+    check_string_keys(values, f"recipe {path}")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} must be a mapping of config keys to values")
     values.setdefault("recipe", path.stem)
@@ -395,5 +393,11 @@ def resolve_config(recipe: str | None = None, overrides: list[str] | None = None
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the config as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the config as YAML (a file: atomically; ``/dev/stdout`` and other non-files: directly)."""
+    from .._atomic import write_text
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    if Path(path).exists() and not Path(path).is_file():
+        Path(path).write_text(text)
+    else:
+        write_text(path, text, what="config")

@@ -7,19 +7,22 @@ import glob
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
+from .._atomic import check_target, remove, temp_path, write_folder, write_text
 from .._io import state_nbytes, writing
 from ..data.spec import check_path
 from ..hub import save_pretrained
+from ..hub.save import is_weights_folder
 from ..models import CLMAE, METHOD_TITLES
 
 MARKER = "train_config.json"  # written last into the temporary folder; the folder is renamed into place after it
 
 
-def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dict[str, Any]) -> Path:
+def export_pretrained(
+    model: CLMAE, folder: str | os.PathLike, train_config: dict[str, Any], *, overwrite: bool = False
+) -> Path:
     """Write ``model`` with :func:`clmae.save_pretrained` (timm ``config.json``, ``model.safetensors`` with the
     encoder, ``pretraining.safetensors`` with the whole model, model card) and the run's ``train_config.json``.
 
@@ -28,12 +31,13 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
     never a partial one; what a killed export left is removed by the next (:func:`remove_export_debris`). A full disk
     fails with :class:`~clmae._io.DiskFullError` (the folder, the bytes needed and free), the temporary folder
     removed and the previous export intact. An existing ``folder`` is replaced only if it is empty or an earlier
-    export.
+    clmae weights folder, or with ``overwrite``.
 
     Args:
         model: the trained pretraining model.
         folder: output folder.
         train_config: the run's ``TrainConfig`` as a dict (recorded in the folder).
+        overwrite: replace ``folder`` as a whole whatever it holds (``clmae export --overwrite``).
     """
     folder = check_path(folder, "the weights folder")
     description = (
@@ -43,30 +47,17 @@ def export_pretrained(model: CLMAE, folder: str | os.PathLike, train_config: dic
     if train_config.get("init"):
         description += f" Training started from the weights `{train_config['init']}`."
     remove_export_debris(folder)
-    if folder.exists() and not (folder.is_dir() and (export_complete(folder) or not any(folder.iterdir()))):
-        raise ValueError(
-            f"{folder} exists and is not a weights folder written by clmae (no {MARKER}); choose a new folder, "
-            "or remove it first"
-        )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    old = folder.with_name(f".{folder.name}.old{os.getpid()}")
-    needed = state_nbytes(model.encoder.state_dict()) + state_nbytes(model.state_dict())  # the two weights files
-    with writing(folder.parent, needed, f"the weights folder {folder.name}", lambda: _remove(tmp)):
+    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
+
+    def build(tmp: Path) -> None:
         save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
-        (tmp / MARKER).write_text(json.dumps(train_config, indent=2))
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+        write_text(tmp / MARKER, json.dumps(train_config, indent=2), what="run config")  # last: the folder is whole
+
+    needed = state_nbytes(model.encoder.state_dict()) + state_nbytes(model.state_dict())  # the two weights files
+    # write_folder removes its temporary folder itself; writing() turns a full disk into one line with the numbers.
+    with writing(folder.parent, needed, f"the weights folder {folder.name}", lambda: None):
+        write_folder(folder, build, what="weights folder")
     return folder
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -83,12 +74,14 @@ def _alive(pid: int) -> bool:
 
 def remove_export_debris(folder: str | os.PathLike) -> list[Path]:
     """Remove what exports to ``folder`` killed half-way left beside it (``.NAME.tmpPID``, ``.NAME.oldPID`` of
-    processes that no longer run) and return the paths removed. A previous export that a killed process had set aside
-    (``.NAME.oldPID``) while ``folder`` is missing is put back first: it is the last complete one."""
+    processes that no longer run; :func:`clmae._atomic.temp_path` names) and return the paths removed. A previous
+    export that a killed process had set aside (``.NAME.oldPID``) while ``folder`` is missing is put back first: it
+    is the last complete one."""
     folder = Path(folder)
-    pattern = re.compile(rf"^\.{re.escape(folder.name)}\.(tmp|old)(\d+)$")
+    prefix = temp_path(folder, "tmp", 0).name[: -len(".tmp0")]  # .NAME, or .SHORT~HASH for a long NAME
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(tmp|old)(\d+)$")
     stale = []
-    for path in sorted(folder.parent.glob(f".{glob.escape(folder.name)}.*")) if folder.parent.is_dir() else []:
+    for path in sorted(folder.parent.glob(f"{glob.escape(prefix)}.*")) if folder.parent.is_dir() else []:
         m = pattern.match(path.name)
         if m and not _alive(int(m.group(2))):
             stale.append((m.group(1), path))
@@ -98,7 +91,7 @@ def remove_export_debris(folder: str | os.PathLike) -> list[Path]:
     removed = []
     for _, path in stale:
         if path.exists() or path.is_symlink():
-            _remove(path)
+            remove(path)
             removed.append(path)
     return removed
 
@@ -109,16 +102,23 @@ def export_complete(folder: str | os.PathLike) -> bool:
     return all((folder / name).is_file() for name in ("config.json", "model.safetensors", MARKER))
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike) -> Path:
+def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write the weights folder of a training checkpoint (``clmae export CHECKPOINT OUT``), verified first.
 
     Args:
         checkpoint: a ``checkpoint-*.pt`` written by ``clmae train``.
-        folder: output folder (replaced whole if it exists).
+        folder: output folder (replaced whole if it is an earlier clmae weights folder, or with ``overwrite``).
+        overwrite: replace ``folder`` whatever it holds.
     """
     from .checkpoint import checkpoint_model, load_checkpoint
     from .config import TrainConfig
 
+    check_target(
+        check_path(folder, "the weights folder"),
+        is_weights_folder,
+        "a weights folder written by clmae",
+        overwrite=overwrite,
+    )
     state = load_checkpoint(checkpoint)
     model = checkpoint_model(state)
     train_config = TrainConfig.from_dict(state["config"]).to_dict()
@@ -128,16 +128,25 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike) 
         "updates_done": state["step"],
         "updates_into_next_epoch": state.get("epoch_step", 0),
     }
-    return export_pretrained(model.eval(), folder, train_config)
+    return export_pretrained(model.eval(), folder, train_config, overwrite=overwrite)
 
 
 def export_checkpoint_vitmae(
-    checkpoint: str | os.PathLike, folder: str | os.PathLike, decoder: bool = False, in_chans: int | None = None
+    checkpoint: str | os.PathLike,
+    folder: str | os.PathLike,
+    decoder: bool = False,
+    in_chans: int | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """A training checkpoint (verified first) as a ``transformers`` ViTMAE folder (:func:`clmae.hub.save_vitmae`;
-    ``in_chans=3``: a greyscale model that takes RGB images)."""
-    from ..hub import save_vitmae
+    ``in_chans=3``: a greyscale model that takes RGB images), written whole; ``folder`` is replaced only if it is an
+    earlier clmae ViTMAE export, or with ``overwrite``."""
+    from ..hub.vitmae_save import is_vitmae_folder, save_vitmae_folder
     from .checkpoint import checkpoint_model, load_checkpoint
 
+    check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
     model = checkpoint_model(load_checkpoint(checkpoint)).eval()
-    return save_vitmae(model if decoder else model.encoder, folder, decoder=decoder, in_chans=in_chans)
+    return save_vitmae_folder(
+        model if decoder else model.encoder, folder, decoder=decoder, in_chans=in_chans, overwrite=overwrite
+    )

@@ -102,6 +102,6 @@ def _read(fd: int) -> dict:
     try:
         data = os.pread(fd, 4096, 0)
         holder = json.loads(data) if data else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return holder if isinstance(holder, dict) else {}

@@ -92,6 +92,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     for line in Path(path).read_text().splitlines():
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, or a damaged line nested too deep
             warnings.warn(f"skipping an incomplete line in {path}", stacklevel=2)
     return records

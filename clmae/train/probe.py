@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
+from .._atomic import write_file
 from .metrics import mask_statistics
 
 
@@ -60,8 +62,8 @@ class MaskProbe:
             dist.all_reduce(mask)
             dist.all_reduce(seen)
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            save_file({"mask": mask.clamp(max=1).to(torch.uint8).cpu(), "seen": seen.cpu()}, str(path))
+            state = {"mask": mask.clamp(max=1).to(torch.uint8).cpu(), "seen": seen.cpu()}
+            write_file(path, safetensors_bytes(state), what="mask probe")
 
 
 def probe_path(out: str | os.PathLike, epoch: int) -> Path:

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from timm.utils import random_seed
 from tqdm import tqdm
 
+from .._atomic import write_text
 from ..curriculum import curriculum_factor, curriculum_phase
 from ..data.fingerprint import data_fingerprint
 from ..models import create_pretraining_model
@@ -80,7 +81,7 @@ from .probe import MaskProbe, probe_path
 from .schedule import lr_at, peak_lr, set_lr
 from .signals import GracefulStop, GraceOver, Interrupted, Terminated
 from .step import build_optimizers, compile_in_place, train_step
-from .visualize import plot_history
+from .visualize import plot_history, save_png
 
 LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
 
@@ -249,7 +250,7 @@ def _outputs(cfg: TrainConfig, master: bool, resumed_step: int | None) -> Metric
                 if resumed_step is None
                 else [r for r in read_metrics(metrics.path) if r.get("step", 0) <= resumed_step]
             )
-            metrics.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_text(metrics.path, "".join(json.dumps(r) + "\n" for r in kept), what="metrics file")
     return metrics
 
 
@@ -398,7 +399,8 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         if master:
             metrics.log({"type": "epoch", **record}, run.step, prefix="epoch")
             if run.epoch == cfg.epochs or (cfg.vis_every and run.epoch % cfg.vis_every == 0):
-                mask_picture(model, vis_images, data.mean, data.std).save(out / "vis" / f"masks-{run.epoch:04d}.png")
+                picture = mask_picture(model, vis_images, data.mean, data.std)
+                save_png(picture, out / "vis" / f"masks-{run.epoch:04d}.png")
                 plot_history(run.history, out / "history.png")
     bar.close()
     metrics.close()
@@ -409,7 +411,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
     if master and resumed_at == (cfg.epochs, 0):
         final_vis = out / "vis" / f"masks-{cfg.epochs:04d}.png"
         if not final_vis.is_file():
-            mask_picture(model, vis_images, data.mean, data.std).save(final_vis)
+            save_png(mask_picture(model, vis_images, data.mean, data.std), final_vis)
         if not (out / "history.png").is_file() and run.history:
             plot_history(run.history, out / "history.png")
     if master and cfg.export and (resumed_at[0] < cfg.epochs or not export_complete(out / "export")):

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
+from .._atomic import check_target, write_file
 from ..data.spec import check_path
 from ..viz import mask_picture
 from .batches import model_data
@@ -64,6 +65,24 @@ def _panel(
         draw.text((left + 190 + 110 * i, top - 14), label, fill=color)  # legend beside the title
 
 
+SOFTWARE = "clmae visualize"  # the PNG text chunk that marks a picture as drawn by clmae (replaced without asking)
+
+
+def _drawn_by_clmae(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get("Software") == SOFTWARE
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` as a PNG marked as drawn by clmae, atomically (:func:`clmae._atomic.write_file`)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SOFTWARE)
+    return write_file(path, lambda f: image.save(f, format="PNG", pnginfo=info), what="picture")
+
+
 def plot_history(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Draw lambda_cl and the losses per epoch (``records``: the trainer's epoch records) to a PNG."""
     xs = [r["epoch"] + 1 for r in records]
@@ -72,13 +91,16 @@ def plot_history(records: list[dict[str, Any]], path: str | os.PathLike) -> Path
     _panel(draw, (40, 30, 560, 250), xs, _LOSSES, "losses (epoch means)", records)
     _panel(draw, (40, 290, 560, 390), xs, _LAMBDA, "curriculum factor lambda_cl", records)
     draw.text((270, 400), "epoch", fill=(0, 0, 0))
-    path = Path(path)
-    image.save(path)
-    return path
+    return save_png(image, path)
 
 
 def visualize_checkpoint(
-    checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, data: str | None = None, num_images: int = 8
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    data: str | None = None,
+    num_images: int = 8,
+    *,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Draw a checkpoint's masks and reconstructions, and its loss/lambda_cl history.
 
@@ -87,6 +109,8 @@ def visualize_checkpoint(
         out: output folder (default: the checkpoint's folder).
         data: data spec for the images (default: the run's).
         num_images: images in the grid.
+        overwrite: replace files of the same names that clmae did not draw (without it they are refused; earlier
+            pictures of clmae are replaced).
 
     Returns:
         The PNG files written: ``masks-<checkpoint>.png`` and ``history-<checkpoint>.png``.
@@ -96,17 +120,19 @@ def visualize_checkpoint(
         raise ValueError(f"--num-images must be a whole number >= 1, got {num_images!r}")
     if out is not None:
         check_path(out, "--out")
+    folder = Path(out) if out is not None else checkpoint.parent
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} is a file; give a folder for the pictures")
+    grid, history = folder / f"masks-{checkpoint.stem}.png", folder / f"history-{checkpoint.stem}.png"
+    for path in (grid, history):
+        check_target(path, _drawn_by_clmae, "a picture drawn by clmae visualize", overwrite=overwrite, folder=False)
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
     model = checkpoint_model(state)
     pdata = model_data(data or cfg["data"], model, cfg["seed"])
     n = min(num_images, len(pdata.preview))
     images = torch.stack([pdata.preview[i] for i in range(n)])
-    out = Path(out) if out is not None else checkpoint.parent
-    out.mkdir(parents=True, exist_ok=True)
-    grid = out / f"masks-{checkpoint.stem}.png"
-    mask_picture(model, images, pdata.mean, pdata.std).save(grid)
-    written = [grid]
+    written = [save_png(mask_picture(model, images, pdata.mean, pdata.std), grid)]
     if state.get("metrics"):
-        written.append(plot_history(state["metrics"], out / f"history-{checkpoint.stem}.png"))
+        written.append(plot_history(state["metrics"], history))
     return written
