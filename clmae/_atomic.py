@@ -16,7 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ._io import DiskFullError
+
+class DiskFullError(OSError):
+    """A write failed for lack of space (``ENOSPC``, ``EDQUOT``); the message names the folder, the bytes needed and
+    the bytes free, and the partial files are already removed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+    def __str__(self) -> str:
+        return self.args[0]
+
 
 _TOO_BIG_ERRNOS = {errno.EFBIG}  # a file-size limit (``ulimit -f``, with SIGXFSZ ignored)
 _SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -236,7 +247,7 @@ def write_folder(folder: str | os.PathLike, build: Callable[[Path], object], *, 
 def owned_folder(folder: str | os.PathLike, names: set[str] | frozenset[str], config: Callable[[dict], bool]) -> bool:
     """Whether ``folder`` holds only files named in ``names`` and a ``config.json`` that ``config`` accepts: an
     earlier result of the writer that writes those files (anything unreadable or unexpected says no)."""
-    from ._parse import parse_json
+    import json
 
     folder = Path(folder)
     try:
@@ -244,7 +255,7 @@ def owned_folder(folder: str | os.PathLike, names: set[str] | frozenset[str], co
         if not all(p.name in names and p.is_file() and not p.is_symlink() for p in entries):
             return False
         text = (folder / "config.json").read_text(encoding="utf-8")
-        cfg = parse_json(text, "config.json")
+        cfg = json.loads(text)  # a RecursionError (nested too deep) is caught below: not an earlier result
         return isinstance(cfg, dict) and bool(config(cfg))
     except (OSError, ValueError, RecursionError):
         return False

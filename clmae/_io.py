@@ -26,6 +26,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
+from ._atomic import DiskFullError, write_file
+from ._parse import parse_json, read_json
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PRETRAINING_NAME = "pretraining.safetensors"
@@ -45,18 +48,6 @@ _UMASK_LOCK = threading.Lock()
 # Errors the commands report as one line and exit code 2: bad input (ValueError) and files that are missing,
 # unreadable or in the way (OSError: FileNotFoundError, NotADirectoryError, PermissionError, ...).
 USER_ERRORS = (ValueError, OSError)
-
-
-class DiskFullError(OSError):
-    """A write failed for lack of space (``ENOSPC``, ``EDQUOT``); the message names the folder, the bytes needed and
-    the bytes free, and the partial files are already removed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno.ENOSPC
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 _SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -215,8 +206,6 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
     """:func:`safetensors_bytes` written to ``path`` atomically (:func:`clmae._atomic.write_file`), with the mode new
     files get from the umask."""
-    from ._atomic import write_file  # it imports this module
-
     return write_file(path, safetensors_bytes(state, metadata), what="weights file")
 
 
@@ -285,8 +274,6 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
 def _json_metadata(path: Path | str, meta: Mapping[str, str], key: str) -> Any:
     if key not in meta:
         return None
-    from ._parse import parse_json
-
     try:
         return parse_json(meta[key], f"{path}: its metadata {key}")
     except ValueError:
@@ -341,8 +328,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{path} does not exist: a weights folder needs config.json (timm format) next to model.safetensors; "
             "write one with clmae.save_pretrained()"
         )
-    from ._parse import read_json
-
     try:
         cfg = read_json(path)
     except ValueError as e:

@@ -77,7 +77,7 @@ def test_overrides_may_stand_between_options(monkeypatch):
 def test_eval_options_may_stand_between_options(monkeypatch):
     seen = {}
 
-    def fake_run_eval(protocol, model, data, options, out):
+    def fake_run_eval(protocol, model, data, options, out, **kwargs):
         seen.update(protocol=protocol, model=model, data=data, options=options)
         raise ValueError("stop here")
 
@@ -185,18 +185,19 @@ def test_the_demo_takes_only_fashion_mnist_specs(tmp_path, capsys):
 
 # docs/architecture.md: the floors of the package; a unit imports only from floors below its own.
 FLOORS = {
-    **dict.fromkeys(("_io", "_device", "_overrides", "_compat", "_version", "_lazy", "curriculum"), 0),
-    "data": 1,
-    "models": 2,
-    "hub": 3,
-    "viz": 3,
-    "train": 4,
-    "factory": 4,
-    "eval": 5,
-    "demo": 6,
-    "cli": 7,
-    "__main__": 8,
-    "__init__": 8,
+    **dict.fromkeys(("_atomic", "_parse"), 0),
+    **dict.fromkeys(("_io", "_device", "_overrides", "_compat", "_version", "_lazy", "_progress", "curriculum"), 1),
+    "data": 2,
+    "models": 3,
+    "hub": 4,
+    "viz": 4,
+    "train": 5,
+    "factory": 5,
+    "eval": 6,
+    "demo": 7,
+    "cli": 8,
+    "__main__": 9,
+    "__init__": 9,
 }
 
 
