@@ -16,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ._io import DiskFullError
+from ._disk import SPACE_ERRNOS, DiskFullError
 
 _TOO_BIG_ERRNOS = {errno.EFBIG}  # a file-size limit (``ulimit -f``, with SIGXFSZ ignored)
-_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def name_max(folder: str | os.PathLike) -> int:
@@ -56,7 +55,7 @@ def temp_path(target: str | os.PathLike, kind: str = "tmp", pid: int | None = No
 def _failed(target: Path, what: str, error: OSError) -> OSError:
     """The error of a failed write as one line that names the target and says that the earlier one is whole."""
     keep = "the earlier one is unchanged" if target.exists() else "nothing was written"
-    if error.errno in _SPACE_ERRNOS:
+    if error.errno in SPACE_ERRNOS:
         return DiskFullError(f"no space left to write {what} {target}; free some space or write elsewhere ({keep})")
     if error.errno in _TOO_BIG_ERRNOS:
         return OSError(

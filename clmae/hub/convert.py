@@ -11,7 +11,8 @@ import timm
 import torch
 
 from .._atomic import check_target
-from .._io import check_state, load_torch_checkpoint
+from .._checkpoint_file import load_torch_checkpoint
+from .._state_dict import check_state
 from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
 from .save import is_weights_folder, save_weights_folder
 

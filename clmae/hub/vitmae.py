@@ -23,8 +23,10 @@ import torch
 from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
-from .._io import CONFIG_NAME, WEIGHTS_NAME, check_state, read_safetensors
+from .._files import CONFIG_NAME, WEIGHTS_NAME
 from .._parse import read_json as read_bounded_json
+from .._safetensors import read_safetensors
+from .._state_dict import check_state
 from ..models import (
     CLMAE,
     PretrainingConfig,

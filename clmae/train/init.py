@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._io import read_safetensors
+from .._safetensors import read_safetensors
 from ..hub.resolve import PRETRAINING_PREFIX
 from ..models import CLMAE, norm_eps
 
@@ -89,7 +89,8 @@ def read_source_model(spec: str, method: str = "clmae") -> SourceModel | None:
         spec: the ``init=`` value.
         method: the run's method: a whole CL-MAE model's masking module fixes the masking module's size too.
     """
-    from .._io import CONFIG_NAME, read_config
+    from .._config_json import read_config
+    from .._files import CONFIG_NAME
     from ..hub import parse_spec
     from ..hub.vitmae import (
         config_of,
@@ -215,7 +216,7 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
     Returns:
         What was adapted or left fresh, one phrase each.
     """
-    from .._io import check_state
+    from .._state_dict import check_state
 
     parts = _split(state)
     unknown = sorted(set(parts) - {"encoder", "decoder", "masker"})
