@@ -161,7 +161,8 @@ def convert_vitmae(
     (:mod:`clmae.hub.vitmae`). ``folder`` is written as :func:`~clmae.hub.save.save_weights_folder` does (whole,
     and only over an earlier clmae weights folder unless ``overwrite``)."""
     from .load import load_pretrained, load_pretraining_model
-    from .vitmae import encoder_args, has_decoder, pick_arch, vitmae_source
+    from .vitmae import has_decoder, pick_arch, vitmae_source
+    from .vitmae_map import encoder_args
 
     check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
     found = vitmae_source(spec)

@@ -27,7 +27,7 @@ from .._state_dict import check_dtypes, check_state
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
 from ..models.factory import SIZE_ARGS, check_timm_fits, fit_input_cfg
-from . import vitmae
+from . import vitmae, vitmae_map
 from .resolve import (  # noqa: F401  (importable from here too, where they were first defined)
     CHECKPOINT_SUFFIXES,
     TRAIN_COMMAND,
@@ -223,7 +223,7 @@ class EncoderWeights:
     def arch(self) -> str:
         """The clmae (or timm) architecture name of the weights."""
         if self.is_vitmae:
-            return vitmae.pick_arch(vitmae.encoder_args(self.config))[0]
+            return vitmae.pick_arch(vitmae_map.encoder_args(self.config))[0]
         return (self.config.get("clmae") or {}).get("arch") or self.config["architecture"]
 
     @property

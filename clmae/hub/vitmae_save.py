@@ -25,7 +25,8 @@ from .._version import __version__
 from ..data.preprocess import fit_channels
 from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
-from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
+from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME
+from .vitmae_map import to_vitmae_state
 
 # timm's interpolation names -> PIL's resampling codes (transformers' ``resample``).
 # The files of a transformers ViTMAE folder that clmae writes.

@@ -92,15 +92,8 @@ def read_source_model(spec: str, method: str = "clmae") -> SourceModel | None:
     from .._config_json import read_config
     from .._files import CONFIG_NAME
     from ..hub import parse_spec
-    from ..hub.vitmae import (
-        config_of,
-        decoder_fields,
-        encoder_args,
-        has_decoder,
-        norm_eps_of,
-        pick_arch,
-        preprocessing_of,
-    )
+    from ..hub.vitmae import config_of, has_decoder, pick_arch, preprocessing_of
+    from ..hub.vitmae_map import decoder_fields, encoder_args, norm_eps_of
     from ..models import PretrainingConfig
 
     weights = parse_spec(spec, prefix=True, bare=True)
@@ -246,7 +239,8 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
 def _vitmae_state(model: CLMAE, src: Any, hf: dict[str, Any], full: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A ViTMAE source's weights with clmae's keys (``encoder.*``, and ``decoder.*`` when it has a decoder), checked
     against what the run's model cannot adapt: its LayerNorm epsilon."""
-    from ..hub.vitmae import norm_eps_of, read_clmae_state
+    from ..hub.vitmae import read_clmae_state
+    from ..hub.vitmae_map import norm_eps_of
 
     encoder, decoder = read_clmae_state(src)
     if full and not decoder:
