@@ -16,21 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-
-class DiskFullError(OSError):
-    """A write failed for lack of space (``ENOSPC``, ``EDQUOT``); the message names the folder, the bytes needed and
-    the bytes free, and the partial files are already removed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno.ENOSPC
-
-    def __str__(self) -> str:
-        return self.args[0]
-
+from ._disk import SPACE_ERRNOS, DiskFullError
 
 _TOO_BIG_ERRNOS = {errno.EFBIG}  # a file-size limit (``ulimit -f``, with SIGXFSZ ignored)
-_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def name_max(folder: str | os.PathLike) -> int:
@@ -67,7 +55,7 @@ def temp_path(target: str | os.PathLike, kind: str = "tmp", pid: int | None = No
 def _failed(target: Path, what: str, error: OSError) -> OSError:
     """The error of a failed write as one line that names the target and says that the earlier one is whole."""
     keep = "the earlier one is unchanged" if target.exists() else "nothing was written"
-    if error.errno in _SPACE_ERRNOS:
+    if error.errno in SPACE_ERRNOS:
         return DiskFullError(f"no space left to write {what} {target}; free some space or write elsewhere ({keep})")
     if error.errno in _TOO_BIG_ERRNOS:
         return OSError(
@@ -247,7 +235,7 @@ def write_folder(folder: str | os.PathLike, build: Callable[[Path], object], *, 
 def owned_folder(folder: str | os.PathLike, names: set[str] | frozenset[str], config: Callable[[dict], bool]) -> bool:
     """Whether ``folder`` holds only files named in ``names`` and a ``config.json`` that ``config`` accepts: an
     earlier result of the writer that writes those files (anything unreadable or unexpected says no)."""
-    import json
+    from ._parse import parse_json
 
     folder = Path(folder)
     try:
@@ -255,7 +243,7 @@ def owned_folder(folder: str | os.PathLike, names: set[str] | frozenset[str], co
         if not all(p.name in names and p.is_file() and not p.is_symlink() for p in entries):
             return False
         text = (folder / "config.json").read_text(encoding="utf-8")
-        cfg = json.loads(text)  # a RecursionError (nested too deep) is caught below: not an earlier result
+        cfg = parse_json(text, "config.json")
         return isinstance(cfg, dict) and bool(config(cfg))
     except (OSError, ValueError, RecursionError):
         return False

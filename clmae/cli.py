@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from ._io import USER_ERRORS, error_line
+    from ._cli_errors import USER_ERRORS, error_line
     from .train.signals import Terminated
 
     def terminate(signum: int, frame: object) -> None:  # the trainer notes SIGTERM its own way while a run lives

@@ -10,7 +10,8 @@ from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 
-from ._io import CONFIG_NAME, read_config
+from ._config_json import read_config
+from ._files import CONFIG_NAME
 from .hub import build_from_config, load_pretrained, parse_spec
 from .hub.registry import find
 from .models import create_encoder, list_models

@@ -20,7 +20,7 @@ from PIL import Image
 import clmae
 from clmae import _atomic, cli
 from clmae._atomic import temp_path, write_file, write_folder
-from clmae._io import DiskFullError
+from clmae._disk import DiskFullError
 from clmae.train.export import remove_export_debris
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,7 @@ import clmae
 from clmae.cli import main
 from clmae.data.fashion_mnist import SAMPLE_ROOT, load_fashion_mnist
 from clmae.eval.model import resolve_model
-from clmae.hub import export_vitmae, save_vitmae, vitmae
+from clmae.hub import export_vitmae, save_vitmae, vitmae, vitmae_map
 from clmae.models import norm_eps
 from clmae.train import trainer
 from clmae.train.config import TrainConfig, resolve_config
@@ -239,9 +239,9 @@ def test_refusals_name_what_cannot_be_mapped(tmp_path):
         with pytest.raises(ValueError, match=match):
             clmae.load_pretrained(folder)
     with pytest.raises(ValueError, match="decoder_intermediate_size=50"):
-        vitmae.decoder_fields({**vitmae.DEFAULTS, "decoder_intermediate_size": 50})
+        vitmae_map.decoder_fields({**vitmae.DEFAULTS, "decoder_intermediate_size": 50})
     with pytest.raises(ValueError, match=r"'extra\.weight'"):
-        vitmae.to_clmae_state({"extra.weight": torch.zeros(1)})
+        vitmae_map.to_clmae_state({"extra.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="fc_norm"):
         save_vitmae(clmae.create_model("vit_tiny_patch4_28", global_pool="avg", **TINY_ENCODER), tmp_path / "x")
 
@@ -310,10 +310,11 @@ def test_recipe_vit_b16_maps_onto_vit_mae_base():
     with torch.device("meta"):
         hf_model = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig())
         model = clmae.create_pretraining_model(ours)
-    saved = vitmae.to_vitmae_state(model.encoder.state_dict(), model.decoder.state_dict())  # names as saved
-    encoder, decoder = vitmae.to_clmae_state(saved)
+    saved = vitmae_map.to_vitmae_state(model.encoder.state_dict(), model.decoder.state_dict())  # names as saved
+    encoder, decoder = vitmae_map.to_clmae_state(saved)
     theirs = {
-        k: tuple(v.shape) for k, v in vitmae.to_vitmae_state(*vitmae.to_clmae_state(hf_model.state_dict())).items()
+        k: tuple(v.shape)
+        for k, v in vitmae_map.to_vitmae_state(*vitmae_map.to_clmae_state(hf_model.state_dict())).items()
     }
     assert {k: tuple(v.shape) for k, v in saved.items()} == theirs
     assert encoder.keys() == model.encoder.state_dict().keys() and decoder.keys() == model.decoder.state_dict().keys()

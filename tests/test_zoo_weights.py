@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import clmae
-from clmae._io import sha256_file
+from clmae._files import sha256_file
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.hub import load_pretrained, load_pretraining_model, registry
 from clmae.hub.download import ChecksumError

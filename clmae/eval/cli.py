@@ -27,7 +27,7 @@ def _epilog(config_name: str) -> str:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from .._io import USER_ERRORS, error_line
+    from .._cli_errors import USER_ERRORS, error_line
     from .._overrides import parse_pairs
     from .run import run_eval, summary
 

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from .._atomic import check_target
 from .._device import resolve_device
-from .._io import is_safetensors, safetensors_metadata, write_safetensors
+from .._files import is_safetensors
+from .._safetensors import safetensors_metadata, write_safetensors
 from ..data.imagefolder import ImageFolderImages
 from ..data.images import read_image
 from ..data.preprocess import pil_mode

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._compat import param_groups_layer_decay
+from .._options import attributes_doc, check_fields, option
 from .._progress import EpochLog, progress
 from ..data.augment_finetune import DeviceTrainAugment
 from ..data.sampler import item_seeds
@@ -28,59 +29,47 @@ from .model import ResolvedModel
 @dataclass
 class FinetuneConfig:
     """Hyper-parameters of fine-tuning (defaults: MAE's ViT-L recipe; for ViT-B MAE uses 100 epochs, base_lr 5e-4
-    and layer_decay 0.65).
+    and layer_decay 0.65)."""
 
-    Attributes:
-        epochs: training epochs (MAE: 100 for ViT-B, 50 for ViT-L).
-        warmup_epochs: linear warm-up epochs (MAE: 5).
-        batch_size: images per step; the rate is ``base_lr * batch_size / 256``.
-        base_lr: rate at batch 256 (MAE: 5e-4 for ViT-B, 1e-3 for ViT-L).
-        min_lr: rate at the end of the cosine (MAE: 1e-6).
-        weight_decay: AdamW weight decay on weights (MAE: 0.05); none on biases, norms, tokens and positions.
-        layer_decay: layer-wise rate decay (MAE: 0.65 ViT-B, 0.75 ViT-L).
-        drop_path: stochastic depth rate (MAE: 0.1).
-        smoothing: label smoothing (MAE: 0.1).
-        mixup: mixup alpha (MAE: 0.8); 0 turns it off.
-        cutmix: cutmix alpha (MAE: 1.0); 0 turns it off.
-        auto_augment: timm RandAugment spec (MAE: ``rand-m9-mstd0.5-inc1``); ``"none"`` turns it off.
-        reprob: random-erasing probability (MAE: 0.25).
-        crop_min: smallest RandomResizedCrop area fraction (timm: 0.08).
-        hflip: horizontal-flip probability (0.5).
-        clip_grad: gradient-norm clip, 0 for none.
-        seed: seeds the head, the shuffling and the augmentation.
-    """
-
-    epochs: int = 50
-    warmup_epochs: int = 5
-    batch_size: int = 64
-    base_lr: float = 1e-3
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    drop_path: float = 0.1
-    smoothing: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    auto_augment: str = "rand-m9-mstd0.5-inc1"
-    reprob: float = 0.25
-    crop_min: float = 0.08
-    hflip: float = 0.5
-    clip_grad: float = 0.0
-    seed: int = 0
+    epochs: int = option(50, "training epochs (MAE: 100 for ViT-B, 50 for ViT-L).")
+    warmup_epochs: int = option(5, "linear warm-up epochs (MAE: 5).")
+    batch_size: int = option(
+        64,
+        "images per step; the rate is ``base_lr * batch_size / 256``.",
+        at_least=2,
+        multiple_of=2,
+        why="mixup pairs images",
+    )
+    base_lr: float = option(1e-3, "rate at batch 256 (MAE: 5e-4 for ViT-B, 1e-3 for ViT-L).")
+    min_lr: float = option(1e-6, "rate at the end of the cosine (MAE: 1e-6).")
+    weight_decay: float = option(
+        0.05, "AdamW weight decay on weights (MAE: 0.05); none on biases, norms, tokens and positions."
+    )
+    layer_decay: float = option(0.75, "layer-wise rate decay (MAE: 0.65 ViT-B, 0.75 ViT-L).", above=0, at_most=1)
+    drop_path: float = option(0.1, "stochastic depth rate (MAE: 0.1).")
+    smoothing: float = option(0.1, "label smoothing (MAE: 0.1).")
+    mixup: float = option(0.8, "mixup alpha (MAE: 0.8); 0 turns it off.")
+    cutmix: float = option(1.0, "cutmix alpha (MAE: 1.0); 0 turns it off.")
+    auto_augment: str = option(
+        "rand-m9-mstd0.5-inc1", 'timm RandAugment spec (MAE: ``rand-m9-mstd0.5-inc1``); ``"none"`` turns it off.'
+    )
+    reprob: float = option(0.25, "random-erasing probability (MAE: 0.25).")
+    crop_min: float = option(0.08, "smallest RandomResizedCrop area fraction (timm: 0.08).", above=0, at_most=1)
+    hflip: float = option(0.5, "horizontal-flip probability (0.5).")
+    clip_grad: float = option(0.0, "gradient-norm clip, 0 for none.")
+    seed: int = option(0, "seeds the head, the shuffling and the augmentation.")
 
     def __post_init__(self) -> None:
         check_schedule(self.epochs, self.warmup_epochs)
-        if self.batch_size < 2 or self.batch_size % 2:
-            raise ValueError(f"batch_size must be even and at least 2 (mixup pairs images), got {self.batch_size}")
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        if not 0 < self.crop_min <= 1:
-            raise ValueError(f"crop_min must be in (0, 1], got {self.crop_min}")
+        check_fields(self)
 
     @property
     def lr(self) -> float:
         """Peak rate: ``base_lr * batch_size / 256``."""
         return peak_lr(self.base_lr, self.batch_size)
+
+
+FinetuneConfig.__doc__ = attributes_doc(FinetuneConfig)
 
 
 def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -> nn.Module:

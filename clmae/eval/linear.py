@@ -19,6 +19,7 @@ from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._options import attributes_doc, check_fields, option
 from .._progress import EpochLog
 from ..train.schedule import check_schedule, lr_at, peak_lr, set_lr
 from .knn import topk_accuracy
@@ -26,51 +27,40 @@ from .knn import topk_accuracy
 
 @dataclass
 class LinearProbeConfig:
-    """Hyper-parameters of the linear probe (defaults: MAE's recipe).
+    """Hyper-parameters of the linear probe (defaults: MAE's recipe)."""
 
-    Attributes:
-        epochs: training epochs (MAE: 90).
-        warmup_epochs: linear warm-up epochs (MAE: 10).
-        batch_size: images per step; the rate is ``base_lr * batch_size / 256``.
-        base_lr: rate at batch 256 (MAE: 0.1).
-        min_lr: rate at the end of the cosine.
-        momentum: LARS momentum (MAE: 0.9).
-        weight_decay: (MAE: 0).
-        pool: feature: ``"cls"`` (MAE) or ``"avg"`` (mean of patch tokens).
-        mode: ``"cached"`` (features once, fast, deterministic) or ``"mae"`` (encoder in the loop, augmented).
-        crop_min: ``mode="mae"``: smallest RandomResizedCrop area fraction (MAE: torchvision's 0.08).
-        hflip: ``mode="mae"``: horizontal-flip probability (MAE: 0.5).
-        seed: seeds the head's initialisation, the shuffling and the augmentation.
-    """
-
-    epochs: int = 90
-    warmup_epochs: int = 10
-    batch_size: int = 256
-    base_lr: float = 0.1
-    min_lr: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    pool: str = "cls"
-    mode: str = "mae"
-    crop_min: float = 0.08
-    hflip: float = 0.5
-    seed: int = 0
+    epochs: int = option(90, "training epochs (MAE: 90).")
+    warmup_epochs: int = option(10, "linear warm-up epochs (MAE: 10).")
+    batch_size: int = option(
+        256, "images per step; the rate is ``base_lr * batch_size / 256``.", at_least=2, why="BatchNorm needs it"
+    )
+    base_lr: float = option(0.1, "rate at batch 256 (MAE: 0.1).")
+    min_lr: float = option(0.0, "rate at the end of the cosine.")
+    momentum: float = option(0.9, "LARS momentum (MAE: 0.9).")
+    weight_decay: float = option(0.0, "(MAE: 0).")
+    pool: str = option("cls", 'feature: ``"cls"`` (MAE) or ``"avg"`` (mean of patch tokens).', choices=("cls", "avg"))
+    mode: str = option(
+        "mae",
+        '``"cached"`` (features once, fast, deterministic) or ``"mae"`` (encoder in the loop, augmented).',
+        choices=("cached", "mae"),
+    )
+    crop_min: float = option(
+        0.08, '``mode="mae"``: smallest RandomResizedCrop area fraction (MAE: torchvision\'s 0.08).', above=0, at_most=1
+    )
+    hflip: float = option(0.5, '``mode="mae"``: horizontal-flip probability (MAE: 0.5).', at_least=0, at_most=1)
+    seed: int = option(0, "seeds the head's initialisation, the shuffling and the augmentation.")
 
     def __post_init__(self) -> None:
         check_schedule(self.epochs, self.warmup_epochs)
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (BatchNorm needs it), got {self.batch_size}")
-        if self.pool not in ("cls", "avg"):
-            raise ValueError(f"pool must be 'cls' or 'avg', got {self.pool!r}")
-        if self.mode not in ("cached", "mae"):
-            raise ValueError(f"mode must be 'cached' or 'mae', got {self.mode!r}")
-        if not 0 < self.crop_min <= 1 or not 0 <= self.hflip <= 1:
-            raise ValueError(f"need 0 < crop_min <= 1 and 0 <= hflip <= 1, got {self.crop_min}, {self.hflip}")
+        check_fields(self)
 
     @property
     def lr(self) -> float:
         """Peak rate: ``base_lr * batch_size / 256`` (MAE's scaling rule)."""
         return peak_lr(self.base_lr, self.batch_size)
+
+
+LinearProbeConfig.__doc__ = attributes_doc(LinearProbeConfig)
 
 
 class LinearHead(nn.Sequential):

@@ -26,7 +26,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .._io import check_finite, load_torch_checkpoint, read_safetensors, sha256_file
+from .._checkpoint_file import load_torch_checkpoint
+from .._files import sha256_file
+from .._safetensors import check_finite, read_safetensors
 from ..hub import EncoderWeights, load_encoder_state, parse_spec, read_encoder
 from ..hub.convert import encoder_state
 from ..hub.resolve import CHECKPOINT_SUFFIXES

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._atomic import check_target
 from .._device import resolve_device
+from .._options import attributes_doc, check_fields, option
 from .._overrides import split_options
 from ..data.augment_finetune import DeviceTrainAugment
 from ..data.preprocess import pil_mode
@@ -45,60 +46,47 @@ from .results import EvalResult, device_name, is_result_file
 
 @dataclass
 class CommonConfig:
-    """Options every protocol takes.
+    """Options every protocol takes."""
 
-    Attributes:
-        seed: seeds training, shuffling and augmentation (kNN has no randomness).
-        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...
-        extract_batch_size: images per forward pass when extracting features.
-        workers: data-loading processes (0: in the main process).
-        train_limit: evaluate on a fixed random subset (seed 0) of this many training images.
-        val_limit: likewise for the validation images.
-        cache: reuse / store extracted features.
-        cache_dir: feature-cache folder (default ``$CLMAE_CACHE/features`` or ``~/.cache/clmae/features``).
-        arch: architecture of a weights file or checkpoint that does not name its own.
-        init_seed: seed of the random initialisation when ``--model`` is an architecture name.
-        revision: Hub revision of published weights (default: the registry's pinned commit).
-    """
+    seed: int = option(0, "seeds training, shuffling and augmentation (kNN has no randomness).")
+    device: str = option("auto", "``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...")
+    extract_batch_size: int = option(256, "images per forward pass when extracting features.", at_least=1)
+    workers: int = option(0, "data-loading processes (0: in the main process).", at_least=0)
+    train_limit: int | None = option(None, "evaluate on a fixed random subset (seed 0) of this many training images.")
+    val_limit: int | None = option(None, "likewise for the validation images.")
+    cache: bool = option(True, "reuse / store extracted features.")
+    cache_dir: str | None = option(
+        None, "feature-cache folder (default ``$CLMAE_CACHE/features`` or ``~/.cache/clmae/features``)."
+    )
+    arch: str | None = option(None, "architecture of a weights file or checkpoint that does not name its own.")
+    init_seed: int = option(0, "seed of the random initialisation when ``--model`` is an architecture name.")
+    revision: str | None = option(None, "Hub revision of published weights (default: the registry's pinned commit).")
 
-    seed: int = 0
-    device: str = "auto"
-    extract_batch_size: int = 256
-    workers: int = 0
-    train_limit: int | None = None
-    val_limit: int | None = None
-    cache: bool = True
-    cache_dir: str | None = None
-    arch: str | None = None
-    init_seed: int = 0
-    revision: str | None = None
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+CommonConfig.__doc__ = attributes_doc(CommonConfig)
 
 
 @dataclass
 class KnnConfig:
-    """kNN options.
+    """kNN options."""
 
-    Attributes:
-        k: neighbours of the reference's majority vote (5).
-        k_weighted: neighbours of the weighted vote (20).
-        temperature: temperature of the weighted vote (0.07).
-        pool: feature: ``avg`` (mean of the patch tokens, the reference's) or ``cls``.
-        variant: ``both``, ``reference`` or ``weighted``.
-        chunk_size: test rows per distance matrix product.
-    """
-
-    k: int = 5
-    k_weighted: int = 20
-    temperature: float = 0.07
-    pool: str = "avg"
-    variant: str = "both"
-    chunk_size: int = 1024
+    k: int = option(5, "neighbours of the reference's majority vote (5).")
+    k_weighted: int = option(20, "neighbours of the weighted vote (20).")
+    temperature: float = option(0.07, "temperature of the weighted vote (0.07).")
+    pool: str = option(
+        "avg", "feature: ``avg`` (mean of the patch tokens, the reference's) or ``cls``.", choices=("avg", "cls")
+    )
+    variant: str = option("both", "``both``, ``reference`` or ``weighted``.", choices=("both", "reference", "weighted"))
+    chunk_size: int = option(1024, "test rows per distance matrix product.")
 
     def __post_init__(self) -> None:
-        if self.variant not in ("both", "reference", "weighted"):
-            raise ValueError(f"variant must be 'both', 'reference' or 'weighted', got {self.variant!r}")
-        if self.pool not in ("avg", "cls"):
-            raise ValueError(f"pool must be 'avg' or 'cls', got {self.pool!r}")
+        check_fields(self)
+
+
+KnnConfig.__doc__ = attributes_doc(KnnConfig)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from .._atomic import write_text
-from .._io import CARD_NAME
+from .._files import CARD_NAME
 from ..models import METHOD_TITLES
 
 

@@ -11,7 +11,8 @@ import timm
 import torch
 
 from .._atomic import check_target
-from .._io import check_state, load_torch_checkpoint
+from .._checkpoint_file import load_torch_checkpoint
+from .._state_dict import check_state
 from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
 from .save import is_weights_folder, save_weights_folder
 
@@ -160,7 +161,8 @@ def convert_vitmae(
     (:mod:`clmae.hub.vitmae`). ``folder`` is written as :func:`~clmae.hub.save.save_weights_folder` does (whole,
     and only over an earlier clmae weights folder unless ``overwrite``)."""
     from .load import load_pretrained, load_pretraining_model
-    from .vitmae import encoder_args, has_decoder, pick_arch, vitmae_source
+    from .vitmae import has_decoder, pick_arch, vitmae_source
+    from .vitmae_map import encoder_args
 
     check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
     found = vitmae_source(spec)

@@ -20,7 +20,7 @@ from huggingface_hub.utils import (
     validate_repo_id,
 )
 
-from .._io import sha256_file
+from .._files import sha256_file
 from .._version import __version__
 
 

@@ -20,19 +20,14 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models import adapt_input_conv as _timm_adapt_input_conv
 from timm.models.vision_transformer import VisionTransformer
 
-from .._io import (
-    CONFIG_NAME,
-    PRETRAINING_NAME,
-    check_dtypes,
-    check_state,
-    check_weights_config,
-    read_config,
-    read_safetensors,
-)
+from .._config_json import read_config
+from .._files import CONFIG_NAME, PRETRAINING_NAME
+from .._safetensors import check_weights_config, read_safetensors
+from .._state_dict import check_dtypes, check_state
 from ..models import CLMAE, PretrainingConfig, create_pretraining_model, get_arch, list_models, set_norm_eps
 from ..models.config import check_encoder_kwargs
 from ..models.factory import SIZE_ARGS, check_timm_fits, fit_input_cfg
-from . import vitmae
+from . import vitmae, vitmae_map
 from .resolve import (  # noqa: F401  (importable from here too, where they were first defined)
     CHECKPOINT_SUFFIXES,
     TRAIN_COMMAND,
@@ -60,7 +55,7 @@ def build_from_config(cfg: dict[str, Any], **kwargs: Any) -> VisionTransformer:
     timm base.
 
     Args:
-        cfg: the ``config.json`` content (:func:`clmae._io.read_config`).
+        cfg: the ``config.json`` content (:func:`clmae._config_json.read_config`).
         **kwargs: timm arguments that override the config's (``num_classes``, ``img_size``, ``drop_path_rate``...).
     """
     check_encoder_kwargs(kwargs)
@@ -228,7 +223,7 @@ class EncoderWeights:
     def arch(self) -> str:
         """The clmae (or timm) architecture name of the weights."""
         if self.is_vitmae:
-            return vitmae.pick_arch(vitmae.encoder_args(self.config))[0]
+            return vitmae.pick_arch(vitmae_map.encoder_args(self.config))[0]
         return (self.config.get("clmae") or {}).get("arch") or self.config["architecture"]
 
     @property

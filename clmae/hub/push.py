@@ -9,7 +9,8 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from .._atomic import write_text
-from .._io import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, read_config, sha256_file
+from .._config_json import read_config
+from .._files import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, sha256_file
 from .._version import __version__
 from .load import read_weights
 

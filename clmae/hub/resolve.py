@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._io import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME
+from .._files import CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME
 from ..models import get_arch
 from . import registry
 from .download import check_repo_id, check_revision, check_sha256, fetch

@@ -14,20 +14,16 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .._atomic import check_target, owned_folder, write_folder, write_text
-from .._io import (
-    CARD_NAME,
-    CONFIG_NAME,
+from .._files import CARD_NAME, CONFIG_NAME, PRETRAINING_NAME, WEIGHTS_NAME, sha256_file
+from .._safetensors import (
     META_ARCHITECTURE,
     META_CONFIG,
     META_MODEL_ARGS,
-    PRETRAINING_NAME,
-    WEIGHTS_NAME,
     check_finite,
-    check_state,
-    sha256_file,
     weights_metadata,
     write_safetensors,
 )
+from .._state_dict import check_state
 from .._version import __version__
 from ..models import CLMAE, PretrainingConfig, default_pretrained_cfg, get_arch, list_models, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS

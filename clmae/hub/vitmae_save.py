@@ -19,12 +19,14 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .._atomic import check_target, owned_folder, write_folder, write_text
-from .._io import CONFIG_NAME, WEIGHTS_NAME, check_finite, weights_metadata, write_safetensors
+from .._files import CONFIG_NAME, WEIGHTS_NAME
+from .._safetensors import check_finite, weights_metadata, write_safetensors
 from .._version import __version__
 from ..data.preprocess import fit_channels
 from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
-from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME, to_vitmae_state
+from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME
+from .vitmae_map import to_vitmae_state
 
 # timm's interpolation names -> PIL's resampling codes (transformers' ``resample``).
 # The files of a transformers ViTMAE folder that clmae writes.

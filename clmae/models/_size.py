@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import human_bytes
+from .._disk import human_bytes
 
 # Arguments that change how many numbers a model holds: the ones named when a model is too large.
 SIZE_ARGS = (

@@ -48,7 +48,9 @@ import torch
 from torch import nn
 
 from .._atomic import write_file
-from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
+from .._checkpoint_file import load_torch_checkpoint
+from .._disk import state_nbytes, writing
+from .._safetensors import tensor_bytes
 from ..data.fingerprint import fingerprint_change
 from .config import MODEL_SHORTHANDS, TrainConfig, resumable_fields
 
@@ -135,7 +137,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     over ``path``.
 
     A crash at any moment leaves either the previous file or the complete new one, never a partial file; a write
-    that fails (a full disk: :class:`~clmae._io.DiskFullError`, naming the folder and the bytes needed and free)
+    that fails (a full disk: :class:`~clmae._disk.DiskFullError`, naming the folder and the bytes needed and free)
     removes its temporary file.
     """
     path = Path(path)

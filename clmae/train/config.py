@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .._device import check_device
+from .._options import attributes_doc, option
+from .._options import check_field as _check_field
 from .._overrides import parse_pairs, split_options
 from .._parse import check_string_keys, parse_json, parse_yaml
 from ..data.spec import check_outside, check_path, forms_help
@@ -26,41 +26,6 @@ from .recipes import RECIPES_DIR, list_recipes
 
 DECODES = ("auto", "pil", "device")
 _MAX_SEED = 2**32 - 1 - 4096  # every process seeds numpy with seed + rank (timm's random_seed)
-
-
-def option(
-    default: Any,
-    doc: str,
-    *,
-    at_least: float | None = None,
-    finite: bool = False,
-    choices: tuple[str, ...] | None = None,
-    resumable: bool = False,
-    none: str | None = None,
-) -> Any:
-    """A :class:`TrainConfig` field, declared once: its default, what it does, and the rules that
-    :meth:`TrainConfig.validate` (bounds), resuming (:func:`resumable_fields`) and the docstring read from it.
-
-    Args:
-        default: the default; a ``dict`` default is copied per instance.
-        doc: one sentence or more for the docstring.
-        at_least: lowest allowed value (``None`` values always pass).
-        finite: refuse ``nan`` and ``inf``.
-        choices: the allowed strings.
-        resumable: a resumed run may change it (it does not change what is learned, or only how a batch is split).
-        none: what ``None`` means, for error messages ("the whole data set").
-    """
-    meta = {
-        "doc": doc,
-        "at_least": at_least,
-        "finite": finite,
-        "choices": choices,
-        "resumable": resumable,
-        "none": none,
-    }
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 # Short spellings of two model arguments, MAE's own flag names: ``mask_ratio=0.6`` is ``model_kwargs.mask_ratio=0.6``.
@@ -317,31 +282,7 @@ def resumable_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"]}
 
 
-def _check_field(f: dataclasses.Field, value: Any) -> None:
-    rules = f.metadata
-    if value is None:
-        return
-    if rules["finite"] and not math.isfinite(value):
-        raise ValueError(f"{f.name} must be a finite number, got {value}")
-    if rules["at_least"] is not None and value < rules["at_least"]:
-        low = rules["at_least"]
-        low = int(low) if low == int(low) else low
-        none = f" (or none for {rules['none']})" if rules["none"] else ""
-        raise ValueError(f"{f.name} must be >= {low}{none}, got {value}")
-    if rules["choices"] is not None and value not in rules["choices"]:
-        raise ValueError(f"{f.name} must be one of {', '.join(rules['choices'])}, got {value!r}")
-
-
-def _docstring(cls: type) -> str:
-    lines = [(cls.__doc__ or "").rstrip(), "", "Attributes:"]
-    for f in dataclasses.fields(cls):
-        lines += textwrap.wrap(
-            f"{f.name}: {f.metadata['doc']}", 110, initial_indent="    ", subsequent_indent="        "
-        )
-    return "\n".join(lines) + "\n"
-
-
-TrainConfig.__doc__ = _docstring(TrainConfig)
+TrainConfig.__doc__ = attributes_doc(TrainConfig)
 
 
 def _set(cfg: TrainConfig, key: str, value: Any) -> None:

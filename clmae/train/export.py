@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import check_target, remove, temp_path, write_folder, write_text
-from .._io import state_nbytes, writing
+from .._disk import state_nbytes, writing
 from ..data.spec import check_path
 from ..hub import save_pretrained
 from ..hub.save import is_weights_folder
@@ -29,7 +29,7 @@ def export_pretrained(
     The files go to a temporary folder beside ``folder``, which then replaces ``folder``: a crash at any moment
     leaves the previous folder, or no folder (then ``clmae train --resume auto`` or ``clmae export`` writes it),
     never a partial one; what a killed export left is removed by the next (:func:`remove_export_debris`). A full disk
-    fails with :class:`~clmae._io.DiskFullError` (the folder, the bytes needed and free), the temporary folder
+    fails with :class:`~clmae._disk.DiskFullError` (the folder, the bytes needed and free), the temporary folder
     removed and the previous export intact. An existing ``folder`` is replaced only if it is empty or an earlier
     clmae weights folder, or with ``overwrite``.
 

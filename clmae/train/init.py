@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._io import read_safetensors
+from .._safetensors import read_safetensors
 from ..hub.resolve import PRETRAINING_PREFIX
 from ..models import CLMAE, norm_eps
 
@@ -89,17 +89,11 @@ def read_source_model(spec: str, method: str = "clmae") -> SourceModel | None:
         spec: the ``init=`` value.
         method: the run's method: a whole CL-MAE model's masking module fixes the masking module's size too.
     """
-    from .._io import CONFIG_NAME, read_config
+    from .._config_json import read_config
+    from .._files import CONFIG_NAME
     from ..hub import parse_spec
-    from ..hub.vitmae import (
-        config_of,
-        decoder_fields,
-        encoder_args,
-        has_decoder,
-        norm_eps_of,
-        pick_arch,
-        preprocessing_of,
-    )
+    from ..hub.vitmae import config_of, has_decoder, pick_arch, preprocessing_of
+    from ..hub.vitmae_map import decoder_fields, encoder_args, norm_eps_of
     from ..models import PretrainingConfig
 
     weights = parse_spec(spec, prefix=True, bare=True)
@@ -215,7 +209,7 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
     Returns:
         What was adapted or left fresh, one phrase each.
     """
-    from .._io import check_state
+    from .._state_dict import check_state
 
     parts = _split(state)
     unknown = sorted(set(parts) - {"encoder", "decoder", "masker"})
@@ -245,7 +239,8 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
 def _vitmae_state(model: CLMAE, src: Any, hf: dict[str, Any], full: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A ViTMAE source's weights with clmae's keys (``encoder.*``, and ``decoder.*`` when it has a decoder), checked
     against what the run's model cannot adapt: its LayerNorm epsilon."""
-    from ..hub.vitmae import norm_eps_of, read_clmae_state
+    from ..hub.vitmae import read_clmae_state
+    from ..hub.vitmae_map import norm_eps_of
 
     encoder, decoder = read_clmae_state(src)
     if full and not decoder:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from clmae._io import sha256_file
+from clmae._files import sha256_file
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.hub import load_pretrained, load_pretraining_model, registry, save_pretrained
 from clmae.models import METHOD_TITLES, METHODS
