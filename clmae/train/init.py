@@ -161,7 +161,7 @@ def init_architecture(cfg: TrainConfig, log: Callable[[str], None] = print) -> T
     if new.pretraining_config(check=False) != cfg.pretraining_config(check=False):
         args = ", ".join(f"{k}={v}" for k, v in sorted(source.model_kwargs.items()))
         log(f"init: architecture of {cfg.init}: {source.arch}" + (f" with {args}" if args else ""))
-    new.pretraining_config()  # checked as the model will be built
+    new.pretraining_config(check=False)  # its values; the trainer sizes and builds it next
     return new
 
 
