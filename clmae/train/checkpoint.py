@@ -50,6 +50,7 @@ from torch import nn
 from .._atomic import write_file
 from .._io import load_torch_checkpoint, state_nbytes, tensor_bytes, writing
 from ..data.fingerprint import fingerprint_change
+from ..models import create_pretraining_model
 from .config import MODEL_SHORTHANDS, TrainConfig, resumable_fields
 
 _NAME = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?\.pt$")
@@ -174,8 +175,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def checkpoint_model(state: dict[str, Any]) -> nn.Module:
     """The pretraining model of a loaded checkpoint (:func:`load_checkpoint`), rebuilt from its config, with its
     weights."""
-    from ..models import create_pretraining_model
-
     model = create_pretraining_model(TrainConfig.from_dict(state["config"]).pretraining_config())
     model.load_state_dict(state["model"])
     return model

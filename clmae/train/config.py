@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .._atomic import write_text
 from .._device import check_device
 from .._overrides import parse_pairs, split_options
 from .._parse import check_string_keys, parse_json, parse_yaml
@@ -395,8 +396,6 @@ def resolve_config(recipe: str | None = None, overrides: list[str] | None = None
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the config as YAML (a file: atomically; ``/dev/stdout`` and other non-files: directly)."""
-    from .._atomic import write_text
-
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if Path(path).exists() and not Path(path).is_file():
         Path(path).write_text(text)
