@@ -7,17 +7,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (
-    RunState,
-    checkpoint_path,
-    list_checkpoints,
-    prune_checkpoints,
-    rng_state,
-    save_checkpoint,
-    training_state,
-)
+from .checkpoint import checkpoint_path, list_checkpoints, prune_checkpoints, rng_state, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_mean, gather_objects
+from .resume import RunState, training_state
 from .signals import GracefulStop, Interrupted, Terminated
 
 

@@ -48,7 +48,7 @@ from ..models.factory import check_patch_grid, check_pretraining_fits, create_pr
 from ..models.pretrainer import CLMAE
 from ..viz import mask_picture
 from .batches import training_batches
-from .checkpoint import RunState, find_resume, load_resume, order_of, remove_temporaries, restore, set_aside_newer
+from .checkpoint import find_resume, load_resume, order_of, remove_temporaries, set_aside_newer
 from .config import TrainConfig, save_config
 from .distributed import (
     DistInfo,
@@ -65,6 +65,7 @@ from .init import init_architecture, initialize, preprocessing_note
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .probe import MaskProbe, probe_path
+from .resume import RunState, restore
 from .saving import NonFiniteLossError, RunCheckpoints, resume_hint, stop_if_not_finite, stopped_by
 from .schedule import lr_at, peak_lr, set_lr
 from .signals import GracefulStop, GraceOver, Interrupted, Terminated
