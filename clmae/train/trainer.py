@@ -73,7 +73,7 @@ from .step import build_optimizers, compile_in_place, train_step
 from .visualize import plot_history, save_png
 
 LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
-__all__ = ["NonFiniteLossError", "train"]
+__all__ = ["NonFiniteLossError", "build_model", "train"]
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
