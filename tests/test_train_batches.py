@@ -9,8 +9,8 @@ from PIL import Image
 
 from clmae.data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
 from clmae.train.batches import EpochBatches, accum_steps
-from clmae.train.checkpoint import RunState, restore, training_state
 from clmae.train.config import TrainConfig
+from clmae.train.resume import RunState, restore, training_state
 from clmae.train.step import build_optimizers
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -164,7 +164,7 @@ def test_an_older_checkpoints_top_level_mask_ratio_is_kept_whatever_the_key_orde
 
 
 def test_resuming_an_older_checkpoint_compares_its_real_mask_ratio():
-    from clmae.train.checkpoint import _check_resumable
+    from clmae.train.resume import _check_resumable
 
     saved = _older_layout(mask_ratio=0.6, norm_pix_loss=True)
     same = TrainConfig(model_kwargs={"depth": 2, "mask_ratio": 0.6, "norm_pix_loss": True})

@@ -32,12 +32,12 @@ RUNNER = """
 import io, json, os, signal, sys
 import torch
 torch.set_num_threads(1)
-from clmae.train import export, trainer
+from clmae.train import export, saving, trainer
 from clmae.train.config import TrainConfig
 
 cfg, resume, kill = TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2] or None, sys.argv[3]
 if kill.startswith("checkpoint:"):  # the n-th checkpoint write dies half-way through the file
-    calls, real = [0], trainer.save_checkpoint
+    calls, real = [0], saving.save_checkpoint
     def save_checkpoint(state, path):
         calls[0] += 1
         if calls[0] == int(kill.split(":")[1]):
@@ -47,7 +47,7 @@ if kill.startswith("checkpoint:"):  # the n-th checkpoint write dies half-way th
             tmp.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
         return real(state, path)
-    trainer.save_checkpoint = save_checkpoint
+    saving.save_checkpoint = save_checkpoint
 if kill == "export":  # the export dies after writing its files, before the folder is moved into place
     real_save = export.save_pretrained
     def save_pretrained(*args, **kwargs):

@@ -186,7 +186,9 @@ def _init_mae_encoder(encoder: VisionTransformer) -> None:
     nn.init.normal_(encoder.cls_token, std=0.02)
 
 
-def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae", **kwargs: Any) -> CLMAE:
+def create_pretraining_model(
+    name: str | PretrainingConfig, method: str = "clmae", *, check_size: bool = True, **kwargs: Any
+) -> CLMAE:
     """Create a CL-MAE (or MAE baseline) pretraining model, initialised as MAE.
 
     Args:
@@ -196,6 +198,8 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
         **kwargs: :class:`PretrainingConfig` fields (``mask_ratio``, ``norm_pix_loss``, ``decoder_depth``,
             ``masker_depth``, loss weights, ...) and encoder overrides as for :func:`create_encoder` (``embed_dim``,
             ``depth``, ``img_size``, ...).
+        check_size: first check that its weights fit the CPU's memory (:func:`check_pretraining_fits`); ``False``
+            where the caller has just checked it (the trainer sizes it once, for the device it trains on).
 
     Returns:
         A :class:`~clmae.models.pretrainer.CLMAE` whose ``config`` rebuilds it.
@@ -206,7 +210,8 @@ def create_pretraining_model(name: str | PretrainingConfig, method: str = "clmae
         cfg = name
     else:
         cfg = PretrainingConfig.from_kwargs(name, method, **kwargs)  # values checked below, by building it
-    check_pretraining_fits(cfg)
+    if check_size:
+        check_pretraining_fits(cfg)
     cfg = _with_arch_decoder(cfg)
     encoder = create_encoder(cfg.arch, **cfg.encoder_kwargs)
     _init_mae_encoder(encoder)
@@ -249,10 +254,15 @@ def check_config(cfg: PretrainingConfig) -> PretrainingConfig:
     """
     with torch.device("meta"):
         model = create_pretraining_model(cfg)
+    check_patch_grid(model)
+    return cfg
+
+
+def check_patch_grid(model: CLMAE) -> None:
+    """A ``ValueError`` naming ``model_kwargs.img_size`` if ``model``'s images do not split into whole patches."""
     (h, w), p = model.img_size, model.patch_size
     if h % p or w % p:  # timm builds it (cutting the border off); patchify, the targets of the loss, cannot
         raise ValueError(
             f"img_size {h}x{w} is not divisible by the patch size {p}: set model_kwargs.img_size to a multiple of "
             f"{p} (e.g. {h // p * p or p})"
         )
-    return cfg

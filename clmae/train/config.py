@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .._atomic import write_text
 from .._device import check_device
 from .._options import attributes_doc, option
 from .._options import check_field as _check_field
@@ -205,12 +206,13 @@ class TrainConfig:
         """Raise a ``ValueError`` naming the first bad field; return ``self``.
 
         Each field's own rules (bounds, finiteness, choices) are declared beside it (:func:`option`); the rules
-        between fields follow."""
+        between fields follow. The fields only: whether the model builds and fits the device is checked once, by
+        :func:`~clmae.train.train`, as it builds the model (before it writes anything)."""
         check_path(self.out, "--out")
         check_outside(self.out, self.data, "--out")
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
-        self.pretraining_config()  # method, mask ratio and model_kwargs, checked as the model will be built
+        self.pretraining_config(check=False)  # method, mask ratio, model_kwargs' names and values (no model built)
         if self.fixed_lambda is not None and not -1.0 <= self.fixed_lambda <= 1.0:
             raise ValueError(f"fixed_lambda must be in [-1, 1] (the curriculum's range), got {self.fixed_lambda}")
         if self.fixed_lambda is not None and self.method != "clmae":
@@ -335,8 +337,6 @@ def resolve_config(recipe: str | None = None, overrides: list[str] | None = None
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the config as YAML (a file: atomically; ``/dev/stdout`` and other non-files: directly)."""
-    from .._atomic import write_text
-
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if Path(path).exists() and not Path(path).is_file():
         Path(path).write_text(text)

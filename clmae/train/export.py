@@ -15,7 +15,10 @@ from .._disk import state_nbytes, writing
 from ..data.spec import check_path
 from ..hub import save_pretrained
 from ..hub.save import is_weights_folder
+from ..hub.vitmae_save import is_vitmae_folder, save_vitmae_folder
 from ..models import CLMAE, METHOD_TITLES
+from .checkpoint import checkpoint_model, load_checkpoint
+from .config import TrainConfig
 
 MARKER = "train_config.json"  # written last into the temporary folder; the folder is renamed into place after it
 
@@ -110,9 +113,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
         folder: output folder (replaced whole if it is an earlier clmae weights folder, or with ``overwrite``).
         overwrite: replace ``folder`` whatever it holds.
     """
-    from .checkpoint import checkpoint_model, load_checkpoint
-    from .config import TrainConfig
-
     check_target(
         check_path(folder, "the weights folder"),
         is_weights_folder,
@@ -142,9 +142,6 @@ def export_checkpoint_vitmae(
     """A training checkpoint (verified first) as a ``transformers`` ViTMAE folder (:func:`clmae.hub.save_vitmae`;
     ``in_chans=3``: a greyscale model that takes RGB images), written whole; ``folder`` is replaced only if it is an
     earlier clmae ViTMAE export, or with ``overwrite``."""
-    from ..hub.vitmae_save import is_vitmae_folder, save_vitmae_folder
-    from .checkpoint import checkpoint_model, load_checkpoint
-
     check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
     model = checkpoint_model(load_checkpoint(checkpoint)).eval()
     return save_vitmae_folder(

@@ -31,16 +31,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from .._config_json import read_config
+from .._files import CONFIG_NAME
 from .._safetensors import read_safetensors
+from .._state_dict import check_state
+from ..hub import load_encoder_state, load_pretraining_model, parse_spec, read_encoder
+from ..hub.load import build_from_config
 from ..hub.resolve import PRETRAINING_PREFIX
-from ..models import CLMAE, norm_eps
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
+from ..hub.vitmae import config_of, has_decoder, pick_arch, preprocessing_of, read_clmae_state, structure_of
+from ..hub.vitmae_map import decoder_fields, encoder_args, norm_eps_of
+from ..models import CLMAE, PretrainingConfig, norm_eps
+from .config import TrainConfig
 
 _FIX = "init= needs weights of the run's architecture (embed_dim, depth, heads); pick a matching model"
 # Model arguments a run may set differently from the weights it starts from: the loader adapts the weights to them.
@@ -69,9 +74,6 @@ class SourceModel:
 
 def _timm_structure(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A timm ``config.json``'s encoder as a clmae architecture and overrides (built on the meta device)."""
-    from ..hub.load import build_from_config
-    from ..hub.vitmae import pick_arch, structure_of
-
     with torch.device("meta"):
         encoder = build_from_config(cfg)
     arch, kwargs = pick_arch(structure_of(encoder))
@@ -89,13 +91,6 @@ def read_source_model(spec: str, method: str = "clmae") -> SourceModel | None:
         spec: the ``init=`` value.
         method: the run's method: a whole CL-MAE model's masking module fixes the masking module's size too.
     """
-    from .._config_json import read_config
-    from .._files import CONFIG_NAME
-    from ..hub import parse_spec
-    from ..hub.vitmae import config_of, has_decoder, pick_arch, preprocessing_of
-    from ..hub.vitmae_map import decoder_fields, encoder_args, norm_eps_of
-    from ..models import PretrainingConfig
-
     weights = parse_spec(spec, prefix=True, bare=True)
     src = weights.source
     if weights.file is not None:
@@ -155,7 +150,7 @@ def init_architecture(cfg: TrainConfig, log: Callable[[str], None] = print) -> T
     if new.pretraining_config(check=False) != cfg.pretraining_config(check=False):
         args = ", ".join(f"{k}={v}" for k, v in sorted(source.model_kwargs.items()))
         log(f"init: architecture of {cfg.init}: {source.arch}" + (f" with {args}" if args else ""))
-    new.pretraining_config()  # checked as the model will be built
+    new.pretraining_config(check=False)  # its values; the trainer sizes and builds it next
     return new
 
 
@@ -188,8 +183,6 @@ def load_encoder_into(model: CLMAE, state: dict[str, torch.Tensor], where: str) 
     Returns:
         What was adapted, one phrase each.
     """
-    from ..hub import load_encoder_state
-
     notes: list[str] = []
     load_encoder_state(model.encoder, state, where, optional=("head.",), fix=_FIX, notes=notes)
     return notes
@@ -209,8 +202,6 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
     Returns:
         What was adapted or left fresh, one phrase each.
     """
-    from .._state_dict import check_state
-
     parts = _split(state)
     unknown = sorted(set(parts) - {"encoder", "decoder", "masker"})
     if unknown or "encoder" not in parts or "decoder" not in parts:
@@ -239,9 +230,6 @@ def load_pretraining_into(model: CLMAE, state: dict[str, torch.Tensor], where: s
 def _vitmae_state(model: CLMAE, src: Any, hf: dict[str, Any], full: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A ViTMAE source's weights with clmae's keys (``encoder.*``, and ``decoder.*`` when it has a decoder), checked
     against what the run's model cannot adapt: its LayerNorm epsilon."""
-    from ..hub.vitmae import read_clmae_state
-    from ..hub.vitmae_map import norm_eps_of
-
     encoder, decoder = read_clmae_state(src)
     if full and not decoder:
         raise ValueError(
@@ -267,9 +255,6 @@ def _vitmae_state(model: CLMAE, src: Any, hf: dict[str, Any], full: bool) -> tup
 
 def initialize(model: CLMAE, spec: str, log: Callable[[str], None] = print) -> None:
     """Load the weights named by ``spec`` (see the module docstring) into ``model``, logging what was done."""
-    from ..hub import load_pretraining_model, parse_spec, read_encoder
-    from ..hub.vitmae import config_of
-
     weights = parse_spec(spec, prefix=True, bare=True)
     name, full, src = weights.name, weights.whole, weights.source
     if weights.file is not None:  # tensors only: the run's model is their architecture

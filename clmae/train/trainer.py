@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +44,11 @@ from tqdm import tqdm
 from .._atomic import write_text
 from ..curriculum import curriculum_factor, curriculum_phase
 from ..data.fingerprint import data_fingerprint
-from ..models import create_pretraining_model
-from ..models.factory import check_pretraining_fits
+from ..models.factory import check_patch_grid, check_pretraining_fits, create_pretraining_model
+from ..models.pretrainer import CLMAE
 from ..viz import mask_picture
 from .batches import training_batches
-from .checkpoint import (
-    RunState,
-    checkpoint_path,
-    find_resume,
-    list_checkpoints,
-    load_resume,
-    order_of,
-    prune_checkpoints,
-    remove_temporaries,
-    restore,
-    rng_state,
-    save_checkpoint,
-    set_aside_newer,
-    training_state,
-)
+from .checkpoint import find_resume, load_resume, order_of, remove_temporaries, set_aside_newer
 from .config import TrainConfig, save_config
 from .distributed import (
     DistInfo,
@@ -78,31 +65,22 @@ from .init import init_architecture, initialize, preprocessing_note
 from .lock import RunLock
 from .metrics import MetricsLog, mask_statistics, read_metrics
 from .probe import MaskProbe, probe_path
+from .resume import RunState, restore
+from .saving import NonFiniteLossError, RunCheckpoints, resume_hint, stop_if_not_finite, stopped_by
 from .schedule import lr_at, peak_lr, set_lr
 from .signals import GracefulStop, GraceOver, Interrupted, Terminated
 from .step import build_optimizers, compile_in_place, train_step
 from .visualize import plot_history, save_png
 
 LOSS_KEYS = ("mae_loss", "masker_loss", "rec", "gauss", "kl", "div", "score_mean")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped without writing a checkpoint."""
-
-
-def _stop_if_not_finite(bad: torch.Tensor, epoch: int, step: int, out: Path) -> None:
-    """Raise if any process saw a NaN/inf loss since the last check (the only place the flag reaches the host)."""
-    if all_reduce_mean(bad).item() > 0:
-        kept = list_checkpoints(out)
-        last = f"the newest checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
-        raise NonFiniteLossError(
-            f"the loss became NaN or inf in epoch {epoch} (by update {step}); stopped without saving: {last}. "
-            "Lower the learning rate (base_lr or lr) or lengthen warmup_epochs, then rerun with --resume auto."
-        )
+__all__ = ["NonFiniteLossError", "build_model", "train"]
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     """Run pretraining as configured; under ``torchrun`` every process calls this.
+
+    In order, each once: the config's fields checked, the architecture ``init=`` gives, the model sized for the device
+    and built on it (every check before anything is written, ``--out`` included), then the run.
 
     Args:
         cfg: the run's config.
@@ -118,6 +96,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     info = init_distributed(cfg.device)
     lock = RunLock(cfg.out)
     try:
+        log = print if info.is_main else _quiet  # rank 0 speaks; the metrics go to metrics.jsonl (MetricsLog)
+        cfg = init_architecture(cfg, log)
+        model = build_model(cfg, info.device)
         error = None
         if info.is_main:  # one run per --out; the other processes only learn whether rank 0 got the lock
             try:
@@ -130,97 +111,43 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         run = RunState()  # where the run stands, kept up to date by _train: for the line an interrupt prints
         with GracefulStop(cfg.term_grace) as stop:
             try:
-                return _train(cfg, resume, info, stop, run)
+                return _train(cfg, model, resume, info, stop, run, log)
             except GraceOver:
                 stopped = Interrupted if stop.by_ctrl_c else Terminated
                 raise stopped(
-                    f"stopped by {_by(stop)} after {run.step} updates: what was in progress was abandoned after "
-                    f"term_grace={cfg.term_grace:g} s; {_resume_hint(cfg.out)}"
+                    f"stopped by {stopped_by(stop)} after {run.step} updates: what was in progress was abandoned "
+                    f"after term_grace={cfg.term_grace:g} s; {resume_hint(cfg.out)}"
                 ) from None
             except (Interrupted, Terminated):
                 raise
             except KeyboardInterrupt:
                 raise Interrupted(
                     f"stopped by Ctrl-C in epoch {min(run.epoch, cfg.epochs - 1) + 1} of {cfg.epochs} after "
-                    f"{run.step} updates; {_resume_hint(cfg.out)}"
+                    f"{run.step} updates; {resume_hint(cfg.out)}"
                 ) from None
     finally:
         lock.release()
         cleanup()
 
 
-def _resume_hint(out: str | Path) -> str:
-    kept = list_checkpoints(out)
-    if not kept:
-        return "no checkpoint was written yet: rerun the command to start again"
-    return f"the newest checkpoint is {kept[-1]}: continue with the same command and --resume auto"
+def _quiet(line: str) -> None:
+    """The log of processes other than rank 0."""
 
 
-def _by(stop: GracefulStop) -> str:
-    return "Ctrl-C" if stop.by_ctrl_c else "SIGTERM"
+def build_model(cfg: TrainConfig, device: torch.device) -> CLMAE:
+    """The run's pretraining model on ``device``: sized once (weights, gradients and AdamW's two moments must fit
+    ``device``), built once, with the same initialisation on every process (DDP broadcasts rank 0's weights anyway).
 
-
-def _stop_requested(stop: GracefulStop, info: DistInfo, sync: bool) -> bool:
-    """Whether to stop for SIGTERM or Ctrl-C now; under torchrun every process answers the same, at ``sync``
-    points only."""
-    if not info.distributed:
-        return stop.requested is not None
-    if not sync:
-        return False
-    flag = torch.tensor(float(stop.requested is not None), device=info.device)
-    return all_reduce_mean(flag).item() > 0
-
-
-class _Checkpoints:
-    """A run's checkpoints: rank 0 writes them, every process takes part in the gathers; never of a NaN state.
-
-    ``saved_at`` is the position (epoch, updates into it) the newest one holds, at first where the run starts
-    (nothing to save there); ``last`` is the newest written on rank 0, else ``resumed_from``.
+    Raises:
+        ValueError: a model that does not build or fit, naming the argument; nothing is written.
     """
-
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        info: DistInfo,
-        model: torch.nn.Module,
-        optimizers: tuple,
-        run: RunState,
-        resumed_from: Path | None,
-    ) -> None:
-        self.cfg, self.info, self.out, self.model, self.optimizers = cfg, info, Path(cfg.out), model, optimizers
-        self.saved_at, self.last = run.position, resumed_from
-
-    def save(self, run: RunState, bad: torch.Tensor) -> Path | None:
-        """Checkpoint ``run``'s position (inside an epoch after checking the NaN flag ``bad``; an epoch's end has
-        just been checked); returns the file on rank 0."""
-        self.saved_at = run.position
-        if run.epoch_step:
-            _stop_if_not_finite(bad, run.epoch, run.step, self.out)
-        rng_ranks = gather_objects(rng_state())
-        sums_ranks = gather_objects({k: v.cpu() for k, v in run.epoch_sums.items()}) if run.epoch_step else []
-        if not self.info.is_main:
-            return None
-        state = training_state(run, self.model, *self.optimizers, self.cfg, rng_ranks, sums_ranks)
-        path = save_checkpoint(state, checkpoint_path(self.out, run.epoch, run.step if run.epoch_step else None))
-        prune_checkpoints(self.out, self.cfg.keep_checkpoints)
-        self.last = path
-        return path
-
-    def stop_if_asked(self, stop: GracefulStop, run: RunState, bad: torch.Tensor, sync: bool) -> None:
-        """On SIGTERM or Ctrl-C: a checkpoint of ``run``'s position, unless one holds it, then :class:`Terminated`
-        (:class:`Interrupted` for Ctrl-C)."""
-        if not _stop_requested(stop, self.info, sync):
-            return
-        wrote = self.save(run, bad) if run.position != self.saved_at else None
-        stop.disarm()
-        if wrote is not None:
-            done = f"wrote {wrote}: continue with the same command and --resume auto"
-        else:
-            done = _resume_hint(self.out) if run.step else "no update was done: rerun the command to start again"
-        stopped = Interrupted if stop.by_ctrl_c else Terminated
-        raise stopped(
-            f"stopped by {_by(stop)} after {run.step} updates (epoch {run.epoch + 1} of {self.cfg.epochs}); {done}"
-        )
+    model_cfg = cfg.pretraining_config(check=False)
+    check_pretraining_fits(model_cfg, device, 4, "training (weights, gradients, AdamW's two moments)")
+    torch.manual_seed(cfg.seed)
+    # built on the CPU and moved: the initial weights are the same on every device
+    model = create_pretraining_model(model_cfg, check_size=False)
+    check_patch_grid(model)
+    return model.to(device)
 
 
 def _update_record(stats: dict[str, torch.Tensor], mask_ratio: float, **head: float) -> dict[str, float]:
@@ -254,20 +181,19 @@ def _outputs(cfg: TrainConfig, master: bool, resumed_step: int | None) -> Metric
     return metrics
 
 
-def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulStop, run: RunState) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig,
+    model: CLMAE,
+    resume: str | None,
+    info: DistInfo,
+    stop: GracefulStop,
+    run: RunState,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     out, device, master = Path(cfg.out), info.device, info.is_main
-    log = print if master else lambda line: None  # rank 0 speaks; the metrics go to metrics.jsonl (MetricsLog)
     if master:  # what killed processes of this run left (the run holds --out's lock): removed before anything else
         remove_temporaries(out)
         remove_export_debris(out / "export")
-
-    # Model: sized first (weights, gradients and AdamW's two moments must fit the device), then the same
-    # initialisation on every process (DDP broadcasts rank 0's weights anyway). init= gives its weights' architecture.
-    cfg = init_architecture(cfg, log)
-    model_cfg = cfg.pretraining_config()
-    check_pretraining_fits(model_cfg, device, 4, "training (weights, gradients, AdamW's two moments)")
-    torch.manual_seed(cfg.seed)
-    model = create_pretraining_model(model_cfg).to(device)
     random_seed(cfg.seed, info.rank)  # global RNGs at seed + rank; data order, augmentation, MAE masks: own seeds
 
     # The checkpoint to resume from (verified), or the weights to start from (init=): read before the data, so that
@@ -330,7 +256,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    checkpoints = _Checkpoints(cfg, info, model, optimizers, run, ckpt)
+    checkpoints = RunCheckpoints(cfg, info, model, optimizers, run, ckpt)
 
     model.train()
     bad = torch.zeros((), device=device)  # counts non-finite losses on the device: no per-step host sync
@@ -372,7 +298,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
             run.step, run.epoch_step = run.step + 1, run.epoch_step + 1
             bar.update(global_batch)
             if log_now:
-                _stop_if_not_finite(bad, epoch, run.step, out)
+                stop_if_not_finite(bad, epoch, run.step, out)
                 now = time.perf_counter()
                 record = _update_record(stats, model.mask_ratio, epoch=epoch, step=run.step, lam=lam, lr=lr)
                 record["images_per_s"] = cfg.log_every * global_batch / (now - t_log)
@@ -385,7 +311,7 @@ def _train(cfg: TrainConfig, resume: str | None, info: DistInfo, stop: GracefulS
                 checkpoints.stop_if_asked(stop, run, bad, sync=run.step % cfg.log_every == 0)
 
         # End of epoch: means over all processes, then checkpoint and pictures (rank 0).
-        _stop_if_not_finite(bad, epoch, run.step, out)
+        stop_if_not_finite(bad, epoch, run.step, out)
         seconds = time.perf_counter() - t_epoch
         record = {"epoch": epoch, "step": run.step, "lam": lam, "phase": curriculum_phase(lam), "lr": lr}
         record.update(_epoch_means(run.epoch_sums, steps_per_epoch))
