@@ -519,6 +519,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_torchrun_two_processes_on_webdataset_shards(tmp_path):
     data = _data_form(tmp_path, "wds")

@@ -82,6 +82,8 @@ def parse(text: str, name: str) -> list[Block]:
 # document still runs.
 DRIVER = """
 import json, os, subprocess, sys, time, traceback
+
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
 failed = []
 for doc in json.load(open(sys.argv[1])):
     os.chdir(doc["folder"])

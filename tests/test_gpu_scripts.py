@@ -21,6 +21,8 @@ import pytest
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist
 from tools import deliver, preflight, stage_fmnist
 
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 # The most the tracked tree may hold: 60 MiB (what may travel) - 25.3 MiB (Fashion-MNIST staged with xz) = 34.7.

@@ -12,6 +12,8 @@ from clmae.data import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.demo import run_demo, run_train_demo
 from clmae.viz import ROW_LABEL_WIDTH, SCALE_WIDTH, TITLE_HEIGHT
 
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
+
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_ROOT / "train-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist",

@@ -21,7 +21,7 @@ from clmae.train import trainer
 from clmae.train.checkpoint import list_checkpoints, load_checkpoint
 from clmae.train.signals import GracefulStop, ignore_stop_signals, stop_signals_held
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 CLMAE_SOURCE = str(Path(clmae.__file__).parent)

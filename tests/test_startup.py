@@ -51,6 +51,8 @@ def test_help_version_and_argument_errors_import_no_torch():
     argvs += [[*words, "--help"] for words, _ in _subcommands(build_parser())]
     code = f"""
 from clmae.cli import main
+
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
 codes = []
 for argv in {argvs!r}:
     try:

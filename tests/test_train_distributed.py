@@ -12,6 +12,8 @@ import torch
 
 from clmae.train.checkpoint import list_checkpoints, load_checkpoint
 
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
+
 TINY = [
     "model_kwargs.embed_dim=32",
     "model_kwargs.depth=2",

@@ -22,7 +22,7 @@ from clmae.train.export import export_checkpoint, export_complete, remove_export
 from clmae.train.lock import RunLock
 from clmae.train.signals import GracefulStop, GraceOver, Terminated
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TINY = TINY_RUN
 TIMES = ("seconds", "images_per_s")

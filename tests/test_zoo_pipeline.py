@@ -31,6 +31,7 @@ def _gone(pid: int) -> bool:
     return "Z" in state.split()[1:2]  # a zombie has exited
 
 
+@pytest.mark.slow
 def test_run_all_stops_jobs_and_their_children_at_the_deadline(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     sleeper = [
