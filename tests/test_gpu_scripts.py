@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import HANG_GUARD
 
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist
 from tools import deliver, preflight, stage_fmnist
@@ -81,7 +82,7 @@ def test_without_a_gpu_each_script_stops_with_one_line(tmp_path, script):
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has a GPU")
     env = _env(OUT=str(tmp_path / "out"), ZOO=str(tmp_path / "zoo"), FMNIST=str(tmp_path / "none"))
-    proc = subprocess.run(["bash", str(SCRIPTS / script)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(["bash", str(SCRIPTS / script)], env=env, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 3
     assert proc.stdout.strip().splitlines() == [proc.stdout.strip().splitlines()[-1]]  # one line
     assert "preflight FAILED: device: no CUDA device" in proc.stdout and "SMOKE=1" in proc.stdout

@@ -12,8 +12,6 @@ from clmae.data import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist, to_float
 from clmae.demo import run_demo, run_train_demo
 from clmae.viz import ROW_LABEL_WIDTH, SCALE_WIDTH, TITLE_HEIGHT
 
-pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
-
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_ROOT / "train-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist",
@@ -21,6 +19,7 @@ needs_fmnist = pytest.mark.skipif(
 
 
 @needs_fmnist
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("method", ["clmae", "mae"])
 def test_a_few_real_iterations_lower_the_mae_loss(method):
@@ -74,6 +73,7 @@ def test_fashion_mnist_sample_and_idx_errors(tmp_path):
         load_fashion_mnist("test", root=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
     from clmae.eval import run_eval
@@ -93,6 +93,7 @@ def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["knn_top1"] == metrics["knn_top1"]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_train_demo_writes_masks_and_metrics(tmp_path):
     metrics = run_train_demo(tmp_path, epochs=2, batch_size=50, num_images=100)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HANG_GUARD
 
 import clmae
 from clmae.cli import build_parser
@@ -25,7 +26,7 @@ print(json.dumps({{"clmae": sorted(m for m in sys.modules if m.split(".")[0] == 
 
 def _probe(code: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(code=code)], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", PROBE.format(code=code)], capture_output=True, text=True, timeout=HANG_GUARD, check=True
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
