@@ -22,7 +22,7 @@ needs_fmnist = pytest.mark.skipif(
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("method", ["clmae", "mae"])
-def test_a_few_real_iterations_lower_the_mae_loss(method):
+def test_a_few_real_iterations_lower_the_mae_loss(method, one_thread):
     images, _ = load_fashion_mnist("train")
     test_images, _ = load_fashion_mnist("test")
     train, held_out = to_float(images[:512]), to_float(test_images[:256])
