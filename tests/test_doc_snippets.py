@@ -82,8 +82,6 @@ def parse(text: str, name: str) -> list[Block]:
 # document still runs.
 DRIVER = """
 import json, os, subprocess, sys, time, traceback
-
-pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
 failed = []
 for doc in json.load(open(sys.argv[1])):
     os.chdir(doc["folder"])
@@ -112,6 +110,7 @@ def _runnable(doc: Path) -> list[Block]:
     return [b for b in parse(doc.read_text(), doc.relative_to(ROOT).as_posix()) if b.lang in RUN_LANGS]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_doc_snippets_run(tmp_path: Path):
     docs = []

@@ -75,7 +75,7 @@ def test_fashion_mnist_sample_and_idx_errors(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
+def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path, one_thread):
     from clmae.eval import run_eval
 
     metrics = run_demo(tmp_path, baseline=None)
@@ -95,7 +95,7 @@ def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_train_demo_writes_masks_and_metrics(tmp_path):
+def test_train_demo_writes_masks_and_metrics(tmp_path, one_thread):
     metrics = run_train_demo(tmp_path, epochs=2, batch_size=50, num_images=100)
     assert [h["lambda"] for h in metrics["history"]] == [1.0] * 2 + [-1.0] * 2
     with Image.open(tmp_path / "masks.png") as picture:  # 10 images x 5 labelled rows

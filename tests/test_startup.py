@@ -15,6 +15,8 @@ from conftest import HANG_GUARD
 import clmae
 from clmae.cli import build_parser
 
+pytestmark = pytest.mark.slow  # every check starts a fresh interpreter
+
 # Run in a fresh interpreter: the clmae modules loaded, whether torch is, and what main() exited with.
 PROBE = """
 import json, sys
@@ -52,8 +54,6 @@ def test_help_version_and_argument_errors_import_no_torch():
     argvs += [[*words, "--help"] for words, _ in _subcommands(build_parser())]
     code = f"""
 from clmae.cli import main
-
-pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
 codes = []
 for argv in {argvs!r}:
     try:
