@@ -33,7 +33,8 @@ SCRIPTS = ROOT / "benchmarks"
 
 
 def _env(**kw: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable), **kw)
+    # one intra-op thread per process: the rehearsals' models are tiny, and on two busy cores threads mostly wait
+    env = dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable), OMP_NUM_THREADS="1", **kw)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 
