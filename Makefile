@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-fast lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check clmae tests examples benchmarks tools hubconf.py
 	$(BIN)/ruff format --check clmae tests examples benchmarks tools hubconf.py
 	$(BIN)/python -m pytest -q
+
+# The everyday loop: every test that starts no process, reads no full data set and takes under a few seconds.
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check clmae tests examples benchmarks tools hubconf.py

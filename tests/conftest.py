@@ -14,6 +14,10 @@ import torch  # noqa: E402
 
 import clmae  # noqa: E402
 
+# Seconds a test waits for a process, a thread or a file before it calls it hung. Only a hang guard: generous, so
+# that a run slowed down by a busy machine still passes (no outcome may depend on the machine's speed).
+HANG_GUARD = 1800
+
 TINY = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 # model_kwargs of the smallest pretraining runs (one encoder block, one masking-module block)
 TINY_RUN = {**TINY, "depth": 1, "masker_depth": 1}

@@ -156,6 +156,7 @@ def test_export_debris_of_a_long_folder_name_is_found(tmp_path):
 # --- failed writes under a file-size limit (ulimit -f) ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_write_file_beyond_the_file_size_limit_keeps_the_earlier_file(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"earlier result")
     code = """
@@ -178,6 +179,7 @@ def test_write_file_beyond_the_file_size_limit_keeps_the_earlier_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f.bin"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_beyond_the_file_size_limit_keeps_the_earlier_one(tmp_path):
     """torch.save reports EFBIG as a RuntimeError; it still becomes one line, the earlier checkpoint whole."""
     import torch
@@ -228,6 +230,7 @@ def extract_inputs(tmp_path_factory) -> tuple[Path, Path]:
     return weights, images
 
 
+@pytest.mark.slow
 def test_clmae_extract_beyond_the_file_size_limit_keeps_the_earlier_features(extract_inputs, tmp_path):
     weights, images = extract_inputs
     out = tmp_path / "f.safetensors"
@@ -268,6 +271,7 @@ def test_clmae_extract_with_a_full_disk_keeps_the_earlier_features(extract_input
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["f.safetensors"]
 
 
+@pytest.mark.slow
 def test_clmae_eval_result_beyond_the_file_size_limit_keeps_the_earlier_result(tmp_path):
     data = tmp_path / "ev"
     for split in ("train", "val"):

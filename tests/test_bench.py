@@ -17,6 +17,7 @@ def test_flop_count_matches_the_method_cost(method, gflop):
     assert flops / 2 / 1e9 == pytest.approx(gflop, rel=0.01)
 
 
+@pytest.mark.slow
 def test_cpu_smoke_run_writes_a_result(tmp_path, capsys):
     assert bench_step.main(["--cpu-smoke", "--steps", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("step_cpu_*.json")
@@ -43,6 +44,7 @@ def test_data_pipeline_smoke_run(tmp_path):
     assert json.loads(result.read_text())["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_checkpoint_benchmark_smoke_run(tmp_path, capsys):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_checkpoint.py"
     spec = importlib.util.spec_from_file_location("bench_checkpoint", path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import HANG_GUARD, TINY_RUN
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -519,6 +519,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_torchrun_two_processes_on_webdataset_shards(tmp_path):
     data = _data_form(tmp_path, "wds")
@@ -529,7 +530,7 @@ def test_torchrun_two_processes_on_webdataset_shards(tmp_path):
 
     def run(launcher, out, *args):
         cmd = [sys.executable, *launcher, "-m", "clmae", "train", "--data", data, "--out", str(out), *common, *args]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout
 

@@ -110,6 +110,7 @@ def _runnable(doc: Path) -> list[Block]:
     return [b for b in parse(doc.read_text(), doc.relative_to(ROOT).as_posix()) if b.lang in RUN_LANGS]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_doc_snippets_run(tmp_path: Path):
     docs = []

@@ -16,6 +16,7 @@ from clmae.train.config import resolve_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_img_size_resamples_the_positions_in_load_pretrained_create_model_and_eval():
     plain = clmae.load_pretrained("vit_t_fmnist")
     loaded = clmae.load_pretrained("vit_t_fmnist", img_size=56)

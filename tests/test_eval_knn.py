@@ -112,6 +112,7 @@ def test_bad_inputs_say_what_is_wrong():
         nearest_neighbours(x, x, 1, metric="manhattan")
 
 
+@pytest.mark.slow
 @needs_fmnist
 @pytest.mark.integration
 def test_raw_pixel_knn_on_fashion_mnist_lands_where_it_is_known_to():

@@ -107,6 +107,7 @@ FT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_image_protocols_on_separable_images(tmp_path):
     data = _image_folder(tmp_path / "sep", {"train": 32, "val": 25})

@@ -11,6 +11,8 @@ import torch
 
 import clmae
 
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

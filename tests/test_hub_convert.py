@@ -46,6 +46,7 @@ def _perturbed(method):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_clmae_checkpoint_reproduces_outputs_and_losses(tmp_path, images):
     model = _perturbed("clmae")
     ckpt = _save_reference(model, tmp_path / "checkpoint-7.pth", mask_ratio=0.75, norm_pix_loss=False)
@@ -66,6 +67,7 @@ def test_clmae_checkpoint_reproduces_outputs_and_losses(tmp_path, images):
     assert "epoch 7" in (folder / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_mae_checkpoint_and_args(tmp_path, images):
     model = _perturbed("mae")
     model.config.norm_pix_loss = True  # the reference args say so: the converted model must follow them
@@ -77,6 +79,7 @@ def test_mae_checkpoint_and_args(tmp_path, images):
         assert torch.equal(full.forward_mae(images, g1)["loss"], model.forward_mae(images, g2)["loss"])
 
 
+@pytest.mark.slow
 def test_encoder_only_checkpoint(tmp_path, images):
     model = _perturbed("mae")
     encoder_keys = {k: v for k, v in _to_reference(model).items() if not k.startswith(("decoder_", "mask_token"))}
@@ -97,6 +100,7 @@ def test_unsafe_pickle_is_refused(tmp_path):
         load_reference_checkpoint(tmp_path / "bad.pth")
 
 
+@pytest.mark.slow
 def test_bad_checkpoints(tmp_path):
     model = _perturbed("clmae")
     ref = _to_reference(model)
@@ -113,6 +117,7 @@ def test_bad_checkpoints(tmp_path):
         convert_checkpoint(tmp_path / "ok.pth", tmp_path / "o4")
 
 
+@pytest.mark.slow
 def test_convert_command(tmp_path, images, capsys):
     import argparse as ap
 

@@ -31,6 +31,7 @@ def test_feature_extraction_example(folder, monkeypatch, capsys):
     assert "input (1, 28, 28)" in out and "features (100, 32)" in out and "20-NN accuracy" in out
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_finetune_example(folder, monkeypatch, capsys):
     argv = ["--model", f"local-dir:{folder[0]}", "--limit", "100", "--epochs", "1", "--batch-size", "50"]

@@ -22,6 +22,7 @@ def hub(monkeypatch, tmp_path):
     hub.stop()
 
 
+@pytest.mark.slow
 def test_save_push_load_roundtrip(hub, tmp_path, monkeypatch, capsys, images):
     model = tiny_pretrainer(seed=9).eval()
     meta = {"datasets": ["fashion_mnist"], "metrics": {"knn_top1": 0.7}}

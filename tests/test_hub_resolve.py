@@ -38,6 +38,7 @@ def _unchanged_but(got: dict, ref: dict, *changed: str) -> None:
             assert torch.equal(got[k], ref[k]), k
 
 
+@pytest.mark.slow
 @needs_base_chans
 def test_in_chans_adapts_the_patch_embedding_as_timm_does(grey):
     model = clmae.load_pretrained(WEIGHTS, in_chans=3)
@@ -119,6 +120,7 @@ def test_the_same_spec_gets_the_same_error_everywhere(tmp_path, make, words):
     assert words in errors.pop()[1]
 
 
+@pytest.mark.slow
 def test_a_folder_with_only_the_whole_model_loads_its_encoder_from_that_file(tmp_path):
     bundled = registry.bundled_folder(registry.find(WEIGHTS))
     folder = shutil.copytree(bundled, tmp_path / "w")  # config.json + pretraining.safetensors, no model.safetensors

@@ -169,6 +169,7 @@ def test_wrong_config_errors(folder):
         load_pretrained(folder)
 
 
+@pytest.mark.slow
 def test_a_clmae_built_from_its_modules_saves_and_loads(tmp_path, images):
     from clmae.models import MAEDecoder, MaskingModule
 
@@ -196,6 +197,7 @@ def test_wrong_image_size_error_from_the_explicit_check(folder):
     clmae.check_input(load_pretrained(folder, img_size=32), torch.zeros(2, 1, 32, 32))  # positions resampled
 
 
+@pytest.mark.slow
 def test_save_unwraps_compile_and_ddp_style_wrappers(pretrainer, tmp_path, images):
     class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside: .module
         def __init__(self, module):

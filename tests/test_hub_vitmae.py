@@ -90,6 +90,7 @@ def assert_close(a, b, what):
     assert diff <= TOL, f"{what}: max abs difference {diff}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("decoder", [True, False])
 def test_vitmae_encoder_in_matches_transformers(tmp_path, channels, decoder):
@@ -107,6 +108,7 @@ def test_vitmae_encoder_in_matches_transformers(tmp_path, channels, decoder):
         assert_close(resolve_model(str(folder)).encoder().eval().forward_features(x), theirs, "eval --model")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels,norm_pix_loss", [(1, False), (3, True)])
 def test_vitmae_pretraining_in_matches_transformers(tmp_path, channels, norm_pix_loss):
     folder, hf_model = hf_folder(tmp_path, channels, norm_pix_loss=norm_pix_loss, layer_norm_eps=1e-9)
@@ -154,6 +156,7 @@ def test_clmae_out_matches_transformers(tmp_path, channels, decoder):
         assert not any(k.startswith("decoder") for k in transformers.ViTMAEModel.from_pretrained(folder).state_dict())
 
 
+@pytest.mark.slow
 def test_round_trip_is_bit_identical(tmp_path):
     folder, hf_model = hf_folder(tmp_path, 3, norm_pix_loss=True)
     back = save_vitmae(clmae.load_pretraining_model(folder), tmp_path / "back")
@@ -163,6 +166,7 @@ def test_round_trip_is_bit_identical(tmp_path):
     assert again.config.norm_pix_loss and again.config.layer_norm_eps == 1e-12
 
 
+@pytest.mark.slow
 def test_bundled_weight_exported_reads_back_in_transformers(tmp_path):
     folder = export_vitmae("vit_t_fmnist", tmp_path / "hf", decoder=True)
     images, _ = load_fashion_mnist("test", SAMPLE_ROOT)  # the bundled sample
@@ -188,6 +192,7 @@ def test_bundled_weight_exported_reads_back_in_transformers(tmp_path):
     assert_close(theirs.loss, ours["loss"], "MAE loss")
 
 
+@pytest.mark.slow
 def test_interpolate_pos_encoding_matches_timm_resampling(tmp_path):
     folder, _ = hf_folder(tmp_path, 3, decoder=False)
     x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(5))
@@ -198,6 +203,7 @@ def test_interpolate_pos_encoding_matches_timm_resampling(tmp_path):
     assert_close(ours, theirs, "tokens at 24 px")
 
 
+@pytest.mark.slow
 def test_convert_keeps_the_layer_norm_epsilon(tmp_path):
     folder, hf_model = hf_folder(tmp_path, 1)
     assert main(["convert", str(folder), str(tmp_path / "out")]) == 0
@@ -208,6 +214,7 @@ def test_convert_keeps_the_layer_norm_epsilon(tmp_path):
     assert_close(ours["loss"], theirs.loss, "MAE loss after convert")
 
 
+@pytest.mark.slow
 def test_hub_repo_from_an_offline_cache(tmp_path, monkeypatch):
     folder, _ = hf_folder(tmp_path, 3, decoder=False)
     make_cache(tmp_path / "cache", "org/vitmae", "a" * 40, folder)
@@ -298,6 +305,7 @@ def test_train_init_starts_from_the_folder_encoder_and_decoder(tmp_path, monkeyp
     assert abs(theirs.loss.item() - loss) <= TOL * max(1.0, loss), (theirs.loss.item(), loss)
 
 
+@pytest.mark.slow
 def test_recipe_vit_b16_maps_onto_vit_mae_base():
     """`clmae train --recipe clmae_vit_b16_in1k init=<facebook/vit-mae-base>`: the recipe's model has exactly the
     keys and shapes of ViTMAEConfig()'s (vit-mae-base's) encoder and decoder, checked on the meta device."""

@@ -19,9 +19,10 @@ needs_fmnist = pytest.mark.skipif(
 
 
 @needs_fmnist
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("method", ["clmae", "mae"])
-def test_a_few_real_iterations_lower_the_mae_loss(method):
+def test_a_few_real_iterations_lower_the_mae_loss(method, one_thread):
     images, _ = load_fashion_mnist("train")
     test_images, _ = load_fashion_mnist("test")
     train, held_out = to_float(images[:512]), to_float(test_images[:256])
@@ -72,8 +73,9 @@ def test_fashion_mnist_sample_and_idx_errors(tmp_path):
         load_fashion_mnist("test", root=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
-def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
+def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path, one_thread):
     from clmae.eval import run_eval
 
     metrics = run_demo(tmp_path, baseline=None)
@@ -91,8 +93,9 @@ def test_demo_knn_of_bundled_weights_matches_the_eval_harness(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["knn_top1"] == metrics["knn_top1"]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
-def test_train_demo_writes_masks_and_metrics(tmp_path):
+def test_train_demo_writes_masks_and_metrics(tmp_path, one_thread):
     metrics = run_train_demo(tmp_path, epochs=2, batch_size=50, num_images=100)
     assert [h["lambda"] for h in metrics["history"]] == [1.0] * 2 + [-1.0] * 2
     with Image.open(tmp_path / "masks.png") as picture:  # 10 images x 5 labelled rows

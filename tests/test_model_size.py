@@ -14,6 +14,7 @@ def _numel(model):
     return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", [{}, {"depth": 3}, {"depth": 1}, {"embed_dim": 48, "num_heads": 3, "img_size": 32}])
 def test_the_encoder_estimate_is_its_real_size(kwargs):
     assert encoder_numel("vit_tiny_patch4_28", kwargs) == _numel(clmae.create_model("vit_tiny_patch4_28", **kwargs))

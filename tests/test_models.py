@@ -30,6 +30,7 @@ def test_list_models():
     assert clmae.list_models("nothing*") == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_tiny_patch4_28", "vit_tiny_patch4_32", "vit_tiny_patch16_224"])
 def test_encoder_is_plain_timm_and_loads_strictly(name):
     model = clmae.create_model(name)
@@ -42,6 +43,7 @@ def test_encoder_is_plain_timm_and_loads_strictly(name):
     torch.testing.assert_close(reference.forward_features(x), model.forward_features(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_base_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224"])
 def test_large_encoders_match_timm_keys_and_shapes(name):
     with torch.device("meta"):  # no memory, no init cost
@@ -62,6 +64,7 @@ def test_vit_b_sizes_match_the_method():
     assert model.masker.blocks[0].norm1.eps == 1e-5 and model.encoder.blocks[0].norm1.eps == 1e-6
 
 
+@pytest.mark.slow
 def test_small_image_models_and_preprocessing():
     model = clmae.create_model("vit_tiny_patch4_28")
     assert model.patch_embed.num_patches == 49 and model.patch_embed.proj.in_channels == 1
@@ -85,6 +88,7 @@ def test_unknown_names_suggest_close_ones():
         clmae.create_pretraining_model("resnet50")
 
 
+@pytest.mark.slow
 def test_pretraining_model_arguments():
     with pytest.raises(ValueError, match="method must be one of"):
         clmae.create_pretraining_model("vit_tiny_patch4_28", method="simmim")
@@ -138,6 +142,7 @@ def test_model_arguments_are_checked_with_suggestions():
         clmae.PretrainingConfig("vit_tiny_patch4_28", method="simclr")
 
 
+@pytest.mark.slow
 def test_mae_initialisation():
     model = clmae.create_pretraining_model("vit_tiny_patch16_224", method="clmae")
     qkv = model.encoder.blocks[0].attn.qkv.weight  # xavier-uniform bound sqrt(6 / (fan_in + fan_out))

@@ -38,6 +38,7 @@ def test_matches_mae_formula(dim, grid):
     np.testing.assert_allclose(ours, _mae_numpy(dim, grid), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_models_use_fixed_sincos_positions():
     model = clmae.create_model("vit_tiny_patch4_28")
     ref = torch.from_numpy(_mae_numpy(192, 7)).float()[None]

@@ -61,6 +61,7 @@ def test_masker_step_gradients_reach_only_the_masker(images, lam):
     assert model.encoder.blocks[0].attn.qkv.weight.requires_grad
 
 
+@pytest.mark.slow
 def test_masker_loss_composition_and_lambda_sign(images):
     model = tiny_pretrainer()
     plus, minus = model.forward_masker(images, 1.0), model.forward_masker(images, -1.0)

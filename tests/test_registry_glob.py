@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from clmae.hub.registry import entries, list_pretrained
 
 NAMES = {
@@ -53,6 +55,7 @@ def test_exact_alias_still_finds_its_weight():
     assert list_pretrained("vit_t_fmnist*") == []  # a wildcard makes it a pattern on names
 
 
+@pytest.mark.slow
 def test_cli_pretrained_pattern():
     out = subprocess.run(
         [sys.executable, "-m", "clmae", "pretrained", "*.mae"], capture_output=True, text=True, check=True

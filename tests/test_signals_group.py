@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HANG_GUARD
 from PIL import Image
 from test_train_faults import _assert_finished_like, _one_line, tiny_config
 
@@ -21,7 +22,7 @@ from clmae.train import trainer
 from clmae.train.checkpoint import list_checkpoints, load_checkpoint
 from clmae.train.signals import GracefulStop, ignore_stop_signals, stop_signals_held
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 CLMAE_SOURCE = str(Path(clmae.__file__).parent)
@@ -64,14 +65,14 @@ def _spawn(args):
 def _signal_after_first_log(proc, run: Path, sig: int) -> tuple[int, str]:
     """Wait for the run's first metrics line, send ``sig`` to the command's whole process group, wait for the end;
     returns (exit code, stderr)."""
-    metrics, deadline = run / "metrics.jsonl", time.monotonic() + 300
+    metrics, deadline = run / "metrics.jsonl", time.monotonic() + HANG_GUARD
     while not (metrics.is_file() and metrics.read_text().strip()):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the run ended or hung before its first metrics line: {proc.communicate()[1][-3000:]}")
         time.sleep(0.05)
     os.killpg(proc.pid, sig)
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=HANG_GUARD)
     return proc.returncode, err
 
 
@@ -112,7 +113,7 @@ def test_a_signal_to_the_process_group_stops_with_a_checkpoint_and_resumes_exact
     _check_stop_line(_one_line(err), run, sig)  # one line, no traceback: no worker's death reported
     assert _group_ends(proc.pid), "DataLoader workers outlived the run"
     resumed = _spawn(["-m", "clmae", "train", "--recipe", recipe, "--resume", "auto"])
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    assert resumed.wait(timeout=HANG_GUARD) == 0, resumed.stderr.read()[-3000:]
     _assert_finished_like(run, tmp_path / "ref")
 
 

@@ -10,9 +10,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HANG_GUARD
 
 import clmae
 from clmae.cli import build_parser
+
+pytestmark = pytest.mark.slow  # every check starts a fresh interpreter
 
 # Run in a fresh interpreter: the clmae modules loaded, whether torch is, and what main() exited with.
 PROBE = """
@@ -25,7 +28,7 @@ print(json.dumps({{"clmae": sorted(m for m in sys.modules if m.split(".")[0] == 
 
 def _probe(code: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(code=code)], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", PROBE.format(code=code)], capture_output=True, text=True, timeout=HANG_GUARD, check=True
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 

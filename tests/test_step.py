@@ -29,6 +29,7 @@ def test_weight_decay_groups():
     assert clmae.build_optimizers(tiny_pretrainer("mae"), lr=1e-3)[1] is None
 
 
+@pytest.mark.slow
 def test_each_optimizer_moves_only_its_module(images):
     model = tiny_pretrainer()
     mae_opt, masker_opt = clmae.build_optimizers(model, lr=1e-3)
@@ -52,6 +53,7 @@ def test_each_optimizer_moves_only_its_module(images):
     assert set(stats) == expected and all(v.ndim == 0 and not v.requires_grad for v in stats.values())
 
 
+@pytest.mark.slow
 def test_masker_update_sees_the_just_updated_mae(images):
     # Reproduce train_step by hand: MAE update first, then the masker loss computed with the *new* encoder.
     a, b = tiny_pretrainer(), tiny_pretrainer()
@@ -65,6 +67,7 @@ def test_masker_update_sees_the_just_updated_mae(images):
     torch.testing.assert_close(stats["masker_loss"], expected.detach())
 
 
+@pytest.mark.slow
 def test_mae_baseline_step_and_missing_optimizer(images):
     model = tiny_pretrainer("mae")
     mae_opt, _ = clmae.build_optimizers(model, lr=1e-3)

@@ -44,6 +44,7 @@ def _straightforward_step(model, images, lam, mae_opt, masker_opt, ctx):
     return mae_loss.detach(), out["loss"].detach()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lam", [1.0, -0.5])
 def test_optimised_step_equals_straightforward_step(lam):
     images = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(DEVICE)

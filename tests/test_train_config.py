@@ -15,6 +15,7 @@ from clmae.train.config import (
 )
 
 
+@pytest.mark.slow
 def test_shipped_recipes_follow_the_method():
     assert {"clmae_vit_b16_in1k", "mae_vit_b16_in1k", "clmae_fmnist_tiny"} <= set(list_recipes())
     # docs/method.md §6: the reference CL-MAE script.
@@ -136,6 +137,7 @@ def test_apply_overrides_in_place():
     assert apply_overrides(cfg, ["seed=3"]) is cfg and cfg.seed == 3
 
 
+@pytest.mark.slow
 def test_mask_ratio_and_norm_pix_loss_have_one_home():
     short = resolve_config("clmae_fmnist_tiny", ["mask_ratio=0.6", "norm_pix_loss=true"])
     long = resolve_config("clmae_fmnist_tiny", ["model_kwargs.mask_ratio=0.6", "model_kwargs.norm_pix_loss=true"])

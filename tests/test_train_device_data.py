@@ -15,6 +15,7 @@ from clmae.train.probe import probe_statistics, read_probe
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_augmented_run_resumed_inside_an_epoch_equals_an_uninterrupted_run(tmp_path):
     common = {"data": "fmnist-sample", "augment": True, "epoch_size": 96, "batch_size": 16, "save_every_steps": 4}
     straight = trainer.train(tiny_config(tmp_path / "a", **common))
@@ -29,6 +30,7 @@ def test_augmented_run_resumed_inside_an_epoch_equals_an_uninterrupted_run(tmp_p
     assert straight["history"][-1]["mae_loss"] == resumed["history"][-1]["mae_loss"]
 
 
+@pytest.mark.slow
 def test_augmentation_changes_training_and_is_off_by_default_for_fashion_mnist(tmp_path):
     plain = trainer.train(tiny_config(tmp_path / "plain", data="fmnist-sample", epochs=1, epoch_size=64))
     again = trainer.train(tiny_config(tmp_path / "again", data="fmnist-sample", epochs=1, epoch_size=64))
@@ -80,6 +82,7 @@ def test_mask_probe_records_the_mae_step_masks_of_the_probed_images(tmp_path, mo
     assert torch.equal(read_probe(tmp_path)[1]["mask"], expected)
 
 
+@pytest.mark.slow
 def test_fixed_lambda_holds_the_factor_and_is_only_for_clmae(tmp_path):
     fixed = trainer.train(tiny_config(tmp_path / "fixed", epochs=3, fixed_lambda=-1.0))
     assert [r["lam"] for r in fixed["history"]] == [-1.0, -1.0, -1.0]
@@ -103,6 +106,7 @@ def _jpeg_folder(root, count=16):
     return root
 
 
+@pytest.mark.slow
 def test_device_decoding_trains_resumes_exactly_and_does_not_depend_on_workers(tmp_path):
     """decode=device (the GPU path, run on the CPU): batched decoding and per-sample crops in the main process; the
     weights do not depend on the worker count, and a resume inside an epoch equals an uninterrupted run."""

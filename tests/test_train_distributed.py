@@ -9,8 +9,11 @@ import time
 
 import pytest
 import torch
+from conftest import HANG_GUARD
 
 from clmae.train.checkpoint import list_checkpoints, load_checkpoint
+
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
 
 TINY = [
     "model_kwargs.embed_dim=32",
@@ -59,7 +62,7 @@ def _torchrun(out, *args):
     return _run([*launcher, *_train_args(out, *args)])
 
 
-def _run(args, timeout=240):
+def _run(args, timeout=HANG_GUARD):
     proc = subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -96,12 +99,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + HANG_GUARD
     while not any(int(p.stem.split("-")[1]) >= 2 for p in list_checkpoints(tmp_path / "run")):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert proc.wait(timeout=HANG_GUARD) == -signal.SIGKILL
     done = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["epoch"]
     assert 2 <= done < 12
     resumed = _run([*_train_args(tmp_path / "run", *epochs), "--resume", "auto"])
@@ -179,12 +182,12 @@ def test_two_process_sigterm_writes_a_checkpoint_and_resumes_exactly(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD
     while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():  # update 4 is done
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # of 24 updates: the run stops at update 8 or 12
-    _, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=HANG_GUARD)
     stopped = [p for p in list_checkpoints(run) if p.name != "checkpoint-0003.pt"]
     assert "terminated: stopped by SIGTERM" in err and stopped, err[-3000:]
     updates = load_checkpoint(stopped[-1])["step"]

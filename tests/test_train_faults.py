@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import HANG_GUARD, TINY_RUN
 from safetensors.torch import load_file
 
 from clmae.train import trainer
@@ -22,7 +22,7 @@ from clmae.train.export import export_checkpoint, export_complete, remove_export
 from clmae.train.lock import RunLock
 from clmae.train.signals import GracefulStop, GraceOver, Terminated
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TINY = TINY_RUN
 TIMES = ("seconds", "images_per_s")
@@ -147,13 +147,13 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG_GUARD)
         assert "Traceback" not in proc.stderr.read()
         if proc.returncode == 0:
             break
     else:
         proc = _spawn(tiny_config(run, **cfg), resume="auto")
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        assert proc.wait(timeout=HANG_GUARD) == 0, proc.stderr.read()
     assert kills >= 1
     _assert_finished_like(run, tmp_path / "ref")
 
@@ -165,7 +165,7 @@ def test_sigkill_inside_a_checkpoint_or_export_write(tmp_path, kill):
     trainer.train(tiny_config(tmp_path / "ref", **cfg))
     run = tmp_path / "run"
     proc = _spawn(tiny_config(run, **cfg), kill=kill)
-    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert proc.wait(timeout=HANG_GUARD) == -signal.SIGKILL
     assert not export_complete(run / "export")
     if kill == "export":  # every epoch was done: resuming only writes the export
         assert load_checkpoint(list_checkpoints(run)[-1])["epoch"] == 2
@@ -234,14 +234,14 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, capsys):
     out = tmp_path / "run"
     proc = _spawn(tiny_config(out, epochs=50, export=False))
     assert proc.stdout.readline().strip() == "started"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD
     while not list_checkpoints(out):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     with pytest.raises(ValueError, match=rf"in use by process {proc.pid}"):  # alive: refused
         trainer.train(tiny_config(out, epochs=50, export=False), "auto")
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=HANG_GUARD)
     assert json.loads((out / ".lock").read_text())["pid"] == proc.pid  # left behind
     capsys.readouterr()
     RunLock(out).acquire().release()
@@ -379,7 +379,7 @@ def test_sigint_and_sigterm_at_random_moments_resume_exactly(tmp_path, sig):
         time.sleep(rng.uniform(0.0, 0.5 * span))  # inside the training loop, which takes most of the span
         if proc.poll() is None:
             proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=HANG_GUARD)
         if proc.returncode == 0 or export_complete(run / "export"):
             break  # finished (a signal that came after the run's end, as the command exits, stopped no training)
         stopped += 1
@@ -394,7 +394,7 @@ def test_sigint_and_sigterm_at_random_moments_resume_exactly(tmp_path, sig):
         assert not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
     else:
         proc = _cli_spawn(tiny_config(run, **cfg))
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        assert proc.wait(timeout=HANG_GUARD) == 0, proc.stderr.read()
     assert stopped >= 1
     _assert_finished_like(run, tmp_path / "ref")
 
@@ -524,7 +524,7 @@ def test_debris_of_killed_runs_and_exports_is_removed_by_the_next_one(tmp_path):
         [sys.executable, "-c", KILLED_EXPORT, str(run / "checkpoint-0001.pt"), str(tmp_path / "w")],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert proc.wait(timeout=HANG_GUARD) == -signal.SIGKILL
     assert [p.name for p in tmp_path.glob(".w.tmp*")] == [f".w.tmp{proc.pid}"] and not (tmp_path / "w").exists()
     export_checkpoint(run / "checkpoint-0001.pt", tmp_path / "w")
     assert export_complete(tmp_path / "w") and not list(tmp_path.glob(".w.*"))

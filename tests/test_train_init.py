@@ -60,6 +60,7 @@ def _equal(a, b, prefix=""):
         assert torch.equal(a[k], b[k]), prefix + k
 
 
+@pytest.mark.slow
 def test_init_from_an_encoder_starts_from_its_weights_with_a_fresh_decoder(tmp_path, first_weights, capsys):
     trainer.train(config(tmp_path / "run", epochs=1))
     encoder = clmae.load_pretrained(WEIGHTS).state_dict()
@@ -70,6 +71,7 @@ def test_init_from_an_encoder_starts_from_its_weights_with_a_fresh_decoder(tmp_p
     assert f"init: encoder (decoder and masking module fresh) from {WEIGHTS}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_init_from_a_pretraining_model_loads_all_three_and_the_export_records_it(tmp_path, first_weights):
     run = tmp_path / "run"
     trainer.train(config(run, epochs=1, init=f"pretraining:{WEIGHTS}", export=True))
@@ -79,6 +81,7 @@ def test_init_from_a_pretraining_model_loads_all_three_and_the_export_records_it
     assert f"init: pretraining:{WEIGHTS}" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_init_adapts_channels_and_positions_as_timm_does(tmp_path, first_weights, capsys):
     # The 1-channel 28 px encoder into a 3-channel 32 px model (vit_tiny_patch4_32: an 8x8 grid instead of 7x7).
     source = clmae.load_pretrained(WEIGHTS).state_dict()
@@ -95,6 +98,7 @@ def test_init_adapts_channels_and_positions_as_timm_does(tmp_path, first_weights
     assert "input channels 1 -> 3" in out and "positions 50 -> 65" in out
 
 
+@pytest.mark.slow
 def test_rgb_weights_into_a_grey_model_follow_timm(tmp_path, first_weights):
     source = clmae.load_pretrained(WEIGHTS).state_dict()
     rgb = {**source, "patch_embed.proj.weight": torch.randn(192, 3, 4, 4, generator=torch.Generator().manual_seed(0))}
@@ -106,6 +110,7 @@ def test_rgb_weights_into_a_grey_model_follow_timm(tmp_path, first_weights):
     assert torch.equal(got, adapt_input_conv(1, rgb["patch_embed.proj.weight"]))
 
 
+@pytest.mark.slow
 def test_init_from_a_whole_pretraining_file_and_mae_weights_into_clmae(tmp_path, first_weights, capsys):
     mae = clmae.load_pretraining_model("mae_vit_t_fmnist").state_dict()
     file = tmp_path / "pretraining.safetensors"
@@ -115,6 +120,7 @@ def test_init_from_a_whole_pretraining_file_and_mae_weights_into_clmae(tmp_path,
     assert "masking module starts fresh" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_after_init_equals_an_uninterrupted_run(tmp_path, capsys):
     trainer.train(config(tmp_path / "ref"))
     run = tmp_path / "run"

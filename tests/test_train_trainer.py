@@ -140,6 +140,7 @@ def test_absurd_learning_rate_stops_the_command_with_a_clear_message(tmp_path, c
     assert list_checkpoints(tmp_path) == [] and not (tmp_path / "export").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_fashion_mnist_run_learns_and_is_observable(tmp_path):
     out = tmp_path / "run"

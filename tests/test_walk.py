@@ -4,6 +4,7 @@
 import threading
 
 import pytest
+from conftest import HANG_GUARD
 from PIL import Image
 
 from clmae.data.imagefolder import find_images
@@ -17,10 +18,10 @@ def _image(path):
 
 
 def _in_time(fn, *args):
-    """``fn(*args)``, failing (instead of hanging the suite) if it does not return within a minute."""
+    """``fn(*args)``, failing (instead of hanging the suite) if it does not return within HANG_GUARD seconds."""
     result, thread = [], threading.Thread(target=lambda: result.append(fn(*args)), daemon=True)
     thread.start()
-    thread.join(timeout=60)
+    thread.join(timeout=HANG_GUARD)
     assert not thread.is_alive(), "the walk did not end"
     return result[0]
 

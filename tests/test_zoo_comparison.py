@@ -19,6 +19,8 @@ from clmae.train import trainer
 from clmae.train.config import TrainConfig, load_recipe
 from tools.zoo import fmnist, publish, report
 
+pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -84,6 +84,7 @@ def test_golden_outputs(name, one_thread):
         assert model.masker is None
 
 
+@pytest.mark.slow
 def test_bundled_weights_are_stored_in_float16_and_load_as_float32():
     name = next(e.name for e in BUNDLED if e.method == "clmae")
     folder = registry.bundled_folder(registry.find(name))
@@ -98,6 +99,7 @@ def test_bundled_weights_are_stored_in_float16_and_load_as_float32():
         assert torch.equal(v, stored[k].float())  # the upcast is exact
 
 
+@pytest.mark.slow
 def test_alias_and_create_model_load_the_bundled_weight_without_network(monkeypatch):
     import socket
 
@@ -118,6 +120,7 @@ def test_alias_and_create_model_load_the_bundled_weight_without_network(monkeypa
         load_pretrained("vit_t_fmnist", revision="main")
 
 
+@pytest.mark.slow
 def test_a_damaged_bundled_file_is_refused(tmp_path, monkeypatch):
     entry = registry.find("vit_t_fmnist")
     copy = tmp_path / entry.name
@@ -172,6 +175,7 @@ def test_published_results_are_the_evaluations_on_record():
                 assert m["std"] == pytest.approx((sum((v - mean) ** 2 for v in m["values"]) / (n - 1)) ** 0.5)
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_weight_without_masking_module(tmp_path):
     from clmae.demo import run_demo
 
