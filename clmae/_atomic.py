@@ -52,19 +52,26 @@ def temp_path(target: str | os.PathLike, kind: str = "tmp", pid: int | None = No
     return target.with_name(f".{short}{tag}{suffix}")
 
 
+class WriteError(OSError):
+    """A write that failed (other than for space): its message is the whole line, without the ``[Errno N]`` prefix."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def _failed(target: Path, what: str, error: OSError) -> OSError:
     """The error of a failed write as one line that names the target and says that the earlier one is whole."""
     keep = "the earlier one is unchanged" if target.exists() else "nothing was written"
     if error.errno in SPACE_ERRNOS:
         return DiskFullError(f"no space left to write {what} {target}; free some space or write elsewhere ({keep})")
     if error.errno in _TOO_BIG_ERRNOS:
-        return OSError(
+        return WriteError(
             error.errno,
             f"cannot write {what} {target}: it exceeds the file-size limit (ulimit -f); raise the limit or write "
             f"elsewhere ({keep})",
         )
     reason = error.strerror or str(error)
-    return OSError(error.errno, f"cannot write {what} {target}: {reason} ({keep})")
+    return WriteError(error.errno, f"cannot write {what} {target}: {reason} ({keep})")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -171,7 +178,7 @@ def check_target(
     Args:
         target: the folder (``folder``) or file to write.
         owned: whether an existing target is an earlier result of this kind.
-        what: what the command writes (``"a weights folder written by clmae"``), for the message.
+        what: what the command writes (``"a clmae-format weights folder"``), for the message.
         overwrite: replace whatever is there (``--overwrite``).
         folder: the target is a folder (else a file).
 

@@ -39,6 +39,18 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        # PyYAML keeps the last of two equal keys without a word; a recipe that sets a value twice is a mistake.
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise yaml.YAMLError(f"the key {key!r} appears twice (line {line}); keep one")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 def _depth_of(text: str) -> int:
     """The deepest nesting of ``[``/``{`` in JSON text (strings skipped): checked before the recursive parser runs."""

@@ -68,10 +68,12 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str
     return struct.pack("<Q", len(text)) + text + raw[8 + n :]
 
 
-def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+def write_safetensors(
+    state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str], what: str = "weights file"
+) -> Path:
     """:func:`safetensors_bytes` written to ``path`` atomically (:func:`clmae._atomic.write_file`), with the mode new
     files get from the umask."""
-    return write_file(path, safetensors_bytes(state, metadata), what="weights file")
+    return write_file(path, safetensors_bytes(state, metadata), what=what)
 
 
 def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:

@@ -250,6 +250,7 @@ def test_clmae_extract_beyond_the_file_size_limit_keeps_the_earlier_features(ext
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "file-size limit" in lines[0] and str(out) in lines[0]
+    assert "cannot write features file" in lines[0] and "[Errno" not in lines[0], lines[0]
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.safetensors", "more"]
 

@@ -161,6 +161,8 @@ CASES = [
          c, "model: vit_tiny_patch4_28\nmodel_kwargs: {1: 2}\n"), ("r.yaml", "field model_kwargs", "key 1")),
     Case("train-option-integer-model-kwargs-key", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", "run",
          "model_kwargs={1: 2}"], ("model_kwargs", "key 1")),
+    Case("train-recipe-duplicate-key", lambda c: _recipe(c, "epochs: 1\nepochs: 2\n"),
+         ("r.yaml", "'epochs' appears twice (line 2)", "keep one")),
     Case("train-option-aliases", lambda c: [*TRAIN, "--data", "synthetic:8", "--out", "run",
          "model_kwargs={a: &x [1], b: *x}"], ("aliases", "not accepted")),
     # Shard patterns: counted before they are built

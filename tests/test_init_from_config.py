@@ -138,6 +138,27 @@ def test_init_from_a_timm_folder_needs_no_model_argument(tmp_path, capsys):
     assert sum("was pretrained on images normalised with mean (0.5)" in line for line in log.splitlines()) == 1
 
 
+@pytest.mark.parametrize("in_chans", [None, 3])
+def test_init_from_an_encoder_only_vitmae_folder(tmp_path, capsys, in_chans):
+    """A ViTMAEModel folder (``clmae export --format transformers``, also with ``--in-chans 3``): its encoder is
+    loaded under the encoder's own keys, the decoder and masking module start fresh."""
+    torch.manual_seed(4)
+    encoder = clmae.create_model("vit_tiny_patch4_28", embed_dim=32, depth=2, num_heads=2).eval()
+    folder = save_vitmae(encoder, tmp_path / "exported", decoder=False, in_chans=in_chans)
+    trainer.train(run_config(tmp_path / "run", folder, method="clmae", model_kwargs={"masker_depth": 1}))
+    assert "init: encoder (decoder and masking module fresh)" in capsys.readouterr().out
+    state, expected = final_state(tmp_path / "run"), encoder.state_dict()
+    assert state["encoder.pos_embed"].shape == expected["pos_embed"].shape
+    for key in ("cls_token", "blocks.1.mlp.fc2.weight", "norm.weight"):
+        assert torch.allclose(state[f"encoder.{key}"], expected[key], atol=1e-9), key
+    patch = state["encoder.patch_embed.proj.weight"]
+    if in_chans == 3:  # the RGB stem (the grey one split in three) back on the run's 3 channels: one third each
+        assert patch.shape[1] == 3
+        assert torch.allclose(patch.sum(1, keepdim=True), expected["patch_embed.proj.weight"], atol=1e-6)
+    else:
+        assert torch.allclose(patch, expected["patch_embed.proj.weight"], atol=1e-9)
+
+
 def test_input_arguments_are_kept_and_others_must_agree(tmp_path, capsys):
     folder, _ = timm_folder(tmp_path)
     trainer.train(run_config(tmp_path / "run", folder, model_kwargs={"img_size": 32}))

@@ -106,5 +106,5 @@ def extract_folder(
         "model": str(model_name),
         "data_config": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}),
     }
-    write_safetensors({k: v.contiguous() for k, v in feats.items()}, out, meta)
+    write_safetensors({k: v.contiguous() for k, v in feats.items()}, out, meta, what="features file")
     return out

@@ -164,7 +164,7 @@ def convert_vitmae(
     from .vitmae import has_decoder, pick_arch, vitmae_source
     from .vitmae_map import encoder_args
 
-    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a clmae-format weights folder", overwrite=overwrite)
     found = vitmae_source(spec)
     if found is None:
         raise ValueError(
@@ -212,7 +212,7 @@ def convert_checkpoint(
     Returns:
         The folder.
     """
-    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a clmae-format weights folder", overwrite=overwrite)
     if str(checkpoint).startswith(("hf-hub:", "local-dir:")) or Path(checkpoint).is_dir():  # transformers ViTMAE
         return convert_vitmae(str(checkpoint), folder, metadata=metadata, overwrite=overwrite)
     raw, info = load_reference_checkpoint(checkpoint)

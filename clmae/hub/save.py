@@ -79,7 +79,7 @@ def save_weights_folder(model: nn.Module, folder: str | Path, *, overwrite: bool
         overwrite: replace whatever ``folder`` holds (``--overwrite``).
         **kwargs: :func:`save_pretrained`'s keyword arguments.
     """
-    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a clmae-format weights folder", overwrite=overwrite)
     return write_folder(folder, lambda tmp: save_pretrained(model, tmp, **kwargs), what="weights folder")
 
 

@@ -50,7 +50,7 @@ def export_pretrained(
     if train_config.get("init"):
         description += f" Training started from the weights `{train_config['init']}`."
     remove_export_debris(folder)
-    check_target(folder, is_weights_folder, "a weights folder written by clmae", overwrite=overwrite)
+    check_target(folder, is_weights_folder, "a clmae-format weights folder", overwrite=overwrite)
 
     def build(tmp: Path) -> None:
         save_pretrained(model, tmp, name=train_config["model"], metadata={"description": description})
@@ -116,7 +116,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     check_target(
         check_path(folder, "the weights folder"),
         is_weights_folder,
-        "a weights folder written by clmae",
+        "a clmae-format weights folder",
         overwrite=overwrite,
     )
     state = load_checkpoint(checkpoint)

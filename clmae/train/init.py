@@ -264,6 +264,8 @@ def initialize(model: CLMAE, spec: str, log: Callable[[str], None] = print) -> N
     elif (hf := config_of(src)) is not None:  # a transformers ViTMAE: its decoder too, if it has one
         state, notes = _vitmae_state(model, src, hf, full)
         full = any(k.startswith("decoder.") for k in state)
+        if not full:  # a ViTMAEModel: the encoder's own keys
+            state = {k.removeprefix("encoder."): v for k, v in state.items()}
         notes = (load_pretraining_into if full else load_encoder_into)(model, state, name) + notes
     elif full:
         notes = load_pretraining_into(model, load_pretraining_model(src).state_dict(), name)
