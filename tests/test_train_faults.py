@@ -324,7 +324,7 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
-    with pytest.raises(ValueError, match=r"thesis exists and is not a weights folder"):
+    with pytest.raises(ValueError, match=r"thesis exists and is not a clmae-format weights folder"):
         export_checkpoint(run / "checkpoint-0001.pt", precious)
     assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
     first = export_checkpoint(run / "checkpoint-0001.pt", tmp_path / "w")
