@@ -5,7 +5,7 @@ Generates an ImageNet-like folder (JPEG quality 90, sizes around 500x375) if it 
 and reports images/s (median over batches after warm-up, each on ``--device``). Two paths:
 
 * ``--decode pil`` (the trainer's default so far): PIL decodes and augments every image in the workers;
-* ``--decode device``: the workers only read the encoded bytes (``clmae.data.decode.EncodedImages``) and the
+* ``--decode device``: the workers only read the encoded bytes (``clmae.data.transforms.decode.EncodedImages``) and the
   batch is decoded (nvJPEG on CUDA) and augmented on ``--device`` (``BatchDecoder``).
 
 Compare it with ``bench_step.py``'s model-step rate: the trainer can only reach the slower of the two. Prints a

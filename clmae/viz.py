@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image, ImageDraw
 
-from .data.preprocess import denormalize
+from .data.transforms.numbers import denormalize
 from .models import CLMAE
 from .models.patches import patchify, unpatchify
 

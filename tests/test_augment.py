@@ -1,5 +1,5 @@
-"""The on-device augmentation (clmae.data.augment) against torchvision's PIL pipeline, and the device-held data sets
-(clmae.data.device) against the DataLoader path they replace."""
+"""The on-device augmentation (clmae.data.transforms.augment) against torchvision's PIL pipeline, and the device-held
+data sets (clmae.data.transforms.device) against the DataLoader path they replace."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from clmae.data import (
     resized_crop,
     to_float,
 )
-from clmae.data.augment import uniform
+from clmae.data.transforms.augment import uniform
 
 
 def _ks(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,8 +1,9 @@
-"""The batched decoding path (clmae.data.decode) against clmae's PIL decoder and torchvision's PIL transforms.
+"""The batched decoding path (clmae.data.transforms.decode) against clmae's PIL decoder and torchvision's PIL
+transforms.
 
 Every reference here is independent of the code under test: pixels from ``clmae.data.images.decode_image`` (PIL),
 augmentations from torchvision's functional transforms on PIL images, with crop boxes from
-``clmae.data.augment.crop_params`` (itself checked against torchvision in test_augment.py).
+``clmae.data.transforms.augment.crop_params`` (itself checked against torchvision in test_augment.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from clmae.data import GlobalBatchSampler, ImageFolderImages, ImageSource, crop_params, decode_image, eval_transform
-from clmae.data import decode as decode_module
-from clmae.data.decode import BatchDecoder, EncodedImages, collate_encoded, image_kind
+from clmae.data.transforms import decode as decode_module
+from clmae.data.transforms.decode import BatchDecoder, EncodedImages, collate_encoded, image_kind
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -149,7 +150,7 @@ def test_augmented_batch_equals_torchvisions_pil_pipeline(in_chans):
     diff = np.stack([np.abs(_pixels(out[k]) - _pil_augmented(f, mode, boxes[k], size)) for k, f in enumerate(files)])
     # Measured on the 2-core CPU (Pillow 13.0): RGB max 3 grey levels, mean 0.03; L max 1. Both round once per
     # pass, but Pillow 13 runs the vertical pass first for some shapes (a vertical shrink with a narrow width; checked
-    # with an exact emulation of its fixed-point passes), clmae.data.augment always horizontally first.
+    # with an exact emulation of its fixed-point passes), clmae.data.transforms.augment always horizontally first.
     assert diff.max() <= 3 and diff.mean() < 0.05, (diff.max(), diff.mean())
     assert (diff > 1).mean() < 0.002
 

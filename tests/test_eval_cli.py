@@ -8,9 +8,9 @@ import torch
 
 from clmae.data import SAMPLE_ROOT, load_fashion_mnist
 from clmae.eval import knn_majority_vote, resolve_data, resolve_model, topk_accuracy
+from clmae.eval.cache import features_for
 from clmae.eval.cli import register
 from clmae.eval.data import subset
-from clmae.eval.features import features_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,8 +11,11 @@ from PIL import Image, ImageEnhance, ImageOps
 from timm.utils import random_seed
 from torch import nn
 
-from clmae.data import augment_finetune as da
-from clmae.data.preprocess import pil_mode
+from clmae.data.transforms import augment_finetune as da
+from clmae.data.transforms.device import TensorSplit
+from clmae.data.transforms.identity import identity_at_model_size, normalize_uint8
+from clmae.data.transforms.numbers import pil_mode
+from clmae.data.transforms.pil import eval_transform_for
 from clmae.eval import (
     LinearProbeConfig,
     extract_features,
@@ -22,8 +25,7 @@ from clmae.eval import (
     resolve_model,
     run_eval,
 )
-from clmae.eval.features import data_config, eval_transform_for, identity_at_model_size, normalize_uint8
-from clmae.eval.finetune import TensorSplit
+from clmae.eval.features import data_config
 from clmae.eval.knn import knn_metrics, topk_accuracy
 from clmae.eval.linear import LinearHead, _steps, lars
 from clmae.models import FMNIST_CFG
@@ -199,7 +201,7 @@ def test_device_augmentation_is_per_sample_and_has_the_pil_pipelines_statistics(
     alone = aug(images[5:6], seeds[5:6])
     assert torch.equal(batch[5:6], alone)  # a sample's draws do not depend on its batch
     assert not torch.equal(aug(images, seeds + 1), batch)
-    from clmae.eval.features import train_transform
+    from clmae.data.transforms.pil import train_transform
 
     tf = train_transform(FMNIST_CFG, re_prob=0, scale=kw["scale"], hflip=0.5, auto_augment=kw["auto_augment"])
     random_seed(0)

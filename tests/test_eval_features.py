@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from clmae.data.transforms.pil import eval_transform_for
 from clmae.eval import resolve_data, resolve_model
-from clmae.eval.features import eval_transform_for, features_for
+from clmae.eval.cache import features_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clmae.data.transforms.pil import train_transform
 from clmae.eval import (
     LinearProbeConfig,
     knn_majority_vote,
@@ -13,7 +14,6 @@ from clmae.eval import (
     resolve_model,
     run_eval,
 )
-from clmae.eval.features import train_transform
 from clmae.eval.finetune import build_classifier
 from clmae.eval.knn import topk_accuracy
 

@@ -1,4 +1,4 @@
-"""clmae.data.preprocess: normalisation, default statistics, evaluation geometry and PIL mode, checked against
+"""clmae.data.transforms.numbers: normalisation, default statistics, evaluation geometry and PIL mode, checked against
 hand-computed values and against torchvision's own transforms."""
 
 import pytest
@@ -8,9 +8,9 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 
-from clmae.data import preprocess as pre
 from clmae.data import to_float
 from clmae.data.fashion_mnist import MEAN, STD
+from clmae.data.transforms import numbers as pre
 
 
 def _pixels(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Data sets clmae reads itself (Fashion-MNIST from IDX files, with a bundled sample), users' images (folders,
 WebDataset tar shards, saved Hugging Face data sets), synthetic images, the seeded distributed sampler of the
-trainer, and how an image becomes a model input (:mod:`clmae.data.preprocess`; augmentation for pretraining in
-:mod:`clmae.data.augment`, for fine-tuning in :mod:`clmae.data.augment_finetune`)."""
+trainer, and how an image becomes a model input (:mod:`clmae.data.transforms`: the numbers, the PIL and tensor
+pipelines of pretraining, evaluation and fine-tuning, decoding)."""
 
 from .._lazy import lazy_package
 
@@ -43,10 +43,10 @@ __all__ = [
 lazy_package(
     __name__,
     {
-        "crop_params": ".augment",
-        "random_resized_crop": ".augment",
-        "resized_crop": ".augment",
-        "DeviceImages": ".device",
+        "crop_params": ".transforms.augment",
+        "random_resized_crop": ".transforms.augment",
+        "resized_crop": ".transforms.augment",
+        "DeviceImages": ".transforms.device",
         "CLASSES": ".fashion_mnist",
         "DEBIAN_ROOT": ".fashion_mnist",
         "SAMPLE_ROOT": ".fashion_mnist",
@@ -69,8 +69,8 @@ lazy_package(
         "DataSpec": ".spec",
         "parse_data_spec": ".spec",
         "SyntheticImages": ".synthetic",
-        "eval_transform": ".transforms",
-        "pretrain_transform": ".transforms",
+        "eval_transform": ".transforms.pil",
+        "pretrain_transform": ".transforms.pil",
         "WebDatasetImages": ".webdataset",
         "expand_braces": ".webdataset",
         "expand_shards": ".webdataset",

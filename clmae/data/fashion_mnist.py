@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .preprocess import normalize as normalize_images
+from .transforms.numbers import normalize as normalize_images
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 SAMPLE_ROOT = Path(__file__).parent / "assets"

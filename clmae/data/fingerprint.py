@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .device import DeviceImages
 from .imagefolder import ImageFolderImages
 from .images import ImageSource
+from .transforms.device import DeviceImages
 
 SAMPLE = 32  # images whose bytes are hashed
 
@@ -43,7 +43,7 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
     """The fingerprint of a pretraining data set (``PretrainingData.dataset``), a plain dict a checkpoint holds.
 
     Args:
-        dataset: a :class:`~clmae.data.device.DeviceImages` or a data set whose ``source`` is an
+        dataset: a :class:`~clmae.data.DeviceImages` or a data set whose ``source`` is an
             :class:`~clmae.data.images.ImageSource` (:class:`~clmae.data.sampler.SeededDataset`).
 
     Returns:

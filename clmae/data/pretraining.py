@@ -7,18 +7,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .device import DeviceImages
 from .fashion_mnist import DEBIAN_ROOT, SAMPLE_ROOT, load_fashion_mnist
 from .fashion_mnist import MEAN as FMNIST_MEAN
 from .fashion_mnist import STD as FMNIST_STD
 from .hfdataset import HFDatasetImages
 from .imagefolder import ImageFolderImages
 from .images import ImageSource
-from .preprocess import default_mean_std, pil_mode
 from .sampler import SeededDataset
 from .spec import FORMS, DataSpec, load_ref, parse_data_spec, specs
 from .synthetic import SyntheticImages
-from .transforms import eval_transform, pretrain_transform
+from .transforms.device import DeviceImages
+from .transforms.numbers import default_mean_std, pil_mode
+from .transforms.pil import eval_transform, pretrain_transform
 from .webdataset import WebDatasetImages
 
 SYNTHETIC_MAX_BYTES = 4 << 30  # synthetic sets are built whole in memory
@@ -30,7 +30,7 @@ class PretrainingData:
 
     Attributes:
         dataset: normalised ``[C, H, W]`` tensors indexed by the sampler's ``(index, seed)`` pairs: a
-            :class:`~clmae.data.device.DeviceImages` (small sets held whole, on the training device; its
+            :class:`~clmae.data.DeviceImages` (small sets held whole, on the training device; its
             ``batches`` serves whole micro-batches) or a :class:`~clmae.data.sampler.SeededDataset` of image files
             (for a ``DataLoader``).
         preview: a deterministic (unaugmented) version of the same images, for pictures.
@@ -84,7 +84,7 @@ def build_pretraining_data(
         spec: a data spec, one of the forms of :data:`clmae.data.spec.FORMS` (``fmnist``, ``synthetic:N``,
             ``imagefolder:FOLDER`` / ``FOLDER``, ``wds:SHARDS``, ``hfds:FOLDER[#SPLIT]``, ...); a form's ``reader``
             reads its image files. Fashion-MNIST and synthetic sets are held whole in one tensor
-            (:class:`~clmae.data.device.DeviceImages`); image files are converted to the model's channels (RGB, or
+            (:class:`~clmae.data.DeviceImages`); image files are converted to the model's channels (RGB, or
             greyscale for 1 channel).
         in_chans: the model's input channels.
         img_size: the model's input size.

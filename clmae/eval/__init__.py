@@ -33,9 +33,9 @@ lazy_package(
     {
         "EvalData": ".data",
         "resolve_data": ".data",
-        "FeatureSet": ".features",
+        "FeatureSet": ".cache",
         "extract_features": ".features",
-        "features_for": ".features",
+        "features_for": ".cache",
         "FinetuneConfig": ".finetune",
         "finetune": ".finetune",
         "knn_majority_vote": ".knn",

@@ -17,8 +17,8 @@ from .._files import is_safetensors
 from .._safetensors import safetensors_metadata, write_safetensors
 from ..data.imagefolder import ImageFolderImages
 from ..data.images import read_image
-from ..data.preprocess import pil_mode
 from ..data.spec import check_outside, check_path
+from ..data.transforms.numbers import pil_mode
 from ..hub import load_pretrained
 from .features import FEATURES, extract_features
 

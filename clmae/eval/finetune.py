@@ -17,11 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from .._compat import param_groups_layer_decay
 from .._options import attributes_doc, check_fields, option
 from .._progress import EpochLog, progress
-from ..data.augment_finetune import DeviceTrainAugment
 from ..data.sampler import item_seeds
+from ..data.transforms.device import TensorSplit
 from ..train.schedule import check_schedule, lr_at, peak_lr
 from ..train.step import autocast_for
-from .features import identity_at_model_size, normalize_uint8
 from .knn import topk_accuracy
 from .model import ResolvedModel
 
@@ -86,51 +85,6 @@ def build_classifier(model: ResolvedModel, num_classes: int, drop_path: float) -
     return net
 
 
-class TensorSplit(Dataset):
-    """One split held as tensors -- uint8 images ``[N, H, W]`` at the model's size and labels ``[N]`` -- served a
-    batch at a time on their device: through ``augment`` (training), or as the evaluation transform gives them
-    (``augment=None``: ``pixel / 255``, normalised). :func:`finetune` trains on it with no ``DataLoader``.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        cfg: dict,
-        augment: DeviceTrainAugment | None = None,
-    ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 3 or not identity_at_model_size(cfg, images.shape[1:]):
-            raise ValueError(
-                f"TensorSplit takes uint8 images [N, H, W] at the model's size, got {images.dtype} "
-                f"{tuple(images.shape)} for input_size {cfg['input_size']}"
-            )
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"need one label per image: {images.shape[0]} images, labels {tuple(labels.shape)}")
-        self.images, self.labels, self.cfg, self.augment = images, labels.long(), cfg, augment
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def to(self, device: torch.device | str) -> TensorSplit:
-        """Move images and labels to ``device`` (in place); returns ``self``."""
-        self.images, self.labels = self.images.to(device), self.labels.to(device)
-        return self
-
-    def batch(self, index: torch.Tensor, seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``index`` (model input, on the images' device) and their labels; ``seeds`` (``[B]`` int64, one
-        per image) when augmenting."""
-        index = index.to(self.images.device)
-        if self.augment is None:
-            return normalize_uint8(self.images[index], self.cfg), self.labels[index]
-        if seeds is None:
-            raise ValueError("augmented batches need one seed per image")
-        return self.augment(self.images[index], seeds), self.labels[index]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.batch(torch.tensor([i]), torch.tensor([i], dtype=torch.int64))
-        return x[0], int(y[0])
-
-
 @torch.no_grad()
 def evaluate(net: nn.Module, ds: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
     """Top-1 / top-5 of ``net`` on ``ds``."""
@@ -161,14 +115,15 @@ def finetune(
     """Fine-tune the whole encoder and report validation accuracy after the last epoch.
 
     Two data paths, the same recipe: a PIL dataset goes through a ``DataLoader`` (``num_workers``); a
-    :class:`TensorSplit` (Fashion-MNIST, see :func:`clmae.eval.run.run_eval`) stays on ``device`` and each step
-    gathers its batch by index and augments it there (:class:`~clmae.data.augment_finetune.DeviceTrainAugment`, one
-    seed per image from :func:`clmae.data.sampler.item_seeds`); its order is one ``randperm`` of the seeded
-    generator per epoch. Either way the loss is read once per epoch.
+    :class:`~clmae.data.transforms.device.TensorSplit` (Fashion-MNIST, see :func:`clmae.eval.run.run_eval`) stays on
+    ``device`` and each step gathers its batch by index and augments it there
+    (:class:`~clmae.data.transforms.augment_finetune.DeviceTrainAugment`, one seed per image from
+    :func:`clmae.data.sampler.item_seeds`); its order is one ``randperm`` of the seeded generator per epoch. Either
+    way the loss is read once per epoch.
 
     Args:
         model: the resolved ``--model`` (not raw pixels).
-        train_ds: augmented training images (see :func:`clmae.eval.features.train_transform`), or a
+        train_ds: augmented training images (see :func:`clmae.data.transforms.pil.train_transform`), or a
             :class:`TensorSplit` with a ``DeviceTrainAugment``.
         val_ds: validation images with the evaluation transform (a :class:`TensorSplit` without augmentation).
         num_classes: number of classes.

@@ -23,20 +23,16 @@ from .._atomic import check_target
 from .._device import resolve_device
 from .._options import attributes_doc, check_fields, option
 from .._overrides import split_options
-from ..data.augment_finetune import DeviceTrainAugment
-from ..data.preprocess import pil_mode
+from ..data.transforms.augment_finetune import DeviceTrainAugment
+from ..data.transforms.device import TensorSplit
+from ..data.transforms.identity import identity_at_model_size
+from ..data.transforms.numbers import pil_mode
+from ..data.transforms.pil import eval_transform_for, train_transform
 from ..models.config import check_encoder_kwargs
+from .cache import cache_key, default_cache_dir, features_for
 from .data import resolve_data
-from .features import (
-    cache_key,
-    data_config,
-    default_cache_dir,
-    eval_transform_for,
-    features_for,
-    identity_at_model_size,
-    train_transform,
-)
-from .finetune import FinetuneConfig, TensorSplit, finetune
+from .features import data_config
+from .finetune import FinetuneConfig, finetune
 from .knn import knn_metrics
 from .linear import LinearProbeConfig, linear_probe_cached, linear_probe_mae
 from .model import resolve_model

@@ -22,7 +22,7 @@ from .._atomic import check_target, owned_folder, write_folder, write_text
 from .._files import CONFIG_NAME, WEIGHTS_NAME
 from .._safetensors import check_finite, weights_metadata, write_safetensors
 from .._version import __version__
-from ..data.preprocess import fit_channels
+from ..data.transforms.numbers import fit_channels
 from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
 from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME

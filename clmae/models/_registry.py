@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data.fashion_mnist import MEAN as FMNIST_MEAN
 from ..data.fashion_mnist import STD as FMNIST_STD
-from ..data.preprocess import EVAL_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms.numbers import EVAL_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

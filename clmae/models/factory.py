@@ -14,7 +14,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..data.preprocess import fit_channels
+from ..data.transforms.numbers import fit_channels
 from ._init import init_linear_and_norm
 from ._registry import get_arch
 from ._size import SIZE_ARGS, check_fits, stack_numel, too_large

@@ -7,10 +7,10 @@ One object, :class:`EpochBatches`, puts the three input pipelines behind one loo
         for micro, indices in batches.epoch(epoch):        # one update: accum_iter micro-batches
             stats = train_step(model, micro, ...)
 
-* small sets held whole on the device (:class:`~clmae.data.device.DeviceImages`, e.g. Fashion-MNIST): each
+* small sets held whole on the device (:class:`~clmae.data.DeviceImages`, e.g. Fashion-MNIST): each
   micro-batch is an index gather plus the augmentation's kernels, no ``DataLoader``;
 * image files decoded on the device (``decode="device"``, or ``"auto"`` on CUDA): ``DataLoader`` workers only read the
-  encoded bytes and :class:`~clmae.data.decode.BatchDecoder` decodes and augments each micro-batch;
+  encoded bytes and :class:`~clmae.data.transforms.decode.BatchDecoder` decodes and augments each micro-batch;
 * image files decoded with PIL in ``DataLoader`` workers (``decode="pil"``, or ``"auto"`` off CUDA).
 
 Whichever it is, :class:`~clmae.data.sampler.GlobalBatchSampler` decides which images each process reads in each update
@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import DeviceImages, GlobalBatchSampler, PretrainingData, build_pretraining_data, item_seed
-from ..data.decode import BatchDecoder, EncodedImages, collate_encoded
+from ..data.transforms.decode import BatchDecoder, EncodedImages, collate_encoded
 from ..models import CLMAE
 from .config import TrainConfig
 from .distributed import gather_objects
@@ -68,7 +68,7 @@ class EpochBatches:
     """Every update's micro-batches, on ``device``, from the pipeline that fits ``data`` (see the module docstring).
 
     Args:
-        data: the pretraining data (:func:`model_data`); a :class:`~clmae.data.device.DeviceImages` set is moved to
+        data: the pretraining data (:func:`model_data`); a :class:`~clmae.data.DeviceImages` set is moved to
             ``device``.
         sampler: which images this process reads (its ``batch_size``, ``accum_iter``, epochs).
         device: where the micro-batches are served.
@@ -173,7 +173,7 @@ class EpochBatches:
     def epoch_plan(self, epoch: int, first: int = 0) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Device-held data: what :meth:`epoch` serves from update ``first`` on, as two plans on the device: image
         indices ``[micro-batches, batch_size]`` int64 and the crop boxes and flips of the augmentation
-        (:meth:`~clmae.data.device.DeviceImages.crop_plan`, ``None`` without augmentation); row ``k`` is the
+        (:meth:`~clmae.data.DeviceImages.crop_plan`, ``None`` without augmentation); row ``k`` is the
         ``k``-th micro-batch :meth:`epoch` yields."""
         if not self.held:
             raise ValueError("epoch_plan needs a device-held data set (DeviceImages)")

@@ -68,9 +68,9 @@ class TrainConfig:
         "pil",
         "where image files are decoded and augmented: ``pil`` (PIL in the DataLoader workers), ``device`` (the "
         "workers only read the files; JPEGs are decoded in batches on the training device -- nvJPEG on a GPU -- and "
-        "cropped there, :mod:`clmae.data.decode`), or ``auto`` (``device`` when training on CUDA, else ``pil``). The "
-        "two draw different crops from the same seeds (same distribution). The default stays ``pil`` until the "
-        "device path has been measured on a GPU (``benchmarks/run_gpu.sh``).",
+        "cropped there, :mod:`clmae.data.transforms.decode`), or ``auto`` (``device`` when training on CUDA, else "
+        "``pil``). The two draw different crops from the same seeds (same distribution). The default stays ``pil`` "
+        "until the device path has been measured on a GPU (``benchmarks/run_gpu.sh``).",
         choices=DECODES,
         resumable=True,
     )

@@ -1,7 +1,7 @@
 """One training update on device-held data with every input in tensors allocated once: a CUDA graph can replay it.
 
 A small ViT on a GPU waits on Python and kernel launches, not on arithmetic. With the data set held on the device
-(:class:`~clmae.data.device.DeviceImages`) nothing in an update needs the host, so the whole update -- the batch's
+(:class:`~clmae.data.DeviceImages`) nothing in an update needs the host, so the whole update -- the batch's
 gather and augmentation, both CL-MAE steps and both AdamW steps -- can be captured once as a CUDA graph and replayed
 every step (``cuda_graph=true``). What changes from update to update lives in tensors the graph reads:
 

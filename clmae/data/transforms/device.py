@@ -1,4 +1,5 @@
-"""Small image sets held whole on the training device: each batch is gathered by index and augmented there.
+"""Small image sets held whole on the training device: each batch is gathered by index and augmented there
+(:class:`DeviceImages` for pretraining, :class:`TensorSplit` for fine-tuning and its evaluation).
 
 Fashion-MNIST's 60,000 training images are 47 MB as uint8: on a GPU, a batch is one index gather and a few
 batched kernels, where a ``DataLoader`` would spend a Python call (and, with augmentation, a PIL image) per
@@ -6,7 +7,7 @@ sample and still copy every batch to the device. Small models train faster than 
 
 The batches are the same as the ``DataLoader`` path's: :class:`~clmae.data.sampler.GlobalBatchSampler` decides
 which images each process reads at each step, and the augmentation of each image is drawn from its own seed
-(:mod:`clmae.data.augment`), so runs resume exactly and do not depend on the number of processes.
+(:mod:`clmae.data.transforms.augment`), so runs resume exactly and do not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import crop_params, resized_crop
-from .preprocess import normalize
+from .augment_finetune import DeviceTrainAugment
+from .identity import identity_at_model_size, normalize_uint8
+from .numbers import normalize
 
 
 class DeviceImages(Dataset):
@@ -62,7 +65,7 @@ class DeviceImages(Dataset):
         return self.images.shape[0]
 
     def crop_plan(self, seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The crop boxes and flips (:func:`~clmae.data.augment.crop_params`) of many seeds at once, in the shape of
+        """The crop boxes and flips (:func:`~.augment.crop_params`) of many seeds at once, in the shape of
         ``seeds``: for a whole epoch's plan, one set of kernels per epoch instead of one per batch. Row ``k`` of each
         is what :meth:`batch` draws from ``seeds[k]``."""
         params = crop_params(seeds.reshape(-1).to(self.device), self.images.shape[2], self.images.shape[3])
@@ -94,3 +97,49 @@ class DeviceImages(Dataset):
     def without_augmentation(self) -> DeviceImages:
         """The same images (shared, not copied), unaugmented: for pictures. Needs images of ``size``."""
         return DeviceImages(self.images, self.mean, self.std, self.size, augment=False)
+
+
+class TensorSplit(Dataset):
+    """One split held as tensors -- uint8 images ``[N, H, W]`` at the model's size and labels ``[N]`` -- served a
+    batch at a time on their device: through ``augment`` (training), or as the evaluation transform gives them
+    (``augment=None``: ``pixel / 255``, normalised). :func:`clmae.eval.finetune.finetune` trains on it with no
+    ``DataLoader``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        cfg: dict,
+        augment: DeviceTrainAugment | None = None,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 3 or not identity_at_model_size(cfg, images.shape[1:]):
+            raise ValueError(
+                f"TensorSplit takes uint8 images [N, H, W] at the model's size, got {images.dtype} "
+                f"{tuple(images.shape)} for input_size {cfg['input_size']}"
+            )
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"need one label per image: {images.shape[0]} images, labels {tuple(labels.shape)}")
+        self.images, self.labels, self.cfg, self.augment = images, labels.long(), cfg, augment
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        """Move images and labels to ``device`` (in place); returns ``self``."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
+
+    def batch(self, index: torch.Tensor, seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``index`` (model input, on the images' device) and their labels; ``seeds`` (``[B]`` int64, one
+        per image) when augmenting."""
+        index = index.to(self.images.device)
+        if self.augment is None:
+            return normalize_uint8(self.images[index], self.cfg), self.labels[index]
+        if seeds is None:
+            raise ValueError("augmented batches need one seed per image")
+        return self.augment(self.images[index], seeds), self.labels[index]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.batch(torch.tensor([i]), torch.tensor([i], dtype=torch.int64))
+        return x[0], int(y[0])

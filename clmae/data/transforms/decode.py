@@ -4,10 +4,10 @@ The PIL path decodes and augments every image in ``DataLoader`` workers, one Pyt
 only read the encoded bytes (:class:`EncodedImages`), and the training process decodes a whole micro-batch at once
 (:class:`BatchDecoder`): JPEGs with ``torchvision.io.decode_jpeg`` on the GPU (nvJPEG, batched), then MAE's
 RandomResizedCrop + flip (or the evaluation transform) as per-sample resampling matrices on the device
-(:mod:`clmae.data.augment`). The images served are those of the PIL path:
+(:mod:`clmae.data.transforms.augment`). The images served are those of the PIL path:
 
-* the same crop boxes and flips, drawn from the same per-sample seeds (:func:`~clmae.data.augment.crop_params`, as
-  :class:`~clmae.data.device.DeviceImages` does); the bicubic resampling equals PIL's up to a grey level or two;
+* the same crop boxes and flips, drawn from the same per-sample seeds (:func:`~.augment.crop_params`, as
+  :class:`~.device.DeviceImages` does); the bicubic resampling equals PIL's up to a grey level or two;
 * the same pixels: what torchvision cannot decode exactly as :func:`~clmae.data.images.decode_image` does (PNGs
   that are not 8-bit grey/RGB(A), CMYK and 12-bit JPEGs, GIF, WebP, TIFF, BMP, a JPEG whose data does not end with
   its end marker, ...) is decoded with PIL, in the workers when they are told to (``predecode``, the default) or else
@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..images import _DECODE_ERRORS, SKIP_HINT, ImageSource, decode_image
 from .augment import crop_params, resample, resize_matrix, resized_crop
-from .images import _DECODE_ERRORS, SKIP_HINT, ImageSource, decode_image
-from .preprocess import EVAL_CROP_PCT, eval_geometry, normalize, pil_mode
+from .numbers import EVAL_CROP_PCT, eval_geometry, normalize, pil_mode
 
 # Images per group are limited so that a group's padded float32 copy stays under 1 GiB: one large image in a batch
 # of small ones would otherwise pad all of them to its size.

@@ -1,13 +1,14 @@
 """Fine-tuning's training augmentation for uint8 images held on the device, one random draw per sample (the
-pretraining augmentation is :mod:`clmae.data.augment`, whose crop boxes and per-sample numbers it shares).
+pretraining augmentation is :mod:`clmae.data.transforms.augment`, whose crop boxes and per-sample numbers it shares).
 
-:func:`clmae.eval.features.train_transform` builds timm's PIL pipeline: RandomResizedCrop -> horizontal flip ->
+:func:`clmae.data.transforms.pil.train_transform` builds timm's PIL pipeline: RandomResizedCrop -> horizontal flip ->
 RandAugment -> ToTensor -> Normalize -> random erasing, one Python call and one PIL image per sample. For a data set
 held as one uint8 tensor (Fashion-MNIST) :class:`DeviceTrainAugment` applies the same steps to a whole batch on its
-device, with each sample's draws taken from its own seed (:func:`clmae.data.augment.uniform`):
+device, with each sample's draws taken from its own seed (:func:`clmae.data.transforms.augment.uniform`):
 
 * RandomResizedCrop(``scale``, ratio 3/4-4/3) with the model's filter (PIL's bilinear or bicubic, antialiased, each
-  pass rounded to a grey level) and a flip with probability ``hflip``: :mod:`clmae.data.augment`'s crop boxes.
+  pass rounded to a grey level) and a flip with probability ``hflip``: the crop boxes of
+  :mod:`clmae.data.transforms.augment`.
 * RandAugment (timm's ``rand-...-inc1`` specs, the ops of ``_RAND_INCREASING_TRANSFORMS``): ``n`` ops drawn with
   replacement, each applied with its probability at a magnitude drawn from N(m, mstd) clipped to [0, mmax]. The
   photometric ops follow Pillow's integer formulas (autocontrast, equalize, invert, posterize, solarize,
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import crop_params, resample_matrix, uniform
-from .preprocess import normalize
+from .numbers import normalize
 
 # timm's rand-...-inc1 ops, in timm's order (ColorIncreasing is the identity on grey images)
 SUPPORTED_OPS = (
@@ -54,7 +55,7 @@ SUPPORTED_OPS = (
 )
 FILTERS = ("bilinear", "bicubic")
 _LEVEL_DENOM = 10.0
-_CROP_DRAWS = 23  # clmae.data.augment.crop_params: 10 x (area, ratio), top, left, flip
+_CROP_DRAWS = 23  # clmae.data.transforms.augment.crop_params: 10 x (area, ratio), top, left, flip
 _OP_DRAWS = 5  # per RandAugment layer: which op, apply?, magnitude (2, Box-Muller), sign
 _ERASE_DRAWS = 23  # apply?, 10 x (area, ratio), top, left
 
@@ -162,7 +163,7 @@ def _affine(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor, mode: str)
 
 
 class DeviceTrainAugment:
-    """The fine-tuning augmentation of :func:`~clmae.eval.features.train_transform`, batched on the device.
+    """The fine-tuning augmentation of :func:`~clmae.data.transforms.pil.train_transform`, batched on the device.
 
     Args:
         cfg: the model's data config (``input_size``, ``mean``, ``std``, ``interpolation``).

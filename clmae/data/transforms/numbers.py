@@ -3,7 +3,7 @@
 * :func:`normalize`: subtract the mean, divide by the std, per channel (:func:`denormalize` undoes it for
   pictures); written once for every tensor path (device-held Fashion-MNIST, batch decoding, fine-tuning's device
   augmentation, evaluation's uint8 tensors, :func:`~clmae.data.fashion_mnist.to_float`); the PIL paths get the
-  same numbers from torchvision's ``ToTensor`` + ``Normalize`` (:mod:`clmae.data.transforms`).
+  same numbers from torchvision's ``ToTensor`` + ``Normalize`` (:mod:`clmae.data.transforms.pil`).
 * the default statistics: ImageNet's mean/std (timm's constants) and their one-channel form for greyscale models;
 * the evaluation geometry: resize the shorter side to ``int(size / crop_pct)``, centre-crop ``size``;
 * :func:`pil_mode`: the PIL mode of a model's input.
