@@ -108,7 +108,7 @@ class EvalContext:
     feature_info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def features(self) -> Any:
-        """The frozen features of both splits (a :class:`~clmae.eval.features.FeatureSet`), from the cache when it
+        """The frozen features of both splits (a :class:`~clmae.eval.cache.FeatureSet`), from the cache when it
         holds them."""
         common = self.common
         cached_before = _cache_exists(self.resolved, self.dataset, self.prep, common)
