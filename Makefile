@@ -4,6 +4,8 @@ VENV ?= .venv
 # The torch build to install; override for your platform, e.g. TORCH="torch torchvision".
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
+# pytest-xdist workers of `make test` and `make test-fast`: one per core of a 2-core machine (`make test TEST_JOBS=8`).
+TEST_JOBS ?= 2
 
 .PHONY: demo test test-fast lint format clean
 
@@ -21,11 +23,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check clmae tests examples benchmarks tools hubconf.py
 	$(BIN)/ruff format --check clmae tests examples benchmarks tools hubconf.py
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --maxschedchunk 2
 
 # The everyday loop: every test that starts no process, reads no full data set and takes under a few seconds.
 test-fast: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -m "not slow and not integration"
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --maxschedchunk 2 -m "not slow and not integration"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check clmae tests examples benchmarks tools hubconf.py

@@ -64,6 +64,8 @@ diag=()
 seeds=()
 [ -n "${SEEDS:-}" ] && seeds=(--seeds $SEEDS)
 if [ "${SMOKE:-0}" = 1 ]; then
+  # many processes at once on a few CPU cores: one intra-op thread each (more only wait for each other)
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   tiny=()
   for kv in depth=1 embed_dim=32 num_heads=2 decoder_embed_dim=32 decoder_depth=1 decoder_num_heads=2 masker_depth=1; do
     tiny+=(--override "model_kwargs.$kv")

@@ -8,11 +8,19 @@ _CACHE = tempfile.mkdtemp(prefix="clmae-tests-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ["HF_HOME"] = os.path.join(_CACHE, "hf")
 os.environ["CLMAE_CACHE"] = os.path.join(_CACHE, "clmae")
+# Under pytest-xdist (`make test` runs one worker per core): one intra-op thread per worker and per process a test
+# starts, so that threads never outnumber the cores (more only spin, waiting for each other). Set before torch loads.
+XDIST = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if XDIST:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import clmae  # noqa: E402
+
+if XDIST:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Seconds a test waits for a process, a thread or a file before it calls it hung. Only a hang guard: generous, so
 # that a run slowed down by a busy machine still passes (no outcome may depend on the machine's speed).
@@ -59,3 +67,14 @@ def one_thread():
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the end-to-end runs first, then the other slow tests: the workers take tests as they finish
+    them, so the longest start early and the short ones fill the gaps at the end (the order within a group is kept)."""
+    if XDIST:
+        items.sort(
+            key=lambda item: (
+                0 if item.get_closest_marker("integration") else 1 if item.get_closest_marker("slow") else 2
+            )
+        )

@@ -107,6 +107,35 @@ def test_the_calibration_child_times_the_trainers_loop_body(tmp_path):
     assert record["method"] == "clmae" and record["batch"] == 4 and record["images_per_s"] > 0
 
 
+def test_the_calibration_times_the_model_the_runs_train(monkeypatch, tmp_path):
+    items = ["model_kwargs.depth=1", "model.embed_dim=32", "epochs=2", "model_kwargs.act_layer=gelu"]
+    assert fmnist.model_overrides(items) == {"depth": 1, "embed_dim": 32, "act_layer": "gelu"}
+    commands = []
+
+    def fake_run_all(jobs, parallel, deadline, cwd=None):  # records the child commands instead of starting them
+        for _, cmd, _ in jobs:
+            commands.append(cmd)
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"method": "clmae", "batch": 8, "images_per_s": 1.0, "losses": [[1.0]]}))
+
+    monkeypatch.setattr(fmnist, "_run_all", fake_run_all)
+    fmnist.calibrate(
+        _args(override=items, calibrate_steps=1, calibrate_warmup=1, mask_probe=0, device="cpu"),
+        ["clmae"],
+        8,
+        tmp_path,
+        1e12,
+    )
+    (cmd,) = commands
+    passed = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--override"]
+    assert passed == ["model_kwargs.depth=1", "model.embed_dim=32", "model_kwargs.act_layer=gelu"]  # not epochs
+    seen = {}
+    monkeypatch.setattr(fmnist, "calibrate_child", lambda *a: seen.setdefault("model_kwargs", a[-1]))
+    assert fmnist.main(cmd[3:]) == 0  # the child's own command line, as the parent wrote it
+    assert seen["model_kwargs"] == {"depth": 1, "embed_dim": 32, "act_layer": "gelu"}
+
+
 def test_a_run_stopped_at_the_deadline_is_exported_from_its_newest_epoch_checkpoint(tmp_path):
     from test_train_trainer import tiny_config
 
