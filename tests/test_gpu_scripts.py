@@ -137,7 +137,7 @@ def _delivered(log: Path) -> list[str]:
 def test_a_comparison_killed_at_a_random_moment_keeps_every_finished_stage(tmp_path, seed):
     out = tmp_path / "out"
     env = _env(OUT=str(out), ZOO=str(tmp_path / "zoo"), SMOKE="1", FT_EPOCHS="0")
-    _kill_at(["bash", str(SCRIPTS / "run_gpu_fmnist.sh")], env, random.Random(seed).uniform(10, 100))
+    _kill_at(["bash", str(SCRIPTS / "run_gpu_fmnist.sh")], env, random.Random(seed).uniform(10, 70))
     stages = _delivered(out / "log.txt")
     if not stages:
         assert not (out / "results.tar.gz").exists()
@@ -190,7 +190,7 @@ def test_run_gpu_rehearses_every_step_and_a_kill_keeps_the_finished_ones(tmp_pat
 
     # the same script cut at a seeded random moment: every step the log calls delivered is in the archive
     killed = tmp_path / "killed"
-    _kill_at(["bash", str(SCRIPTS / "run_gpu.sh")], _env(OUT=str(killed), SMOKE="1"), random.Random(2).uniform(10, 60))
+    _kill_at(["bash", str(SCRIPTS / "run_gpu.sh")], _env(OUT=str(killed), SMOKE="1"), random.Random(2).uniform(10, 40))
     delivered = _delivered(killed / "log.txt")
     if delivered:
         _returned(killed)

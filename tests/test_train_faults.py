@@ -376,7 +376,7 @@ def test_sigint_and_sigterm_at_random_moments_resume_exactly(tmp_path, sig):
     for attempt in range(4):
         proc = _cli_spawn(tiny_config(run, **cfg))
         _wait_for_training(proc)
-        if attempt == 0:  # the first stop lands inside the loop whatever the machine's speed: after the first checkpoint
+        if attempt == 0:  # the first stop lands inside the loop, whatever the speed: after the first checkpoint
             while proc.poll() is None and not list_checkpoints(run):
                 time.sleep(0.002)
             time.sleep(rng.uniform(0.0, 0.05 * span))
