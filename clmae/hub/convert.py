@@ -14,7 +14,10 @@ from .._atomic import check_target
 from .._checkpoint_file import load_torch_checkpoint
 from .._state_dict import check_state
 from ..models import METHOD_TITLES, create_encoder, create_pretraining_model, get_arch, list_models
+from .load import load_pretrained, load_pretraining_model
 from .save import is_weights_folder, save_weights_folder
+from .vitmae import has_decoder, pick_arch, vitmae_source
+from .vitmae_map import encoder_args
 
 # Reference (facebookresearch/mae, CL-MAE) key prefix -> clmae's. Longest prefixes first; encoder keys are the
 # remaining timm ViT keys and get "encoder." in front.
@@ -160,10 +163,6 @@ def convert_vitmae(
     model from a ``ViTMAEForPreTraining`` (it has a decoder), the encoder alone from a ``ViTMAEModel``
     (:mod:`clmae.hub.vitmae`). ``folder`` is written as :func:`~clmae.hub.save.save_weights_folder` does (whole,
     and only over an earlier clmae weights folder unless ``overwrite``)."""
-    from .load import load_pretrained, load_pretraining_model
-    from .vitmae import has_decoder, pick_arch, vitmae_source
-    from .vitmae_map import encoder_args
-
     check_target(folder, is_weights_folder, "a clmae-format weights folder", overwrite=overwrite)
     found = vitmae_source(spec)
     if found is None:

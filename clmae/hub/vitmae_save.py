@@ -25,6 +25,7 @@ from .._version import __version__
 from ..data.transforms.numbers import fit_channels
 from ..models import CLMAE, norm_eps
 from ..models.norm_eps import TIMM_NORM_EPS
+from .load import adapt_input_conv, load_pretrained, load_pretraining_model
 from .vitmae import MODEL_TYPE, PREPROCESSOR_NAME
 from .vitmae_map import to_vitmae_state
 
@@ -233,8 +234,6 @@ def save_vitmae(
     )
     enc_state = dict(encoder.state_dict())
     if in_chans != channels:
-        from .load import adapt_input_conv
-
         weight = enc_state["patch_embed.proj.weight"]
         enc_state["patch_embed.proj.weight"] = adapt_input_conv(in_chans, weight, base_chans=channels)
         config["clmae"]["in_chans_adapted_from"] = channels  # the trained stem's channels
@@ -277,8 +276,6 @@ def export_vitmae(
     Returns:
         The folder.
     """
-    from .load import load_pretrained, load_pretraining_model
-
     check_target(folder, is_vitmae_folder, "a transformers ViTMAE folder written by clmae", overwrite=overwrite)
     encoder = load_pretrained(spec)  # with the weight's own preprocessing (config.json's pretrained_cfg)
     if not decoder:
