@@ -99,6 +99,15 @@ def load_ref(ref: str | Callable[..., Any]) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+def add_entry(table: dict[str, Any], name: str, entry: Any, what: str) -> Any:
+    """Add ``entry`` to the registry ``table`` under ``name`` (a ``ValueError`` naming ``what`` if the name is taken);
+    returns it. The one rule of clmae's registries: data forms here, evaluation protocols in ``clmae.eval``."""
+    if name in table:
+        raise ValueError(f"{what} {name!r} is already registered")
+    table[name] = entry
+    return entry
+
+
 def _parse_fmnist(spec: str) -> DataSpec | None:
     from .fashion_mnist import fmnist_root  # imports torch: only once a spec is parsed, never for --help
 
@@ -154,10 +163,7 @@ FORMS: dict[str, DataForm] = {}
 
 def register_data_form(form: DataForm) -> DataForm:
     """Add ``form`` to :data:`FORMS` (a ``ValueError`` if its kind is taken); returns it."""
-    if form.kind in FORMS:
-        raise ValueError(f"a data form {form.kind!r} is already registered")
-    FORMS[form.kind] = form
-    return form
+    return add_entry(FORMS, form.kind, form, "a data form")
 
 
 def unregister_data_form(kind: str) -> None:

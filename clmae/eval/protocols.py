@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.spec import load_ref
+from ..data.spec import add_entry, load_ref
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,7 @@ PROTOCOLS: dict[str, Protocol] = {}
 
 def register_protocol(protocol: Protocol) -> Protocol:
     """Add ``protocol`` to :data:`PROTOCOLS` (a ``ValueError`` if its name is taken); returns it."""
-    if protocol.name in PROTOCOLS:
-        raise ValueError(f"an evaluation protocol {protocol.name!r} is already registered")
-    PROTOCOLS[protocol.name] = protocol
-    return protocol
+    return add_entry(PROTOCOLS, protocol.name, protocol, "an evaluation protocol")
 
 
 def unregister_protocol(name: str) -> None:
