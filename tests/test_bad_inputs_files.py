@@ -273,6 +273,14 @@ def _target_cases(work: Path, weights: Path, checkpoint: Path):
     ]  # fmt: skip
 
 
+def _case(which, tmp_path, monkeypatch, weights, checkpoint):
+    """The working folder (made the current one) and the target case ``which`` of :func:`_target_cases` in it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work, next(c for c in _target_cases(work, weights, checkpoint) if c[0] == which)
+
+
 CASE_IDS = ["extract", "extract-other-safetensors", "eval", "export", "export-transformers",
             "export-over-a-transformers-export", "export-transformers-over-a-clmae-export", "convert",
             "visualize"]  # fmt: skip
@@ -287,11 +295,7 @@ def test_foreign_files_in_a_target_are_refused_and_overwrite_replaces_them(
     monkeypatch,
     capsys,
 ):
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    cases = {c[0]: c for c in _target_cases(work, weights, checkpoint)}
-    _, argv, target, foreign, expected = cases[which]
+    work, (_, argv, target, foreign, expected) = _case(which, tmp_path, monkeypatch, weights, checkpoint)
     foreign(target)
     before = _snapshot(work)
     capsys.readouterr()
@@ -332,11 +336,7 @@ def test_an_earlier_result_of_the_same_command_is_replaced_without_overwrite(
     monkeypatch,
     capsys,
 ):
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    cases = {c[0]: c for c in _target_cases(work, weights, checkpoint)}
-    _, argv, target, _, _ = cases[which]
+    _, (_, argv, target, _, _) = _case(which, tmp_path, monkeypatch, weights, checkpoint)
     assert cli.main(argv) == 0, capsys.readouterr().err
     first = _snapshot(target.parent)
     assert cli.main(argv) == 0, capsys.readouterr().err
