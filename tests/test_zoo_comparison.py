@@ -17,7 +17,7 @@ import pytest
 
 from clmae.train import trainer
 from clmae.train.config import TrainConfig, load_recipe
-from tools.zoo import fmnist, publish, report
+from tools.zoo import calibrate, fmnist, publish, report
 
 pytestmark = pytest.mark.slow  # starts processes or reads the full Fashion-MNIST
 
@@ -109,7 +109,9 @@ def test_the_calibration_child_times_the_trainers_loop_body(tmp_path):
 
 def test_the_calibration_times_the_model_the_runs_train(monkeypatch, tmp_path):
     items = ["model_kwargs.depth=1", "model.embed_dim=32", "epochs=2", "model_kwargs.act_layer=gelu"]
-    assert fmnist.model_overrides(items) == {"depth": 1, "embed_dim": 32, "act_layer": "gelu"}
+    # the recipe's model arguments (clmae_fmnist.yaml: mask_ratio 0.75, norm_pix_loss false), then the overrides
+    model = {"mask_ratio": 0.75, "norm_pix_loss": False, "depth": 1, "embed_dim": 32, "act_layer": "gelu"}
+    assert fmnist.run_model("clmae", items) == ("vit_tiny_patch4_28", model)
     commands = []
 
     def fake_run_all(jobs, parallel, deadline, cwd=None):  # records the child commands instead of starting them
@@ -128,12 +130,16 @@ def test_the_calibration_times_the_model_the_runs_train(monkeypatch, tmp_path):
         1e12,
     )
     (cmd,) = commands
-    passed = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--override"]
-    assert passed == ["model_kwargs.depth=1", "model.embed_dim=32", "model_kwargs.act_layer=gelu"]  # not epochs
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--override"] == items  # the runs' options, in order
     seen = {}
-    monkeypatch.setattr(fmnist, "calibrate_child", lambda *a: seen.setdefault("model_kwargs", a[-1]))
+
+    def fake_time_updates(method, batch, device, steps, warmup, **kwargs):
+        seen.update(kwargs)
+        return {"images_per_s": 1.0, "losses": [[1.0]]}
+
+    monkeypatch.setattr(calibrate, "time_updates", fake_time_updates)
     assert fmnist.main(cmd[3:]) == 0  # the child's own command line, as the parent wrote it
-    assert seen["model_kwargs"] == {"depth": 1, "embed_dim": 32, "act_layer": "gelu"}
+    assert (seen["arch"], seen["model_kwargs"]) == ("vit_tiny_patch4_28", model)
 
 
 def test_a_run_stopped_at_the_deadline_is_exported_from_its_newest_epoch_checkpoint(tmp_path):

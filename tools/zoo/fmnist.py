@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from clmae.models import METHOD_TITLES, METHODS
+from clmae.train.config import TrainConfig, apply_overrides, load_recipe
 
 from ._jobs import clmae_command as _clmae
 from ._jobs import run_all as _run_all
@@ -70,21 +71,11 @@ def _train_images(spec: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-MODEL_OVERRIDES = ("model_kwargs.", "model.")  # the keys of `clmae train` that are model arguments
-
-
-def model_overrides(items: list[str]) -> dict[str, Any]:
-    """The model arguments among ``--override`` items: ``["model_kwargs.depth=1", "epochs=2"]`` -> ``{"depth": 1}``
-    (values read as JSON where they are JSON, else kept as strings)."""
-    found = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if key.startswith(MODEL_OVERRIDES):
-            try:
-                found[key.split(".", 1)[1]] = json.loads(value)
-            except ValueError:
-                found[key.split(".", 1)[1]] = value
-    return found
+def run_model(method: str, overrides: list[str]) -> tuple[str, dict[str, Any]]:
+    """The architecture and model arguments a run of ``method`` trains: its recipe, then ``overrides``, read by the
+    parser of ``clmae train`` itself."""
+    cfg = apply_overrides(TrainConfig.from_dict(load_recipe(f"{method}_fmnist")), list(overrides))
+    return cfg.model, dict(cfg.model_kwargs)
 
 
 def calibrate_child(
@@ -96,21 +87,23 @@ def calibrate_child(
     probe: int = 1000,
     warmup: int = 15,
     fake_graph: str | None = None,
-    model_kwargs: dict[str, Any] | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> None:
     """Time ``steps`` updates of the trainer's loop (after ``warmup`` ones) on random uint8 images held on the device
     (:func:`tools.zoo.calibrate.time_updates`): eagerly, then on CUDA as the graphed update (``cuda_graph=true``).
     Writes images/s and the first losses of both to ``out``. ``fake_graph`` (CPU rehearsals) replaces the graphed
-    record by a made-up one: ``faster``, ``slower``, ``differs`` or ``fails``. ``model_kwargs``: the runs' model
-    overrides, so that the model timed is the model trained."""
+    record by a made-up one: ``faster``, ``slower``, ``differs`` or ``fails``. ``overrides``: the runs' ``key=value``
+    options, so that the model timed is the model trained (:func:`run_model`)."""
     from .calibrate import time_updates
 
+    arch, model_kwargs = run_model(method, list(overrides))
+    timed = dict(probe=probe, arch=arch, model_kwargs=model_kwargs)
     record = {"method": method, "batch": batch, "steps": steps}
-    record.update(time_updates(method, batch, device, steps, warmup, probe=probe, model_kwargs=model_kwargs))
+    record.update(time_updates(method, batch, device, steps, warmup, **timed))
     if fake_graph is not None:
         graph = _made_up_graph(record, fake_graph)
     elif device.startswith("cuda"):
-        graph = time_updates(method, batch, device, steps, warmup, graph=True, probe=probe, model_kwargs=model_kwargs)
+        graph = time_updates(method, batch, device, steps, warmup, graph=True, **timed)
     else:
         graph = {"error": f"CUDA graphs need a CUDA device, not {device}"}
     record["graph"] = graph
@@ -146,9 +139,8 @@ def calibrate(args: argparse.Namespace, methods: list[str], batch: int, out: Pat
         cmd += ["--calibrate-steps", str(args.calibrate_steps), "--calibrate-warmup", str(args.calibrate_warmup)]
         if getattr(args, "fake_graph", None):
             cmd += ["--fake-graph", args.fake_graph]
-        for item in getattr(args, "override", []):  # the runs' model arguments: time the model that will train
-            if item.startswith(MODEL_OVERRIDES):
-                cmd += ["--override", item]
+        for item in getattr(args, "override", []):  # the runs' options: time the model that will train
+            cmd += ["--override", item]
         jobs.append((f"calibrate {method} #{k} batch {batch}", cmd, f.with_suffix(".log")))
     _run_all(jobs, len(jobs), deadline, cwd=ROOT)
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
@@ -534,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             args.mask_probe,
             args.calibrate_warmup,
             args.fake_graph,
-            model_overrides(args.override),
+            tuple(args.override),
         )
         return 0
     if not 1 <= args.min_seeds <= args.max_seeds:
